@@ -1,0 +1,27 @@
+"""batchrun: bulk requests to OpenAI-compatible APIs, rate-limited, resumable, into Parquet.
+
+import batchrun
+summary = batchrun.run_sync(batchrun.RunConfig(input_path="in.jsonl", out_dir="out"))
+"""
+
+from batchrun.checkpoint import CheckpointError, OutputLockedError
+from batchrun.config import RunConfig
+from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.pipeline import RunControl, RunSummary, run, run_sync
+from batchrun.reader import InputError
+
+__all__ = [
+    "CheckpointError",
+    "ErrorType",
+    "InputError",
+    "OutputLockedError",
+    "Record",
+    "Request",
+    "RowError",
+    "RunConfig",
+    "RunControl",
+    "RunSummary",
+    "run",
+    "run_sync",
+]
+__version__ = "0.1.0"

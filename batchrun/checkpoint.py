@@ -1,0 +1,283 @@
+"""What a run has finished, kept so that a run killed at any instant can resume.
+
+`OUT/checkpoint.json` holds:
+- the input's fingerprint (a changed input file is refused on resume),
+- the settings that change what a row means (the default endpoint),
+- `parts`: how many result part files are committed (`part-000000.parquet` .. `parts - 1`),
+- `done`: the finished input row numbers as sorted, merged `[start, end)` ranges.
+
+Guarantees:
+- `save` is atomic: write a temporary file, fsync, rename, fsync the directory. A reader sees the
+  old checkpoint or the new one, never half of one.
+- The writer commits a part file before the checkpoint that counts it, so the checkpoint never
+  names a part that is not complete on disk. A part committed after the last checkpoint (a crash
+  between the two steps) is adopted on resume by the writer, not sent again.
+- `RangeSet` stays small: rows finish roughly in order, so ranges merge and their number is bounded
+  by what was in flight, not by the size of the input.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "Checkpoint",
+    "CheckpointError",
+    "Fingerprint",
+    "OutputLock",
+    "OutputLockedError",
+    "RangeSet",
+    "atomic_write_bytes",
+    "fingerprint_file",
+]
+
+CHECKPOINT_NAME = "checkpoint.json"
+_FORMAT_VERSION = 1
+# Files up to this size are hashed whole; larger ones by sampled blocks, so that resuming a
+# 100 GB input does not cost minutes of hashing.
+_FULL_HASH_LIMIT = 1 << 30
+_SAMPLE_BLOCK = 1 << 20
+_SAMPLE_COUNT = 64
+
+
+class CheckpointError(Exception):
+    """The output directory cannot be resumed as asked (changed input, damaged checkpoint...)."""
+
+
+class OutputLockedError(CheckpointError):
+    """Another batchrun process is writing to the same output directory."""
+
+
+class RangeSet:
+    """Non-negative integers kept as sorted, disjoint, non-adjacent `[start, end)` ranges."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        for start, end in sorted(ranges):
+            self.add_range(start, end)
+
+    def add(self, value: int) -> None:
+        self.add_range(value, value + 1)
+
+    def add_range(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        # Every range that touches or overlaps [start, end) merges into one.
+        lo = bisect.bisect_left(self._ends, start)
+        hi = bisect.bisect_right(self._starts, end)
+        if lo < hi:
+            start = min(start, self._starts[lo])
+            end = max(end, self._ends[hi - 1])
+        self._starts[lo:hi] = [start]
+        self._ends[lo:hi] = [end]
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int):
+            return False
+        i = bisect.bisect_right(self._starts, value) - 1
+        return i >= 0 and value < self._ends[i]
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every integer in `[start, end)` is in the set."""
+        if end <= start:
+            return True
+        i = bisect.bisect_right(self._starts, start) - 1
+        return i >= 0 and end <= self._ends[i]
+
+    def __len__(self) -> int:
+        """How many integers are in the set (not how many ranges)."""
+        return sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self._starts, self._ends, strict=True))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.ranges())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RangeSet) and self.ranges() == other.ranges()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"[{s}, {e})" for s, e in self.ranges()[:4])
+        more = f", ... {len(self._starts) - 4} more" if len(self._starts) > 4 else ""
+        return f"RangeSet({shown}{more})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fingerprint:
+    size: int
+    digest: str
+    method: str  # "sha256" (whole file) or "sha256-sampled"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "digest": self.digest, "method": self.method}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fingerprint:
+        return cls(size=int(data["size"]), digest=str(data["digest"]), method=str(data["method"]))
+
+
+def fingerprint_file(path: Path) -> Fingerprint:
+    """Identify the input's content: whole-file sha256 up to 1 GiB, sampled blocks beyond."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+            return Fingerprint(size=size, digest=h.hexdigest(), method="sha256")
+        step = (size - _SAMPLE_BLOCK) // (_SAMPLE_COUNT - 1)
+        for i in range(_SAMPLE_COUNT):
+            f.seek(i * step)
+            h.update(f.read(_SAMPLE_BLOCK))
+    return Fingerprint(size=size, digest=h.hexdigest(), method="sha256-sampled")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True, kw_only=True)
+class Checkpoint:
+    """The resumable state of one output directory. Mutable: only the writer changes it."""
+
+    input_path: str
+    fingerprint: Fingerprint
+    settings: dict[str, Any]
+    parts: int = 0
+    done: RangeSet = field(default_factory=RangeSet)
+    total_rows: int | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
+
+    @classmethod
+    def path_in(cls, out_dir: Path) -> Path:
+        return out_dir / CHECKPOINT_NAME
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": _FORMAT_VERSION,
+            "input_path": self.input_path,
+            "fingerprint": self.fingerprint.to_json(),
+            "settings": self.settings,
+            "parts": self.parts,
+            "total_rows": self.total_rows,
+            "counts": self.counts,
+            "done": [[s, e] for s, e in self.done.ranges()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint:
+        if data.get("version") != _FORMAT_VERSION:
+            raise CheckpointError(f"unsupported checkpoint version {data.get('version')!r}")
+        return cls(
+            input_path=str(data["input_path"]),
+            fingerprint=Fingerprint.from_json(data["fingerprint"]),
+            settings=dict(data["settings"]),
+            parts=int(data["parts"]),
+            done=RangeSet((int(s), int(e)) for s, e in data["done"]),
+            total_rows=data.get("total_rows"),
+            counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+        )
+
+    def save(self, out_dir: Path) -> None:
+        data = json.dumps(self.to_json(), separators=(",", ":")).encode() + b"\n"
+        atomic_write_bytes(self.path_in(out_dir), data)
+
+    @classmethod
+    def load(cls, out_dir: Path) -> Checkpoint | None:
+        path = cls.path_in(out_dir)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return cls.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path} is damaged ({exc}); use a new --out directory") from exc
+
+    def check_resumable(self, fingerprint: Fingerprint, settings: dict[str, Any]) -> None:
+        """Refuse to continue a run whose input or meaning has changed."""
+        if fingerprint != self.fingerprint:
+            raise CheckpointError(
+                f"the input file has changed since this output was started "
+                f"(was {self.fingerprint.size} bytes, sha256 {self.fingerprint.digest[:12]}; "
+                f"now {fingerprint.size} bytes, sha256 {fingerprint.digest[:12]}). "
+                "Use a new --out directory for a different input."
+            )
+        for key, old in self.settings.items():
+            new = settings.get(key)
+            if new != old:
+                raise CheckpointError(
+                    f"--{key.replace('_', '-')} was {old!r} when this output was started and is "
+                    f"{new!r} now; use the same value to resume, or a new --out directory"
+                )
+
+
+class OutputLock:
+    """An exclusive lock on an output directory, held for the life of a run.
+
+    flock is released by the kernel when the process dies, even by kill -9, so a crashed run never
+    leaves a stale lock behind.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self._path = out_dir / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputLockedError(
+                f"another batchrun process is already writing to {self._path.parent}; "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

@@ -1,0 +1,247 @@
+"""Sending one request, with retries, and turning whatever comes back into a `Record`.
+
+Inputs: a `Request`. Output: its final `Record` (status "ok" or "error"), or `FatalRunError`
+when the failure concerns the whole run (bad key, no quota); that row then stays pending.
+
+Guarantees:
+- Transport exceptions are translated in exactly one place (`_transport_verdict`); anything else
+  (a bug) propagates instead of being retried as if it were a network error.
+- Retries follow `batchrun.retry`; 429s and `retry-after` pause every worker through the limiter.
+- An outage (connection refused, 502/503/504 from every request) pauses every worker and does not
+  use up rows' retries, for up to `max_outage_s`; then rows fail as usual.
+- The API key is sent only in the `Authorization` header and is scrubbed from every error message
+  and error body that is recorded (`redact`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx2
+
+from batchrun.limiter import Limiter
+from batchrun.models import ErrorType, Record, Request
+from batchrun.retry import (
+    FATAL,
+    RETRY,
+    Verdict,
+    backoff_s,
+    classify_response,
+    parse_retry_after_s,
+)
+from batchrun.usage import Usage, parse_usage
+
+__all__ = ["CostFn", "FatalRunError", "Sender", "join_url", "redact"]
+
+CostFn = Callable[[str | None, Usage], float | None]
+_OUTAGE_STATUSES = {502, 503, 504}
+_KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9*_\-.]{4,}")
+
+
+class FatalRunError(Exception):
+    """A failure that no other row can avoid either: stop dispatching, keep the rest resumable."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove the API key, and anything shaped like one, from text that will be stored or shown."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return _KEY_PATTERN.sub("sk-[redacted]", text)
+
+
+def join_url(base_url: str, path: str) -> str:
+    """`https://host/v1` + `/v1/chat/completions` -> `https://host/v1/chat/completions`."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
+        path = path[3:]
+    return base + path
+
+
+class Sender:
+    """Sends requests for every worker; holds the state that spans them (the outage clock)."""
+
+    def __init__(
+        self,
+        http: httpx2.AsyncClient,
+        limiter: Limiter,
+        *,
+        base_url: str,
+        api_key: str | None,
+        max_retries: int,
+        max_outage_s: float = 300.0,
+        cost_fn: CostFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._limiter = limiter
+        self._base_url = base_url
+        self._api_key = api_key
+        self._headers = {"content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._max_retries = max_retries
+        self._max_outage_s = max_outage_s
+        self._cost_fn = cost_fn
+        self._clock = clock
+        self._urls: dict[str, str] = {}
+        self._outage_since: float | None = None
+        self.retries = 0
+
+    def _url(self, path: str) -> str:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = join_url(self._base_url, path)
+        return url
+
+    async def send(self, request: Request) -> Record:
+        charge = request.token_charge
+        attempts = 0
+        counted = 0
+        while True:
+            attempts += 1
+            counted += 1
+            await self._limiter.acquire(charge)
+            started = time.perf_counter()
+            try:
+                response = await self._http.post(
+                    self._url(request.url), content=request.body, headers=self._headers
+                )
+            except httpx2.TransportError as exc:
+                latency_ms = (time.perf_counter() - started) * 1000
+                verdict = _transport_verdict(exc)
+                status, headers, text, body = None, None, None, None
+                outage = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
+            else:
+                latency_ms = (time.perf_counter() - started) * 1000
+                status, headers = response.status_code, response.headers
+                text = response.content.decode("utf-8", errors="replace")
+                body = _json_or_none(response.content)
+                self._limiter.observe_headers(headers)
+                judged = classify_response(status, headers, body, text)
+                if judged is None:
+                    self._outage_since = None
+                    self._limiter.succeeded()
+                    return self._ok_record(request, status, text, body, attempts, latency_ms)
+                verdict = judged
+                outage = status in _OUTAGE_STATUSES
+
+            if verdict.action == FATAL:
+                raise FatalRunError(verdict.error_type, redact(verdict.message, self._api_key))
+            if outage and self._in_outage():
+                counted -= 1  # the server is down for everyone: this row is not to blame
+            elif not outage:
+                self._outage_since = None
+            # A failed attempt produced no tokens: give its charge back to the budget.
+            self._limiter.settle(charge, 0)
+            if verdict.action != RETRY or counted > self._max_retries:
+                return self._error_record(request, verdict, status, text, attempts, latency_ms)
+            self.retries += 1
+            retry_after = parse_retry_after_s(headers) if headers is not None else None
+            if verdict.rate_limited or outage:
+                reason = "rate limited (429)" if verdict.rate_limited else "server unavailable"
+                self._limiter.back_off(retry_after, reason)
+            elif retry_after is not None:
+                self._limiter.pause(retry_after, f"retry-after on HTTP {status}")
+            else:
+                await anyio.sleep(backoff_s(counted))
+
+    def _in_outage(self) -> bool:
+        now = self._clock()
+        if self._outage_since is None:
+            self._outage_since = now
+        return now - self._outage_since < self._max_outage_s
+
+    def _ok_record(
+        self,
+        request: Request,
+        status: int,
+        text: str,
+        body: dict[str, Any],
+        attempts: int,
+        latency_ms: float,
+    ) -> Record:
+        usage = parse_usage(body)
+        self._limiter.settle(request.token_charge, usage.total_tokens)
+        model = body.get("model")
+        model = model if isinstance(model, str) else request.model
+        return Record(
+            custom_id=request.custom_id,
+            row=request.row,
+            status="ok",
+            endpoint=request.url,
+            http_status=status,
+            response=text,
+            model=model,
+            finish_reason=_finish_reason(body),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            attempts=attempts,
+            latency_ms=round(latency_ms, 3),
+            cost_usd=self._cost_fn(model, usage) if self._cost_fn else None,
+        )
+
+    def _error_record(
+        self,
+        request: Request,
+        verdict: Verdict,
+        status: int | None,
+        text: str | None,
+        attempts: int,
+        latency_ms: float,
+    ) -> Record:
+        return Record(
+            custom_id=request.custom_id,
+            row=request.row,
+            status="error",
+            endpoint=request.url,
+            http_status=status,
+            response=redact(text, self._api_key) if text else None,
+            error_type=verdict.error_type,
+            error_message=redact(verdict.message, self._api_key)
+            + (f" (after {attempts} attempts)" if attempts > 1 else ""),
+            model=request.model,
+            attempts=attempts,
+            latency_ms=round(latency_ms, 3),
+        )
+
+
+def _transport_verdict(exc: httpx2.TransportError) -> Verdict:
+    """The one place where the HTTP client's exceptions become batchrun's verdicts."""
+    if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL, httpx2.ProxyError)):
+        return Verdict(FATAL, "config", f"cannot send requests: {exc}")
+    if isinstance(exc, httpx2.TimeoutException):
+        kind = type(exc).__name__
+        return Verdict(RETRY, ErrorType.TIMEOUT, f"no response in time ({kind})")
+    detail = str(exc) or type(exc).__name__
+    return Verdict(RETRY, ErrorType.CONNECTION_ERROR, f"{type(exc).__name__}: {detail}")
+
+
+def _json_or_none(content: bytes) -> Any:
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
+
+
+def _finish_reason(body: dict[str, Any]) -> str | None:
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        return reason if isinstance(reason, str) else None
+    status = body.get("status")  # the responses API
+    return status if isinstance(status, str) else None

@@ -1,0 +1,67 @@
+"""The settings of one run, validated when they are made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchrun.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
+
+__all__ = ["DEFAULT_BASE_URL", "RunConfig"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunConfig:
+    input_path: Path
+    out_dir: Path
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+    endpoint: str = DEFAULT_ENDPOINT
+    concurrency: int = 50
+    max_requests_per_minute: float | None = None
+    max_tokens_per_minute: float | None = None
+    burst_s: float = 1.0
+    max_retries: int = 5
+    timeout_s: float = 300.0
+    max_outage_s: float = 300.0
+    flush_rows: int = 5000
+    flush_interval_s: float = 10.0
+    grace_s: float = 10.0
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+    progress: bool = False
+    handle_signals: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_path", Path(self.input_path))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        _positive("concurrency", self.concurrency)
+        _positive("flush_rows", self.flush_rows)
+        _positive("timeout_s", self.timeout_s)
+        _positive("flush_interval_s", self.flush_interval_s)
+        _positive("burst_s", self.burst_s)
+        _positive("max_row_bytes", self.max_row_bytes)
+        _non_negative("max_retries", self.max_retries)
+        _non_negative("grace_s", self.grace_s)
+        _non_negative("max_outage_s", self.max_outage_s)
+        if self.max_requests_per_minute is not None:
+            _positive("max_requests_per_minute", self.max_requests_per_minute)
+        if self.max_tokens_per_minute is not None:
+            _positive("max_tokens_per_minute", self.max_tokens_per_minute)
+        if not self.endpoint.startswith("/"):
+            raise ValueError(
+                f"endpoint must be a path such as /v1/chat/completions: {self.endpoint!r}"
+            )
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://: {self.base_url!r}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{name} must be zero or more, got {value!r}")

@@ -1,0 +1,78 @@
+"""Counting the input's rows and finding duplicate custom_ids before anything is sent.
+
+Memory stays flat whatever the input size: each id is hashed to 8 bytes and spilled to one of 256
+bucket files on disk; each bucket is then checked on its own. Hash matches are confirmed against
+the real ids in a second pass, so a hash collision is never reported as a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["IdScan", "scan_ids"]
+
+_BUCKETS = 256
+_REPORT_LIMIT = 20
+_ENTRY = 16  # 8-byte hash + 8-byte row number
+
+
+@dataclass(frozen=True, slots=True)
+class IdScan:
+    total_rows: int
+    duplicates: dict[str, list[int]]  # custom_id -> rows (at most _REPORT_LIMIT ids)
+    duplicate_rows: int  # rows whose id also appears on an earlier row
+
+
+def _digest(custom_id: str) -> bytes:
+    return hashlib.blake2b(custom_id.encode(), digest_size=8).digest()
+
+
+def scan_ids(ids: Callable[[], Iterator[tuple[int, str]]]) -> IdScan:
+    """`ids` is called once or twice; each call yields `(row, custom_id)` for every row."""
+    total = 0
+    suspects: dict[bytes, list[int]] = {}
+    duplicate_rows = 0
+    with tempfile.TemporaryDirectory(prefix="batchrun-ids-") as tmp:
+        with contextlib.ExitStack() as stack:
+            files = [
+                stack.enter_context(open(Path(tmp) / f"{i:03d}", "wb", buffering=1 << 16))
+                for i in range(_BUCKETS)
+            ]
+            for row, custom_id in ids():
+                h = _digest(custom_id)
+                files[h[0]].write(h + row.to_bytes(8, "little"))
+                total += 1
+        for i in range(_BUCKETS):
+            first_seen: dict[bytes, int] = {}
+            for h, row in _entries((Path(tmp) / f"{i:03d}").read_bytes()):
+                earlier = first_seen.setdefault(h, row)
+                if earlier != row:
+                    duplicate_rows += 1
+                    if h in suspects or len(suspects) < _REPORT_LIMIT:
+                        suspects.setdefault(h, [earlier]).append(row)
+    return IdScan(
+        total_rows=total,
+        duplicates=_confirm(suspects, ids) if suspects else {},
+        duplicate_rows=duplicate_rows,
+    )
+
+
+def _entries(data: bytes) -> Iterable[tuple[bytes, int]]:
+    for off in range(0, len(data), _ENTRY):
+        yield data[off : off + 8], int.from_bytes(data[off + 8 : off + _ENTRY], "little")
+
+
+def _confirm(
+    suspects: dict[bytes, list[int]], ids: Callable[[], Iterator[tuple[int, str]]]
+) -> dict[str, list[int]]:
+    wanted = {row for rows in suspects.values() for row in rows}
+    by_id: dict[str, list[int]] = {}
+    for row, custom_id in ids():
+        if row in wanted:
+            by_id.setdefault(custom_id, []).append(row)
+    return {cid: rows for cid, rows in by_id.items() if len(rows) > 1}

@@ -1,0 +1,227 @@
+"""Request and token budgets shared by every worker, and the pause a rate limit imposes on all.
+
+Inputs: the configured requests/tokens per minute (either may be unlimited), every response's
+`x-ratelimit-*` headers, and every 429. Output: `acquire(tokens)` returns when a request of that
+many tokens may go.
+
+Guarantees:
+- Both budgets are continuous-refill token buckets holding one `burst_s` window's worth, so the
+  rate is smooth rather than a burst at the start of each minute. A request larger than the
+  bucket waits for a full bucket and then drives it negative: it goes, and the average holds.
+- Waiters are served first come, first served (anyio's Lock is fair) and sleep on a timer for
+  exactly as long as the budget needs; nothing polls.
+- A pause (a 429, a `retry-after`, remaining at zero in the headers) stops every worker, not just
+  the one that saw it. 429s that arrive while a pause is already in force do not lengthen it
+  exponentially: only a 429 earned after a pause has ended escalates the next one.
+- The server can lower the budgets (`x-ratelimit-limit-*`), never raise them above the configured
+  figures.
+- `settle` corrects the token budget once the real usage is known, so estimates do not drift.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+
+import anyio
+
+from batchrun.retry import parse_duration_s
+
+__all__ = ["Limiter", "TokenBucket"]
+
+_BASE_PAUSE_S = 1.0
+_MAX_PAUSE_S = 60.0
+
+
+class TokenBucket:
+    """A continuous-refill bucket: `rate_per_s` flows in up to `capacity`; spending may overdraw."""
+
+    __slots__ = ("capacity", "level", "rate_per_s", "updated_at")
+
+    def __init__(self, *, per_minute: float, burst_s: float, now: float) -> None:
+        self.rate_per_s = per_minute / 60.0
+        self.capacity = max(1.0, per_minute * burst_s / 60.0)
+        self.level = self.capacity
+        self.updated_at = now
+
+    def refill(self, now: float) -> None:
+        if now > self.updated_at:
+            self.level = min(self.capacity, self.level + (now - self.updated_at) * self.rate_per_s)
+            self.updated_at = now
+
+    def wait_s(self, amount: float, now: float) -> float:
+        """How long until `amount` (or a full bucket, if `amount` is larger) is available."""
+        self.refill(now)
+        need = min(amount, self.capacity)
+        return 0.0 if self.level >= need else (need - self.level) / self.rate_per_s
+
+    def spend(self, amount: float) -> None:
+        self.level -= amount
+
+    def give_back(self, amount: float) -> None:
+        self.level = min(self.capacity, self.level + amount)
+
+    def set_rate(self, per_minute: float, burst_s: float) -> None:
+        self.rate_per_s = per_minute / 60.0
+        self.capacity = max(1.0, per_minute * burst_s / 60.0)
+        self.level = min(self.level, self.capacity)
+
+
+class Limiter:
+    def __init__(
+        self,
+        *,
+        max_requests_per_minute: float | None = None,
+        max_tokens_per_minute: float | None = None,
+        burst_s: float = 1.0,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if burst_s <= 0:
+            raise ValueError(f"burst_s must be positive, got {burst_s}")
+        self._clock = clock
+        self._sleep = sleep
+        self._burst_s = burst_s
+        self._configured_rpm = max_requests_per_minute
+        self._configured_tpm = max_tokens_per_minute
+        now = clock()
+        self._requests = (
+            TokenBucket(per_minute=max_requests_per_minute, burst_s=burst_s, now=now)
+            if max_requests_per_minute
+            else None
+        )
+        self._tokens = (
+            TokenBucket(per_minute=max_tokens_per_minute, burst_s=burst_s, now=now)
+            if max_tokens_per_minute
+            else None
+        )
+        self._paused_until = -math.inf
+        self._pause_reason = ""
+        self._strikes = 0
+        self._lock = anyio.Lock()
+        self.pauses = 0
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        return self._requests.rate_per_s * 60 if self._requests else None
+
+    @property
+    def tokens_per_minute(self) -> float | None:
+        return self._tokens.rate_per_s * 60 if self._tokens else None
+
+    def paused_for_s(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait until one request of `tokens` tokens fits every budget and no pause is in force."""
+        if self._requests is None and self._tokens is None and self._clock() >= self._paused_until:
+            return
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = self._paused_until - now
+                if self._requests is not None:
+                    wait = max(wait, self._requests.wait_s(1, now))
+                if self._tokens is not None:
+                    wait = max(wait, self._tokens.wait_s(tokens, now))
+                if wait <= 0:
+                    break
+                # A pause imposed while we sleep is seen when we wake and recompute.
+                await self._sleep(wait)
+            if self._requests is not None:
+                self._requests.spend(1)
+            if self._tokens is not None:
+                self._tokens.spend(tokens)
+
+    def settle(self, charged: int, actual: int | None) -> None:
+        """Correct the token budget by what a finished request really used."""
+        if self._tokens is None or actual is None:
+            return
+        if actual < charged:
+            self._tokens.give_back(charged - actual)
+        else:
+            self._tokens.spend(actual - charged)
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Stop every worker for `seconds` (a pause already longer than that stays)."""
+        until = self._clock() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self._pause_reason = reason
+            self.pauses += 1
+
+    def back_off(self, retry_after_s: float | None, reason: str) -> float:
+        """The server is rate limiting or unavailable: pause everyone.
+
+        For as long as the server says (`retry-after`), else by exponential backoff with jitter
+        that grows only when the failure came after the previous pause ended. Returns the pause
+        in force, in seconds.
+        """
+        now = self._clock()
+        if retry_after_s is not None:
+            seconds = retry_after_s
+        elif now < self._paused_until:
+            # Sent before the current pause began: it says nothing new about the server.
+            return self._paused_until - now
+        else:
+            seconds = min(_BASE_PAUSE_S * 2**self._strikes, _MAX_PAUSE_S)
+            seconds *= 1 - 0.25 * random.random()
+            self._strikes += 1
+        self.pause(seconds, reason)
+        return seconds
+
+    def succeeded(self) -> None:
+        self._strikes = 0
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """Learn from OpenAI's `x-ratelimit-*` headers: lower budgets, pauses when at zero."""
+        get = headers.get
+        limit = _number(get("x-ratelimit-limit-requests"))
+        if limit:
+            self._lower(limit, tokens=False)
+        limit = _number(get("x-ratelimit-limit-tokens"))
+        if limit:
+            self._lower(limit, tokens=True)
+        if _number(get("x-ratelimit-remaining-requests")) == 0:
+            reset = parse_duration_s(get("x-ratelimit-reset-requests"))
+            if reset:
+                self.pause(reset, "request budget used up (x-ratelimit-remaining-requests: 0)")
+        if _number(get("x-ratelimit-remaining-tokens")) == 0:
+            reset = parse_duration_s(get("x-ratelimit-reset-tokens"))
+            if reset:
+                self.pause(reset, "token budget used up (x-ratelimit-remaining-tokens: 0)")
+
+    def _lower(self, per_minute: float, *, tokens: bool) -> None:
+        configured = self._configured_tpm if tokens else self._configured_rpm
+        if configured is not None and configured <= per_minute:
+            return
+        bucket = self._tokens if tokens else self._requests
+        if bucket is None:
+            bucket = TokenBucket(per_minute=per_minute, burst_s=self._burst_s, now=self._clock())
+            if tokens:
+                self._tokens = bucket
+            else:
+                self._requests = bucket
+        elif bucket.rate_per_s * 60 != per_minute:
+            bucket.set_rate(per_minute, self._burst_s)
+
+    def __repr__(self) -> str:
+        rpm = self.requests_per_minute
+        tpm = self.tokens_per_minute
+        paused = self.paused_for_s()
+        return (
+            f"<Limiter rpm={rpm if rpm is not None else 'unlimited'} "
+            f"tpm={tpm if tpm is not None else 'unlimited'}"
+            + (f" paused {paused:.1f}s: {self._pause_reason}" if paused else "")
+            + ">"
+        )
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None

@@ -1,0 +1,87 @@
+"""Values that travel between the stages.
+
+    reader ──► Request ──► worker ──► Record ──► writer
+       └────► RowError ─────────────► Record (status "error", error_type "bad_input")
+
+They are plain frozen dataclasses: no I/O, no behaviour beyond small derived values, so that every
+stage can be tested with hand-made values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ErrorType", "Record", "Request", "RowError"]
+
+
+class ErrorType:
+    """The values of the `error_type` column (documented in the README)."""
+
+    BAD_INPUT = "bad_input"  # the row could not be turned into a request
+    INVALID_REQUEST = "invalid_request"  # a 4xx that no retry can fix
+    RATE_LIMITED = "rate_limited"  # still 429 after every retry, or a request larger than the TPM
+    SERVER_ERROR = "server_error"  # still 5xx after every retry
+    TIMEOUT = "timeout"  # still timing out after every retry
+    CONNECTION_ERROR = "connection_error"  # still unreachable after every retry
+    BAD_RESPONSE = "bad_response"  # a body that is not JSON, or JSON of the wrong shape
+    API_ERROR = "api_error"  # HTTP 200 whose body is {"error": ...}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One input row, ready to send.
+
+    `body` is the exact JSON sent on the wire: for a bare request body it is the input line itself,
+    byte for byte, so tools, images and unknown fields pass through untouched.
+    """
+
+    row: int
+    custom_id: str
+    url: str
+    body: bytes
+    model: str | None
+    prompt_tokens_estimate: int
+    max_output_tokens: int
+
+    @property
+    def token_charge(self) -> int:
+        """What the tokens-per-minute budget is charged before the response says the real figure."""
+        return self.prompt_tokens_estimate + self.max_output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """An input row that cannot be sent; it becomes an error record, never a crash."""
+
+    row: int
+    custom_id: str
+    message: str
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """The final outcome of one input row: one line of the results dataset."""
+
+    custom_id: str
+    row: int
+    status: str  # "ok" or "error"
+    endpoint: str | None = None
+    http_status: int | None = None
+    response: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    model: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    attempts: int = 0
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

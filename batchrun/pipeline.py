@@ -1,0 +1,378 @@
+"""The one task group that wires the stages together, and the run's start and end.
+
+    reader ──(requests, bounded)──► N workers ──(records, bounded)──► writer
+       └──────────── bad rows as error records ──────────────────────►┘
+
+Guarantees:
+- Every task is owned by one task group; streams are bounded, so a fast reader waits for the
+  workers and memory depends on concurrency and flush size only.
+- A stop (Ctrl-C, SIGTERM, a fatal error such as a refused key, or `RunControl.stop`) ends
+  dispatching at once; requests in flight get `grace_s` to finish; then whatever reached the
+  writer is committed and the checkpoint written. A second Ctrl-C exits immediately: what is
+  committed is consistent, so a resume is still exact.
+- A run that finds its output finished does nothing and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import anyio
+import httpx2
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from batchrun.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    OutputLock,
+    RangeSet,
+    fingerprint_file,
+)
+from batchrun.client import FatalRunError, Sender
+from batchrun.config import RunConfig
+from batchrun.idcheck import scan_ids
+from batchrun.limiter import Limiter
+from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.progress import Progress, RunTotals
+from batchrun.reader import InputError, iter_ids, iter_requests
+from batchrun.writer import RESULTS_DIR, ResultWriter
+
+__all__ = ["RunControl", "RunSummary", "run", "run_sync"]
+
+_READ_CHUNK = 256
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+
+
+@dataclass(slots=True)
+class RunControl:
+    """Lets the caller (or a signal) stop a run; the run reports why it stopped."""
+
+    reason: str | None = None
+    fatal: bool = False
+    _stop_event: anyio.Event | None = field(default=None, repr=False)
+
+    @property
+    def stopping(self) -> bool:
+        return self.reason is not None
+
+    def stop(self, reason: str, *, fatal: bool = False) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.fatal = fatal
+            if self._stop_event is not None:
+                self._stop_event.set()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSummary:
+    out_dir: Path
+    total_rows: int
+    done_rows: int
+    ok: int  # over the whole output, this run and earlier ones
+    errors: int
+    session: RunTotals  # this run only
+    elapsed_s: float
+    stopped: str | None  # why the run stopped early, None when it finished
+    fatal: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped is None and self.done_rows >= self.total_rows
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.finished else EXIT_STOPPED
+
+
+def run_sync(
+    config: RunConfig,
+    control: RunControl | None = None,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> RunSummary:
+    """`run` for callers without an event loop."""
+    return anyio.run(lambda: run(config, control, transport=transport))
+
+
+async def run(
+    config: RunConfig,
+    control: RunControl | None = None,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> RunSummary:
+    """Send every pending row of `config.input_path`; store results in `config.out_dir`.
+
+    Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending.
+    `transport` replaces the network (e.g. `httpx2.MockTransport` in tests).
+    """
+    control = control or RunControl()
+    control._stop_event = anyio.Event()
+    out = config.out_dir
+    if not config.input_path.exists():
+        raise InputError(f"input file not found: {config.input_path}")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with OutputLock(out):
+        checkpoint = await anyio.to_thread.run_sync(_open_checkpoint, config)
+        writer = ResultWriter(out, checkpoint)
+        await anyio.to_thread.run_sync(writer.recover)
+        totals = RunTotals()
+        total_rows = checkpoint.total_rows or 0
+        if len(checkpoint.done) < total_rows:
+            progress = Progress(
+                total=total_rows, initial=len(checkpoint.done), enabled=config.progress
+            )
+            try:
+                await _run_stages(config, control, writer, totals, progress, transport)
+            finally:
+                progress.close()
+    return RunSummary(
+        out_dir=out,
+        total_rows=total_rows,
+        done_rows=len(checkpoint.done),
+        ok=checkpoint.counts.get("ok", 0),
+        errors=checkpoint.counts.get("error", 0),
+        session=totals,
+        elapsed_s=time.monotonic() - started,
+        stopped=control.reason,
+        fatal=control.fatal,
+    )
+
+
+def _open_checkpoint(config: RunConfig) -> Checkpoint:
+    fingerprint = fingerprint_file(config.input_path)
+    settings = {"endpoint": config.endpoint}
+    checkpoint = Checkpoint.load(config.out_dir)
+    if checkpoint is not None:
+        checkpoint.check_resumable(fingerprint, settings)
+        return checkpoint
+    results = config.out_dir / RESULTS_DIR
+    if results.exists() and any(results.glob("part-*.parquet")):
+        raise CheckpointError(
+            f"{config.out_dir} holds results but no checkpoint.json; it was not written by "
+            "batchrun or is damaged. Use a new --out directory."
+        )
+    scan = scan_ids(lambda: iter_ids(config.input_path))
+    if scan.duplicates:
+        shown = "; ".join(
+            f"{cid!r} on rows {', '.join(map(str, rows[:5]))}"
+            for cid, rows in list(scan.duplicates.items())[:5]
+        )
+        raise InputError(
+            f"{scan.duplicate_rows} rows repeat a custom_id used on an earlier row, so their "
+            f"results could not be told apart: {shown}. Make the custom_ids unique."
+        )
+    checkpoint = Checkpoint(
+        input_path=str(config.input_path),
+        fingerprint=fingerprint,
+        settings=settings,
+        total_rows=scan.total_rows,
+    )
+    checkpoint.save(config.out_dir)
+    return checkpoint
+
+
+async def _run_stages(
+    config: RunConfig,
+    control: RunControl,
+    writer: ResultWriter,
+    totals: RunTotals,
+    progress: Progress,
+    transport: httpx2.AsyncBaseTransport | None,
+) -> None:
+    limiter = Limiter(
+        max_requests_per_minute=config.max_requests_per_minute,
+        max_tokens_per_minute=config.max_tokens_per_minute,
+        burst_s=config.burst_s,
+    )
+    request_send, request_receive = anyio.create_memory_object_stream[Request](config.concurrency)
+    record_send, record_receive = anyio.create_memory_object_stream[Record](config.concurrency * 2)
+    http = httpx2.AsyncClient(
+        timeout=httpx2.Timeout(config.timeout_s),
+        limits=httpx2.Limits(
+            max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+        ),
+        transport=transport,
+    )
+    sender = Sender(
+        http,
+        limiter,
+        base_url=config.base_url,
+        api_key=config.api_key,
+        max_retries=config.max_retries,
+        max_outage_s=config.max_outage_s,
+    )
+    # A copy: the writer adds to the checkpoint's set while the reader consults this one.
+    skip = RangeSet(writer.checkpoint.done.ranges())
+    writer_done = anyio.Event()
+    async with http, anyio.create_task_group() as outer:
+        outer.start_soon(_write, record_receive, writer, config, totals, progress, writer_done)
+        if config.handle_signals:
+            await outer.start(_watch_signals, control)
+        async with record_send, anyio.create_task_group() as work:
+            outer.start_soon(_grace_timer, control, work.cancel_scope, config.grace_s)
+            work.start_soon(
+                _read, config, skip, request_send, record_send.clone(), control, work.cancel_scope
+            )
+            for _ in range(config.concurrency):
+                work.start_soon(
+                    _work, sender, request_receive.clone(), record_send.clone(), control
+                )
+            request_receive.close()
+        # Every sender of records is closed now: the writer drains, commits and finishes.
+        await writer_done.wait()
+        outer.cancel_scope.cancel()  # the signal watcher and the grace timer
+
+
+async def _read(
+    config: RunConfig,
+    skip: RangeSet,
+    requests: MemoryObjectSendStream[Request],
+    records: MemoryObjectSendStream[Record],
+    control: RunControl,
+    work_scope: anyio.CancelScope,
+) -> None:
+    rows = iter_requests(
+        config.input_path,
+        endpoint=config.endpoint,
+        skip=skip,
+        max_row_bytes=config.max_row_bytes,
+    )
+    try:
+        async with requests, records:
+            while not control.stopping:
+                chunk = await anyio.to_thread.run_sync(_take, rows, _READ_CHUNK)
+                if not chunk:
+                    break
+                for item in chunk:
+                    if isinstance(item, RowError):
+                        await records.send(_bad_row_record(item))
+                    else:
+                        await requests.send(item)
+    except InputError as exc:
+        control.stop(str(exc), fatal=True)
+        work_scope.cancel()
+    except anyio.BrokenResourceError:
+        pass  # every worker has stopped (a stop was requested): nothing more to hand out
+    finally:
+        rows.close()
+
+
+def _take(rows: Iterator[Request | RowError], n: int) -> list[Request | RowError]:
+    return list(islice(rows, n))
+
+
+def _bad_row_record(error: RowError) -> Record:
+    return Record(
+        custom_id=error.custom_id,
+        row=error.row,
+        status="error",
+        error_type=ErrorType.BAD_INPUT,
+        error_message=error.message,
+        attempts=0,
+    )
+
+
+async def _work(
+    sender: Sender,
+    requests: MemoryObjectReceiveStream[Request],
+    records: MemoryObjectSendStream[Record],
+    control: RunControl,
+) -> None:
+    async with requests, records:
+        async for request in requests:
+            if control.stopping:
+                return
+            try:
+                record = await sender.send(request)
+            except FatalRunError as exc:
+                control.stop(exc.message, fatal=True)
+                return
+            await records.send(record)
+
+
+async def _write(
+    records: MemoryObjectReceiveStream[Record],
+    writer: ResultWriter,
+    config: RunConfig,
+    totals: RunTotals,
+    progress: Progress,
+    done: anyio.Event,
+) -> None:
+    buffer: list[Record] = []
+    next_flush = anyio.current_time() + config.flush_interval_s
+    async with records:
+        while True:
+            try:
+                record = records.receive_nowait()
+            except anyio.WouldBlock:
+                with anyio.move_on_after(max(0.0, next_flush - anyio.current_time())):
+                    try:
+                        record = await records.receive()
+                    except anyio.EndOfStream:
+                        break
+                    _take_record(record, buffer, totals, progress)
+                    if len(buffer) < config.flush_rows:
+                        continue
+            except anyio.EndOfStream:
+                break
+            else:
+                _take_record(record, buffer, totals, progress)
+                if len(buffer) < config.flush_rows and anyio.current_time() < next_flush:
+                    continue
+            # Committing must not be interrupted half way by a cancellation.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(writer.commit, buffer)
+            buffer = []
+            next_flush = anyio.current_time() + config.flush_interval_s
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(writer.commit, buffer)
+    done.set()
+
+
+def _take_record(
+    record: Record, buffer: list[Record], totals: RunTotals, progress: Progress
+) -> None:
+    buffer.append(record)
+    totals.add(record)
+    progress.update(totals)
+
+
+async def _grace_timer(control: RunControl, work_scope: anyio.CancelScope, grace_s: float) -> None:
+    assert control._stop_event is not None
+    await control._stop_event.wait()
+    await anyio.sleep(grace_s)
+    work_scope.cancel()
+
+
+async def _watch_signals(control: RunControl, *, task_status: TaskStatus[None]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not control.stopping:
+                control.stop(f"interrupted by {name}")
+                print(
+                    f"\n{name}: finishing requests in flight, then saving; "
+                    f"press Ctrl-C again to quit at once",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            else:
+                print(
+                    f"\n{name} again: quitting now; what was saved is consistent, "
+                    "run the same command to resume",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(EXIT_STOPPED)

@@ -1,0 +1,142 @@
+"""Token figures: what a request will cost the budget before it is sent, what it cost after.
+
+- `rough_prompt_tokens` is the cheap estimate the rate limiter charges before a response says the
+  real figure (characters / 4 plus message overheads, a fixed figure per image). It runs once per
+  row on the hot path, so it walks the body once and never tokenizes; `batchrun estimate` uses the
+  exact tokenizers in `batchrun.tokens` instead.
+- `parse_usage` reads the usage out of any response shape (chat, embeddings, completions,
+  responses API); every field is optional and a missing or malformed one is `None`, never an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "Usage",
+    "max_output_tokens",
+    "parse_usage",
+    "rough_prompt_tokens",
+]
+
+# Charged when a chat body sets no output limit; the response's real usage corrects it.
+DEFAULT_MAX_OUTPUT_TOKENS = 256
+_CHARS_PER_TOKEN = 4
+_TOKENS_PER_MESSAGE = 4
+_TOKENS_PER_IMAGE = 765  # OpenAI's high-detail 1024x1024 image; low detail is 85
+_REPLY_PRIMING = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+def _text_chars(value: Any) -> tuple[int, int]:
+    """(characters of text, number of images) in a message content or an input value."""
+    if isinstance(value, str):
+        return len(value), 0
+    chars = images = 0
+    if isinstance(value, list):
+        for part in value:
+            if isinstance(part, str):
+                chars += len(part)
+            elif isinstance(part, dict):
+                kind = part.get("type")
+                if kind in ("image_url", "input_image", "image"):
+                    images += 1
+                else:
+                    text = part.get("text")
+                    if isinstance(text, str):
+                        chars += len(text)
+            elif isinstance(part, int):
+                chars += _CHARS_PER_TOKEN  # a pre-tokenized input: one token each
+    return chars, images
+
+
+def rough_prompt_tokens(url: str, body: dict[str, Any]) -> int:
+    """A quick over-rather-than-under estimate of a request's prompt tokens."""
+    messages = body.get("messages")
+    chars = images = 0
+    tokens = 0
+    if isinstance(messages, list):
+        tokens += _REPLY_PRIMING
+        for message in messages:
+            tokens += _TOKENS_PER_MESSAGE
+            if isinstance(message, dict):
+                c, i = _text_chars(message.get("content"))
+                chars += c
+                images += i
+                calls = message.get("tool_calls")
+                if calls:
+                    chars += len(str(calls))
+        tools = body.get("tools") or body.get("functions")
+        if tools:
+            chars += len(str(tools))
+    else:
+        for key in ("input", "prompt"):
+            if key in body:
+                c, i = _text_chars(body[key])
+                chars += c
+                images += i
+    return tokens + -(-chars // _CHARS_PER_TOKEN) + images * _TOKENS_PER_IMAGE
+
+
+def max_output_tokens(url: str, body: dict[str, Any]) -> int:
+    """The most output tokens a request may produce: the body's limit times `n`."""
+    if "embeddings" in url:
+        return 0
+    limit = body.get("max_completion_tokens")
+    if not isinstance(limit, int):
+        limit = body.get("max_tokens")
+    if not isinstance(limit, int):
+        limit = body.get("max_output_tokens")  # the responses API's name
+    if not isinstance(limit, int):
+        limit = DEFAULT_MAX_OUTPUT_TOKENS
+    n = body.get("n")
+    return limit * (n if isinstance(n, int) and n > 0 else 1)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_usage(response: Any) -> Usage:
+    """The usage block of a response body, whatever its shape."""
+    if not isinstance(response, dict):
+        return Usage()
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return Usage()
+    prompt = _int(usage.get("prompt_tokens"))
+    if prompt is None:
+        prompt = _int(usage.get("input_tokens"))  # the responses API
+    completion = _int(usage.get("completion_tokens"))
+    if completion is None:
+        completion = _int(usage.get("output_tokens"))
+    total = _int(usage.get("total_tokens"))
+    if total is None and prompt is not None:
+        total = prompt + (completion or 0)
+    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    completion_details = usage.get("completion_tokens_details") or usage.get(
+        "output_tokens_details"
+    )
+    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None
+    reasoning = (
+        _int(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else None
+    )
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
