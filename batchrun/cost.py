@@ -1,0 +1,145 @@
+"""What a response cost in USD, from its usage and the model's price.
+
+    PriceBook.load(prices_file) ──► price_for(model) ──► Price | None
+                                └─► cost_usd(model, prompt_tokens=, completion_tokens=, ...)
+
+Prices come from the user's price file first (it overrides the database per model, because gateways
+bill their own rates), then from the genai-prices database as shipped (never updated over the
+network); see `batchrun.prices`. A model with no known price costs None, never 0.0.
+
+Billing follows OpenAI's usage object: `cached_tokens` are part of `prompt_tokens` and are billed at
+the cached-input rate when one is known, else at the input rate; reasoning tokens are part of
+`completion_tokens`. Models with long-context tiers (the database's tiered prices) bill the whole
+request at the tier its prompt exceeds. Standard (online) rates: batch, flex and priority rates, and
+separate audio or image token rates, are not applied.
+
+User file entries match the model name as written, then lowercased, then without a date suffix
+(`gpt-4o-mini-2024-07-18` uses `gpt-4o-mini`), then without a `provider/` prefix. Lookups are cached
+per model name, so `cost_usd` costs a dict lookup and a few multiplications per response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from batchrun.prices import (
+    Price,
+    PriceFileError,
+    PriceTier,
+    database_price,
+    load_database,
+    load_price_file,
+)
+
+__all__ = ["Price", "PriceBook", "PriceFileError", "PriceTier"]
+
+_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
+
+
+class PriceBook:
+    """Prices for one run: user overrides, then the genai-prices database as of `at`."""
+
+    __slots__ = ("_at", "_cache", "_overrides", "_use_database")
+
+    def __init__(
+        self,
+        *,
+        overrides: Mapping[str, Price] | None = None,
+        use_database: bool = True,
+        at: datetime | None = None,
+    ) -> None:
+        self._overrides = dict(overrides or {})
+        for name, price in list(self._overrides.items()):
+            self._overrides.setdefault(name.lower(), price)
+        self._use_database = use_database
+        self._at = at or datetime.now(UTC)
+        self._cache: dict[str | None, Price | None] = {}
+
+    @classmethod
+    def load(cls, prices_file: Path | None = None, *, use_database: bool = True) -> PriceBook:
+        """A price book with `prices_file`'s entries (if any) over the database.
+
+        Raises PriceFileError when the file cannot be read or has a bad entry.
+        """
+        overrides = load_price_file(prices_file) if prices_file is not None else {}
+        if use_database:
+            load_database()  # here, not in the first cost_usd call of the hot path
+        return cls(overrides=overrides, use_database=use_database)
+
+    def __repr__(self) -> str:
+        return (
+            f"PriceBook(overrides={len(self._overrides)}, database={self._use_database}, "
+            f"cached_models={len(self._cache)})"
+        )
+
+    def price_for(self, model: str | None) -> Price | None:
+        """The price of `model`, or None when neither the user file nor the database knows it."""
+        try:
+            return self._cache[model]
+        except KeyError:
+            price = self._cache[model] = self._lookup(model)
+            return price
+
+    def cost_usd(
+        self,
+        model: str | None,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+    ) -> float | None:
+        """USD for one response's usage; None when the model's price (or a rate it needs) is
+        unknown."""
+        if prompt_tokens < 0 or completion_tokens < 0 or cached_tokens < 0:
+            raise ValueError(
+                f"token counts must be >= 0, got prompt={prompt_tokens} "
+                f"completion={completion_tokens} cached={cached_tokens}"
+            )
+        price = self.price_for(model)
+        if price is None:
+            return None
+        input_rate, output_rate, cached_rate = (
+            price.input_per_mtok,
+            price.output_per_mtok,
+            price.cached_input_per_mtok,
+        )
+        for tier in reversed(price.tiers):
+            if prompt_tokens > tier.above_prompt_tokens:
+                input_rate, output_rate, cached_rate = (
+                    tier.input_per_mtok,
+                    tier.output_per_mtok,
+                    tier.cached_input_per_mtok,
+                )
+                break
+        cached = min(cached_tokens, prompt_tokens)
+        if cached_rate is None:
+            cached_rate = input_rate
+        total = (prompt_tokens - cached) * input_rate + cached * cached_rate
+        if completion_tokens:
+            if output_rate is None:
+                return None
+            total += completion_tokens * output_rate
+        return total / 1_000_000
+
+    def _lookup(self, model: str | None) -> Price | None:
+        if not model:
+            return None
+        for name in _override_names(model):
+            price = self._overrides.get(name)
+            if price is not None:
+                return price
+        return database_price(model, self._at) if self._use_database else None
+
+
+def _override_names(model: str) -> list[str]:
+    names = [model, model.lower()]
+    for name in names[:2]:
+        undated = _DATE_SUFFIX.sub("", name)
+        if undated != name:
+            names.append(undated)
+    if "/" in model:
+        names += _override_names(model.rsplit("/", 1)[-1])
+    return names

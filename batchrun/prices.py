@@ -1,0 +1,214 @@
+"""Where prices come from: a user's price file, or the genai-prices database shipped in its package.
+
+    --prices FILE (TOML or JSON) ──► load_price_file() ──► {model name: Price}
+    genai-prices (offline data)   ──► database_price()  ──► Price | None
+
+A user's file exists because gateways (APICore and other resellers) bill their own rates: it
+overrides the database for the models it names. Its format, prices in USD per million tokens:
+
+    [models."gpt-4o-mini"]
+    input = 0.15          # required
+    cached_input = 0.075  # optional: cached prompt tokens, else billed at `input`
+    output = 0.60         # optional for embedding models: else output is billed as unknown
+
+A `.json` file holds the same shape: `{"models": {"gpt-4o-mini": {"input": 0.15, ...}}}`; any other
+suffix is read as TOML. A bad file raises `PriceFileError` naming the file and the bad key.
+
+The database is read from the data genai-prices ships, never from the network: this module builds
+its own snapshot of that data instead of using genai-prices' process-wide one, which its opt-in
+`UpdatePrices` (started by any other library in the process) would replace with downloaded prices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from genai_prices.data_snapshot import DataSnapshot
+    from genai_prices.types import ModelPrice
+
+__all__ = [
+    "Price",
+    "PriceFileError",
+    "PriceTier",
+    "database_price",
+    "load_database",
+    "load_price_file",
+]
+
+
+class PriceFileError(ValueError):
+    """A user price file that cannot be read or has a bad entry; the message names file and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """Rates that replace the base rates for a whole request whose prompt exceeds a threshold."""
+
+    above_prompt_tokens: int
+    input_per_mtok: float
+    output_per_mtok: float | None
+    cached_input_per_mtok: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens for one model. None: that rate is unknown (never taken as zero)."""
+
+    input_per_mtok: float
+    output_per_mtok: float | None
+    cached_input_per_mtok: float | None
+    source: str
+    tiers: tuple[PriceTier, ...] = ()
+
+
+_FILE_KEYS = ("input", "cached_input", "output")
+
+
+def load_price_file(path: Path) -> dict[str, Price]:
+    """Read and validate a user price file: {model name as written: Price}."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PriceFileError(f"cannot read price file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PriceFileError(f"price file {path} is not UTF-8 text: {exc}") from exc
+    try:
+        document: object = (
+            json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        )
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PriceFileError(f"price file {path} is not valid {_format(path)}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PriceFileError(f"price file {path}: expected a table with a 'models' key")
+    unknown = sorted(set(document) - {"models"})
+    if unknown:
+        raise PriceFileError(f"price file {path}: unknown top-level key {unknown[0]!r}")
+    models = document.get("models")
+    if not isinstance(models, dict) or not models:
+        raise PriceFileError(f'price file {path}: no models; expected [models."NAME"] tables')
+    return {name: _file_price(path, name, entry) for name, entry in models.items()}
+
+
+def _format(path: Path) -> str:
+    return "JSON" if path.suffix.lower() == ".json" else "TOML"
+
+
+def _file_price(path: Path, model: str, entry: object) -> Price:
+    where = f"price file {path}: models.{json.dumps(model)}"
+    if not isinstance(entry, dict):
+        raise PriceFileError(f"{where}: expected a table of prices, got {type(entry).__name__}")
+    for key in entry:
+        if key not in _FILE_KEYS:
+            raise PriceFileError(f"{where}: unknown key {key!r} (expected one of {_FILE_KEYS})")
+    values: dict[str, float | None] = {}
+    for key in _FILE_KEYS:
+        value = entry.get(key)
+        if value is None:
+            values[key] = None
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise PriceFileError(f"{where}.{key}: must be a finite number >= 0, got {value}")
+            values[key] = float(value)
+        else:
+            raise PriceFileError(
+                f"{where}.{key}: must be a number (USD per 1M tokens), got {value!r}"
+            )
+    input_price = values["input"]
+    if input_price is None:
+        raise PriceFileError(f"{where}: missing required key 'input' (USD per 1M input tokens)")
+    return Price(input_price, values["output"], values["cached_input"], source=str(path))
+
+
+def database_price(model: str, at: datetime | None = None) -> Price | None:
+    """The genai-prices price of `model` at time `at` (default now), or None if it has none.
+
+    Tried in order: the model at provider "openai"; a `provider/model` name at the provider its
+    prefix names; the provider genai-prices recognises from the name (deepseek-chat, claude-...);
+    and for a `prefix/model` name, the part after the last slash.
+    """
+    at = at or datetime.now(UTC)
+    snapshot = _bundled_snapshot()
+    tail = model.rsplit("/", 1)[-1]
+    attempts: list[tuple[str, str | None]] = [(model, "openai")]
+    if "/" in model:
+        attempts.append((model, "litellm"))  # genai-prices reads "provider/" prefixes for litellm
+    attempts.append((model, None))
+    if tail != model:
+        attempts += [(tail, "openai"), (tail, None)]
+    for ref, provider_id in attempts:
+        try:
+            provider, info = snapshot.find_provider_model(ref, None, provider_id, None)
+        except LookupError:
+            continue
+        source = f"genai-prices {_version()}: {provider.id} {info.id}"
+        price = _database_rates(info.get_prices(at), source)
+        if price is not None:
+            return price
+    return None
+
+
+def load_database() -> None:
+    """Load the bundled database now (~0.3 s) rather than on the first price lookup."""
+    _bundled_snapshot()
+
+
+@cache
+def _version() -> str:
+    return version("genai-prices")
+
+
+@cache
+def _bundled_snapshot() -> DataSnapshot:
+    # Deferred import: loading the database takes ~0.4 s, paid only by runs that price something.
+    from genai_prices.data import providers
+    from genai_prices.data_snapshot import DataSnapshot
+
+    return DataSnapshot(providers=providers, from_auto_update=False)
+
+
+def _database_rates(rates: ModelPrice, source: str) -> Price | None:
+    """Turn genai-prices' per-key (possibly tiered) Decimals into a Price; None without input."""
+    from genai_prices.types import TieredPrices
+
+    Rate = Decimal | TieredPrices | None
+    raw: dict[str, Rate] = {
+        "input": rates.input_mtok,
+        "output": rates.output_mtok,
+        "cached_input": rates.cache_read_mtok,
+    }
+
+    def rate_at(value: Rate, prompt_tokens: int) -> float | None:
+        if value is None:
+            return None
+        if not isinstance(value, TieredPrices):
+            return float(value)
+        chosen = value.base
+        for tier in value.tiers:  # sorted by start; genai-prices applies the highest one passed
+            if prompt_tokens > tier.start:
+                chosen = tier.price
+        return float(chosen)
+
+    def price_at(prompt_tokens: int) -> tuple[float, float | None, float | None]:
+        input_rate = rate_at(raw["input"], prompt_tokens)
+        assert input_rate is not None
+        return (
+            input_rate,
+            rate_at(raw["output"], prompt_tokens),
+            rate_at(raw["cached_input"], prompt_tokens),
+        )
+
+    if raw["input"] is None:
+        return None
+    starts = sorted({t.start for v in raw.values() if isinstance(v, TieredPrices) for t in v.tiers})
+    tiers = tuple(PriceTier(start, *price_at(start + 1)) for start in starts)
+    return Price(*price_at(0), source=source, tiers=tiers)
