@@ -1,0 +1,373 @@
+"""What the mock answers: routing, auth, rate limits, faults, latency and the counters.
+
+Each API request goes through the same ladder, in the order a real provider applies it:
+
+    route ─► api key ─► JSON body valid? ─► rate limit (429, no latency) ─► fault? ─► answer
+     404        401            400                                          (after latency)
+
+A 429 from the limiter consumes no `mock_fault_times` turn; an injected fault still uses up the
+request's rate-limit budget, as a failed request does at OpenAI.
+
+The counters are written only from the event loop's thread; `stats()` returns a plain copy.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from batchrun.mock import payloads
+from batchrun.mock.config import MockConfig
+from batchrun.mock.faults import (
+    INVALID_API_KEY,
+    SUCCESS_FAULTS,
+    FaultPicker,
+    body_fault,
+    fault_reply,
+)
+from batchrun.mock.http import HttpRequest, Reply
+from batchrun.mock.ratelimit import RateLimiter, rate_limit_message
+
+__all__ = ["MockApp"]
+
+# Prompts whose leading system message is at least this long (about 1,024 tokens, OpenAI's
+# threshold) are "cached" from their second appearance on, so cached_tokens is not always 0.
+_CACHEABLE_CHARS = 4096
+_MAX_REMEMBERED_PREFIXES = 100_000
+_CHAT = "/v1/chat/completions"
+_EMBEDDINGS = "/v1/embeddings"
+
+
+@dataclass(slots=True)
+class _Job:
+    """A validated API request: what it costs the TPM budget, and how to answer it."""
+
+    model: str
+    charge: int
+    build: Callable[[bool], tuple[bytes, int, int]]  # with_usage -> body, prompt, completion
+
+
+class _Invalid(ValueError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _optional_int(data: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _Invalid(f"Invalid '{name}': expected an integer >= {low}.", name)
+    if high is not None and value > high:
+        raise _Invalid(f"Invalid '{name}': expected an integer <= {high}.", name)
+    return value
+
+
+def _model(data: dict[str, Any]) -> str:
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _Invalid("you must provide a model parameter", "model")
+    return model
+
+
+class MockApp:
+    """The handler behind `HttpProtocol` (see the module docstring)."""
+
+    def __init__(
+        self, config: MockConfig, *, clock: Callable[[], float], connections: Collection[object]
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._connections = connections
+        self._latency_s = config.latency_ms / 1000.0
+        self._jitter_s = config.jitter_ms / 1000.0
+        self._jitter_rng = random.Random(f"{config.seed}/jitter")
+        self._faults = FaultPicker(config.faults, config.seed)
+        self._limiter = (
+            None
+            if config.rpm is None and config.tpm is None
+            else RateLimiter(rpm=config.rpm, tpm=config.tpm, burst_s=config.burst_s, now=clock())
+        )
+        self._auth = None if config.api_key is None else b"Bearer " + config.api_key.encode()
+        self._ids = itertools.count(1)
+        self._prefixes: set[int] = set()
+        created = int(time.time())
+        self._models_body = payloads.models_list(config.models, created)
+        self._subscription_body = payloads.billing_subscription(config.quota_usd)
+        self._usage_body = payloads.billing_usage(config.used_usd)
+        self._routes: dict[tuple[str, str], Callable[[HttpRequest], Reply]] = {
+            ("POST", _CHAT): self._chat,
+            ("POST", _EMBEDDINGS): self._embeddings,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/v1/dashboard/billing/subscription"): self._subscription,
+            ("GET", "/v1/dashboard/billing/usage"): self._usage,
+        }
+        self._zero()
+
+    def _zero(self) -> None:
+        self._requests = 0
+        self._paths: Counter[str] = Counter()
+        self._statuses: Counter[int] = Counter()
+        self._fault_counts: Counter[str] = Counter()
+        self._rate_limited: Counter[str] = Counter()
+        self._tokens: Counter[str] = Counter()
+        self._resets = 0
+
+    # -- control (called on the loop's thread) ------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start or the last reset; `/mock/*` requests are not counted.
+
+        `requests`: {total, by_path, by_status} (statuses as strings, as in JSON); `faults`: per
+        injected kind; `rate_limited`: refusals by the limiter per reason (requests, tokens,
+        too_large); `tokens`: usage reported in answers, plus `tpm_charged`, what admitted
+        requests cost the TPM budget; `connections`: open now.
+        """
+        return {
+            "requests": {
+                "total": self._requests,
+                "by_path": dict(self._paths),
+                "by_status": {str(status): n for status, n in sorted(self._statuses.items())},
+            },
+            "faults": dict(self._fault_counts),
+            "rate_limited": dict(self._rate_limited),
+            "tokens": {
+                "prompt_tokens": self._tokens["prompt_tokens"],
+                "completion_tokens": self._tokens["completion_tokens"],
+                "total_tokens": self._tokens["prompt_tokens"] + self._tokens["completion_tokens"],
+                "tpm_charged": self._tokens["tpm_charged"],
+            },
+            "connections": len(self._connections),
+        }
+
+    def reset(self) -> None:
+        """Back to the just-started state: counters, limits, fault memory and random draws."""
+        self._zero()
+        self._faults.reset(self.config.seed)
+        self._jitter_rng.seed(f"{self.config.seed}/jitter")
+        self._prefixes.clear()
+        if self._limiter is not None:
+            self._limiter.reset(self._clock())
+
+    def set_faults(self, faults: dict[str, float]) -> None:
+        self._faults.set_table(faults)
+
+    # -- the Handler protocol -------------------------------------------------------------------
+
+    def handle(self, request: HttpRequest) -> Reply:
+        path = request.path
+        if path.startswith("/mock/"):
+            return self._control(request)
+        route = self._routes.get((request.method, path))
+        self._requests += 1
+        self._paths[path if route is not None else "(unknown)"] += 1
+        reply = route(request) if route is not None else self._not_found(request)
+        if reply.action == "send":
+            self._statuses[reply.status] += 1
+        return reply
+
+    def bad_request(self, status: int, message: str) -> Reply:
+        self._requests += 1
+        self._statuses[status] += 1
+        return Reply(status, payloads.error_body(message, "invalid_request_error"), close=True)
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def _control(self, request: HttpRequest) -> Reply:
+        if (request.method, request.path) == ("GET", "/mock/stats"):
+            return Reply(200, payloads.dump(self.stats()))
+        if (request.method, request.path) == ("POST", "/mock/reset"):
+            self.reset()
+            return Reply(200, payloads.dump(self.stats()))
+        return self._not_found(request)
+
+    def _not_found(self, request: HttpRequest) -> Reply:
+        target = f"{request.method} {request.path}"[:200]
+        body = payloads.error_body(f"Invalid URL ({target})", "invalid_request_error")
+        return Reply(404, body)
+
+    def _authorized(self, request: HttpRequest) -> bool:
+        expected = self._auth
+        if expected is None:
+            return True
+        given = request.authorization
+        return given is not None and hmac.compare_digest(given, expected)
+
+    def _models(self, request: HttpRequest) -> Reply:
+        if not self._authorized(request):
+            return Reply(401, INVALID_API_KEY)
+        return Reply(200, self._models_body)
+
+    def _subscription(self, request: HttpRequest) -> Reply:
+        if not self.config.billing:
+            return self._not_found(request)
+        if not self._authorized(request):
+            return Reply(401, INVALID_API_KEY)
+        return Reply(200, self._subscription_body)
+
+    def _usage(self, request: HttpRequest) -> Reply:
+        if not self.config.billing:
+            return self._not_found(request)
+        if not self._authorized(request):
+            return Reply(401, INVALID_API_KEY)
+        return Reply(200, self._usage_body)
+
+    def _chat(self, request: HttpRequest) -> Reply:
+        return self._api(request, self._chat_job)
+
+    def _embeddings(self, request: HttpRequest) -> Reply:
+        return self._api(request, self._embeddings_job)
+
+    def _api(self, request: HttpRequest, make_job: Callable[[dict[str, Any]], _Job]) -> Reply:
+        request_id = b"x-request-id: req_%024x\r\n" % next(self._ids)
+        if not self._authorized(request):
+            return Reply(401, INVALID_API_KEY, headers=request_id)
+        try:
+            data = json.loads(request.body)
+        except ValueError:  # not JSON, or not UTF-8
+            body = payloads.error_body(_UNPARSABLE, "invalid_request_error")
+            return Reply(400, body, headers=request_id)
+        try:
+            if not isinstance(data, dict):
+                raise _Invalid("The request body must be a JSON object.")
+            job = make_job(data)
+            try:
+                requested = body_fault(data)
+            except ValueError as exc:
+                raise _Invalid(str(exc), "mock_fault") from None
+        except _Invalid as exc:
+            body = payloads.error_body(str(exc), "invalid_request_error", param=exc.param)
+            return Reply(400, body, headers=request_id)
+        headers = request_id
+        if self._limiter is not None:
+            verdict = self._limiter.admit(job.charge, self._clock())
+            headers += verdict.headers
+            if not verdict.admitted:
+                self._rate_limited["too_large" if verdict.too_large else str(verdict.limit)] += 1
+                message = rate_limit_message(verdict, model=job.model, charge=job.charge)
+                body = payloads.error_body(message, verdict.limit, code="rate_limit_exceeded")
+                return Reply(429, body, headers=headers)
+        self._tokens["tpm_charged"] += job.charge
+        kind = self._faults.pick(requested, request.body)
+        delay_s = self._latency_s
+        if self._jitter_s:
+            delay_s += self._jitter_rng.random() * self._jitter_s
+        if kind is None or kind in SUCCESS_FAULTS:
+            with_usage = kind != "no_usage"
+            body, prompt_tokens, completion_tokens = job.build(with_usage)
+            if with_usage:
+                self._tokens["prompt_tokens"] += prompt_tokens
+                self._tokens["completion_tokens"] += completion_tokens
+            reply = Reply(200, body, headers=headers, delay_s=delay_s)
+            if kind == "truncated":
+                reply.declared_length = len(body) * 2
+        else:
+            midway = kind == "reset" and self._resets % 2 == 1
+            self._resets += kind == "reset"
+            reply = fault_reply(
+                kind,
+                model=job.model,
+                retry_after_ms=self.config.fault_retry_after_ms,
+                headers=headers,
+                midway=midway,
+            )
+            reply.delay_s = delay_s
+        if kind is not None:
+            self._fault_counts[kind] += 1
+        return reply
+
+    # -- request bodies -------------------------------------------------------------------------
+
+    def _chat_job(self, data: dict[str, Any]) -> _Job:
+        model = _model(data)
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _Invalid("Missing required parameter: 'messages'.", "messages")
+        n = _optional_int(data, "n", 1, 128) or 1
+        cap = _optional_int(data, "max_completion_tokens", 1)
+        if cap is None:
+            cap = _optional_int(data, "max_tokens", 1)
+        reply_tokens = _optional_int(data, "mock_reply_tokens", 0)
+        if reply_tokens is None:
+            reply_tokens = self.config.reply_tokens
+        prompt_tokens = payloads.estimate_chat_prompt_tokens(messages, data.get("tools"))
+        cached_tokens = self._cached_tokens(messages[0])
+        charge = prompt_tokens + (cap or 0) * n
+
+        def build(with_usage: bool) -> tuple[bytes, int, int]:
+            body, completion_tokens = payloads.chat_completion(
+                data,
+                completion_id=f"chatcmpl-mock{next(self._ids):020x}",
+                created=int(time.time()),
+                prompt_tokens=prompt_tokens,
+                cached_tokens=cached_tokens,
+                reply_tokens=reply_tokens,
+                reasoning_tokens=self.config.reasoning_tokens,
+                cap=cap,
+                n=n,
+                with_usage=with_usage,
+            )
+            return body, prompt_tokens, completion_tokens
+
+        return _Job(model, charge, build)
+
+    def _cached_tokens(self, first: object) -> int:
+        if not isinstance(first, dict) or first.get("role") not in ("system", "developer"):
+            return 0
+        content = first.get("content")
+        if not isinstance(content, str) or len(content) < _CACHEABLE_CHARS:
+            return 0
+        key = hash(content)
+        if key in self._prefixes:
+            # OpenAI caches in steps of 128 tokens.
+            return (len(content) // 4) // 128 * 128
+        if len(self._prefixes) >= _MAX_REMEMBERED_PREFIXES:
+            self._prefixes.clear()
+        self._prefixes.add(key)
+        return 0
+
+    def _embeddings_job(self, data: dict[str, Any]) -> _Job:
+        model = _model(data)
+        raw = data.get("input")
+        inputs: list[Any]
+        if isinstance(raw, str) or (
+            isinstance(raw, list) and raw and all(isinstance(i, int) for i in raw)
+        ):
+            inputs = [raw]
+        elif isinstance(raw, list) and raw and all(isinstance(i, str | list) for i in raw):
+            inputs = raw
+        else:
+            raise _Invalid("'input' must be a string, a list of strings or token arrays", "input")
+        dim = _optional_int(data, "dimensions", 1, 4096) or self.config.embedding_dim
+        encoding = data.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise _Invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+        prompt_tokens = payloads.estimate_embedding_tokens(inputs)
+
+        def build(with_usage: bool) -> tuple[bytes, int, int]:
+            body = payloads.embeddings(
+                inputs,
+                model=model,
+                dim=dim,
+                base64_floats=encoding == "base64",
+                prompt_tokens=prompt_tokens,
+                with_usage=with_usage,
+            )
+            return body, prompt_tokens, 0
+
+        return _Job(model, prompt_tokens, build)
+
+
+_UNPARSABLE = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON.)"
+)
