@@ -1,0 +1,179 @@
+"""The `batchrun` command as a user runs it: real subprocesses against the real mock server."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchrun.mock import MockConfig, MockServer
+from tests.helpers import TEST_KEY, chat_rows, read_results, write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def batchrun_cmd(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "batchrun", *map(str, args)]
+
+
+def env_with_key(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env["OPENAI_API_KEY"] = TEST_KEY
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str | Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        batchrun_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env_with_key(**env),
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture
+def mock() -> Iterator[MockServer]:
+    with MockServer(MockConfig(port=0, latency_ms=2)) as server:
+        yield server
+
+
+def test_run_then_run_again(tmp_path: Path, mock: MockServer) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(50))
+    out = tmp_path / "out"
+    done = run_cli("run", path, "--out", out, "--base-url", mock.base_url)
+    assert done.returncode == 0, done.stderr
+    assert "finished: 50 of 50 rows done" in done.stdout
+    assert str(out / "results") in done.stdout
+    assert len(read_results(out)) == 50
+
+    again = run_cli("run", path, "--out", out, "--base-url", mock.base_url)
+    assert again.returncode == 0
+    assert "this run: 0 rows" in again.stdout
+
+
+def test_key_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(1))
+    result = run_cli("run", path, "--out", tmp_path / "out", "--api-key", "sk-abc")
+    assert result.returncode == 2
+    assert "--api-key is refused" in result.stderr and "ps" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_is_exit_2(tmp_path: Path) -> None:
+    result = run_cli("run", tmp_path / "nope.jsonl", "--out", tmp_path / "out")
+    assert result.returncode == 2
+    assert "input file not found" in result.stderr
+
+
+def test_help_explains_formats_and_exit_codes() -> None:
+    result = run_cli("run", "--help")
+    assert result.returncode == 0
+    for words in ("custom_id", "Parquet", "exit codes", "--rpm", "--tpm", "resume"):
+        assert words in result.stdout
+
+
+def test_second_run_on_same_output_is_refused(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(400))
+    out = tmp_path / "out"
+    with MockServer(MockConfig(port=0, latency_ms=50)) as slow:
+        first = subprocess.Popen(
+            batchrun_cmd("run", path, "--out", out, "--base-url", slow.base_url, "-q",
+                         "--concurrency", "4"),
+            env=env_with_key(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _wait_for(lambda: (out / "checkpoint.json").exists(), timeout=20)
+            second = run_cli("run", path, "--out", out, "--base-url", slow.base_url)
+            assert second.returncode == 2
+            assert "another batchrun process is already writing" in second.stderr
+        finally:
+            first.kill()
+            first.wait()
+
+
+def test_sigint_stops_gracefully_and_resume_completes(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(300))
+    out = tmp_path / "out"
+    with MockServer(MockConfig(port=0, latency_ms=20)) as server:
+        args = ("run", path, "--out", out, "--base-url", server.base_url, "--concurrency", "4")
+        proc = subprocess.Popen(
+            batchrun_cmd(*args, "--flush-interval", "0.2"),
+            env=env_with_key(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        _wait_for(lambda: (out / "results").exists() and _parts(out) >= 1, timeout=20)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 3, stderr
+        assert "stopped early: interrupted by SIGINT" in stdout
+        assert "resume with" in stdout
+        partial = read_results(out)
+        assert 0 < len(partial) < 300
+
+        resumed = run_cli(*args)
+        assert resumed.returncode == 0, resumed.stderr
+    records = read_results(out)
+    assert [r["row"] for r in records] == list(range(300))
+    assert all(r["status"] == "ok" for r in records)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_exactly_one_record_per_row(
+    tmp_path: Path,
+) -> None:
+    """Invariant 1: kill -9 many times at random instants, resume to the end, check row by row."""
+    n_rows = 1500
+    rows = chat_rows(n_rows)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    rng = random.Random(20261124)
+    kills = 0
+    with MockServer(MockConfig(port=0, latency_ms=5)) as server:
+        args = batchrun_cmd(
+            "run", path, "--out", out, "--base-url", server.base_url, "-q",
+            "--concurrency", "16", "--flush-rows", "40", "--flush-interval", "0.05",
+        )  # fmt: skip
+        for _ in range(8):
+            proc = subprocess.Popen(
+                args, env=env_with_key(), cwd=ROOT,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(rng.uniform(0.3, 1.5))
+            if proc.poll() is not None:
+                break
+            proc.kill()
+            proc.wait()
+            kills += 1
+        final = subprocess.run(args, env=env_with_key(), cwd=ROOT, capture_output=True, text=True)
+        assert final.returncode == 0, final.stderr
+        sent = server.stats()["requests"]["total"]
+    assert kills >= 3, "the run finished too fast to be killed; make it longer"
+    records = read_results(out)
+    assert [r["row"] for r in records] == list(range(n_rows))  # none missing, none twice
+    assert [r["custom_id"] for r in records] == [r["custom_id"] for r in rows]
+    assert all(r["status"] == "ok" for r in records)
+    # Work redone after a crash is bounded by what was in flight or not yet flushed.
+    assert sent < n_rows + kills * 200
+
+
+def _parts(out: Path) -> int:
+    return len(list((out / "results").glob("part-*.parquet")))
+
+
+def _wait_for(condition: object, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for the condition")
