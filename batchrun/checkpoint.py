@@ -141,9 +141,9 @@ def fingerprint_file(path: Path) -> Fingerprint:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
             return Fingerprint(size=size, digest=h.hexdigest(), method="sha256")
-        step = (size - _SAMPLE_BLOCK) // (_SAMPLE_COUNT - 1)
+        # Evenly spaced from the first block to one ending exactly at the last byte.
         for i in range(_SAMPLE_COUNT):
-            f.seek(i * step)
+            f.seek(i * (size - _SAMPLE_BLOCK) // (_SAMPLE_COUNT - 1))
             h.update(f.read(_SAMPLE_BLOCK))
     return Fingerprint(size=size, digest=h.hexdigest(), method="sha256-sampled")
 
@@ -222,7 +222,7 @@ class Checkpoint:
             return None
         try:
             return cls.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong shape
             raise CheckpointError(f"{path} is damaged ({exc}); use a new --out directory") from exc
 
     def check_resumable(self, fingerprint: Fingerprint, settings: dict[str, Any]) -> None:

@@ -133,7 +133,8 @@ class Sender:
                     self._limiter.succeeded()
                     return self._ok_record(request, status, text, body, attempts, latency_ms)
                 verdict = judged
-                outage = status in _OUTAGE_STATUSES
+                # A 503 that is not retried (model_not_found) says nothing about an outage.
+                outage = status in _OUTAGE_STATUSES and verdict.action == RETRY
 
             if verdict.action == FATAL:
                 raise FatalRunError(verdict.error_type, redact(verdict.message, self._api_key))
@@ -150,7 +151,7 @@ class Sender:
             if verdict.rate_limited or outage:
                 reason = "rate limited (429)" if verdict.rate_limited else "server unavailable"
                 self._limiter.back_off(retry_after, reason)
-            elif retry_after is not None:
+            elif retry_after:  # "retry-after: 0" is no reason to skip the backoff
                 self._limiter.pause(retry_after, f"retry-after on HTTP {status}")
             else:
                 await anyio.sleep(backoff_s(counted))

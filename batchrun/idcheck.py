@@ -18,13 +18,14 @@ __all__ = ["IdScan", "scan_ids"]
 
 _BUCKETS = 256
 _REPORT_LIMIT = 20
+_REPORT_ROWS = 20  # rows reported per id: an id on every row must not hold every row number
 _ENTRY = 16  # 8-byte hash + 8-byte row number
 
 
 @dataclass(frozen=True, slots=True)
 class IdScan:
     total_rows: int
-    duplicates: dict[str, list[int]]  # custom_id -> rows (at most _REPORT_LIMIT ids)
+    duplicates: dict[str, list[int]]  # custom_id -> first rows (_REPORT_LIMIT ids, _REPORT_ROWS)
     duplicate_rows: int  # rows whose id also appears on an earlier row
 
 
@@ -35,7 +36,7 @@ def _digest(custom_id: str) -> bytes:
 def scan_ids(ids: Callable[[], Iterator[tuple[int, str]]]) -> IdScan:
     """`ids` is called once or twice; each call yields `(row, custom_id)` for every row."""
     total = 0
-    suspects: dict[bytes, list[int]] = {}
+    suspects: set[bytes] = set()
     duplicate_rows = 0
     with tempfile.TemporaryDirectory(prefix="batchrun-ids-") as tmp:
         with contextlib.ExitStack() as stack:
@@ -53,8 +54,8 @@ def scan_ids(ids: Callable[[], Iterator[tuple[int, str]]]) -> IdScan:
                 earlier = first_seen.setdefault(h, row)
                 if earlier != row:
                     duplicate_rows += 1
-                    if h in suspects or len(suspects) < _REPORT_LIMIT:
-                        suspects.setdefault(h, [earlier]).append(row)
+                    if len(suspects) < _REPORT_LIMIT:
+                        suspects.add(h)
     return IdScan(
         total_rows=total,
         duplicates=_confirm(suspects, ids) if suspects else {},
@@ -68,11 +69,14 @@ def _entries(data: bytes) -> Iterable[tuple[bytes, int]]:
 
 
 def _confirm(
-    suspects: dict[bytes, list[int]], ids: Callable[[], Iterator[tuple[int, str]]]
+    suspects: set[bytes], ids: Callable[[], Iterator[tuple[int, str]]]
 ) -> dict[str, list[int]]:
-    wanted = {row for rows in suspects.values() for row in rows}
+    # Grouped by the real id, so ids that only share a hash fall apart here.
     by_id: dict[str, list[int]] = {}
     for row, custom_id in ids():
-        if row in wanted:
-            by_id.setdefault(custom_id, []).append(row)
-    return {cid: rows for cid, rows in by_id.items() if len(rows) > 1}
+        if _digest(custom_id) in suspects:
+            rows = by_id.setdefault(custom_id, [])
+            if len(rows) < _REPORT_ROWS:
+                rows.append(row)
+    found = [(cid, rows) for cid, rows in by_id.items() if len(rows) > 1]
+    return dict(found[:_REPORT_LIMIT])

@@ -54,7 +54,10 @@ class TokenBucket:
         """How long until `amount` (or a full bucket, if `amount` is larger) is available."""
         self.refill(now)
         need = min(amount, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.rate_per_s
+        short = need - self.level
+        # Float rounding can leave the bucket a hair short after sleeping exactly the computed
+        # wait; a sleep that small may not move the clock at all, and the waiter would spin.
+        return 0.0 if short <= 1e-9 * max(1.0, need) else short / self.rate_per_s
 
     def spend(self, amount: float) -> None:
         self.level -= amount
@@ -154,12 +157,12 @@ class Limiter:
     def back_off(self, retry_after_s: float | None, reason: str) -> float:
         """The server is rate limiting or unavailable: pause everyone.
 
-        For as long as the server says (`retry-after`), else by exponential backoff with jitter
-        that grows only when the failure came after the previous pause ended. Returns the pause
-        in force, in seconds.
+        For as long as the server says (a positive `retry-after`), else by exponential backoff
+        with jitter that grows only when the failure came after the previous pause ended.
+        Returns the pause in force, in seconds.
         """
         now = self._clock()
-        if retry_after_s is not None:
+        if retry_after_s:  # "retry-after: 0" is no reason to skip the backoff
             seconds = retry_after_s
         elif now < self._paused_until:
             # Sent before the current pause began: it says nothing new about the server.
@@ -169,7 +172,7 @@ class Limiter:
             seconds *= 1 - 0.25 * random.random()
             self._strikes += 1
         self.pause(seconds, reason)
-        return seconds
+        return self._paused_until - now
 
     def succeeded(self) -> None:
         self._strikes = 0
@@ -211,17 +214,19 @@ class Limiter:
         tpm = self.tokens_per_minute
         paused = self.paused_for_s()
         return (
-            f"<Limiter rpm={rpm if rpm is not None else 'unlimited'} "
-            f"tpm={tpm if tpm is not None else 'unlimited'}"
+            f"<Limiter rpm={f'{rpm:g}' if rpm is not None else 'unlimited'} "
+            f"tpm={f'{tpm:g}' if tpm is not None else 'unlimited'}"
             + (f" paused {paused:.1f}s: {self._pause_reason}" if paused else "")
             + ">"
         )
 
 
 def _number(value: str | None) -> float | None:
+    """A header's figure, or None unless it is a finite, non-negative number."""
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) and number >= 0 else None

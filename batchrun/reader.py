@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ _REQUIRED_FIELD: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "/v1/responses": ("input", (str, list)),
 }
 _INT_FIELDS = ("max_tokens", "max_completion_tokens", "n")
+# What reading a damaged compressed file raises, besides OSError (the .zst reader raises OSError).
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class InputError(Exception):
@@ -97,13 +100,63 @@ def open_input(path: Path) -> IO[bytes]:
         if name.endswith(".gz"):
             return gzip.open(path, "rb")  # type: ignore[return-value]
         if name.endswith(".zst") or name.endswith(".zstd"):
-            import zstandard
-
-            raw = path.open("rb")
-            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+            return io.BufferedReader(_ZstdReader(path.open("rb")))
         return path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot open input file {path}: {exc.strerror or exc}") from exc
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompresses every frame of a .zst stream, and fails on a truncated or corrupt one.
+
+    zstandard's own `stream_reader` ends quietly at a truncated frame, which would lose rows.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._raw = raw
+        self._error = zstandard.ZstdError
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False
+        self._out = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._pos >= len(self._out):
+            data = self._raw.read(1 << 16)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("the zstd stream ends in the middle of a frame (truncated?)")
+                return 0
+            self._out, self._pos = self._decompress(data), 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        try:
+            while data:
+                self._in_frame = True
+                out.append(self._frame.decompress(data))
+                if not self._frame.eof:
+                    break
+                data = self._frame.unused_data
+                self._frame = self._dctx.decompressobj()
+                self._in_frame = False
+        except self._error as exc:
+            raise OSError(f"invalid zstd data: {exc}") from exc
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def iter_rows(
@@ -160,7 +213,7 @@ def _iter_jsonl(
                 if skip is None or row not in skip:
                     yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes)
                 row += 1
-        except (OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             # A truncated .gz or a read error half way: the rows so far stand, the file does not.
             raise InputError(f"cannot read {path} after line {row}: {exc}") from exc
 
@@ -195,6 +248,11 @@ def _parse_jsonl_row(
             line=line_no,
             message=f"{where}: invalid JSON: {exc.msg} at column {exc.colno}",
         )
+    except (ValueError, RecursionError) as exc:
+        # Valid JSON that Python still refuses: an integer over 4,300 digits, nesting too deep.
+        return RowError(
+            row=row, custom_id=str(row), line=line_no, message=f"{where}: unreadable JSON: {exc}"
+        )
     if not isinstance(obj, dict):
         return RowError(
             row=row,
@@ -215,7 +273,7 @@ def _parse_jsonl_row(
                 raise _RowProblem(f"'method' must be \"POST\", got {method!r}")
             if not isinstance(body, dict):
                 raise _RowProblem(f"'body' must be a JSON object, got {_json_type(body)}")
-            raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            raw = _dumps(body)
         else:
             body, url, raw = obj, endpoint, line
         _check_body(body, url)
@@ -289,6 +347,8 @@ def _parse_parquet_row(
                 raise _RowProblem(
                     f"'body' is not valid JSON: {exc.msg} at column {exc.colno}"
                 ) from None
+            except (ValueError, RecursionError) as exc:
+                raise _RowProblem(f"'body' is unreadable JSON: {exc}") from None
             if not isinstance(parsed, dict):
                 raise _RowProblem(f"'body' must be a JSON object, got {_json_type(parsed)}")
             raw = body.encode()
@@ -296,7 +356,12 @@ def _parse_parquet_row(
             # A struct column gives every row every field; fields a row did not have come back
             # as nulls, which must not be sent as explicit nulls.
             parsed = _drop_nulls(body)
-            raw = json.dumps(parsed, ensure_ascii=False, separators=(",", ":")).encode()
+            try:
+                raw = _dumps(parsed)
+            except TypeError as exc:  # a binary or timestamp field, say
+                raise _RowProblem(
+                    f"the 'body' struct holds a value JSON cannot carry: {exc}"
+                ) from None
         _check_body(parsed, url)
     except _RowProblem as exc:
         return RowError(row=row, custom_id=cid, message=f"{where}: {exc}")
@@ -329,14 +394,14 @@ def iter_ids(path: Path) -> Iterator[tuple[int, str]]:
                 # Only lines that carry a custom_id need parsing; a bare body's id is its row.
                 if b'"custom_id"' in line:
                     try:
-                        obj = json.loads(line)
+                        obj = json.loads(line.decode("utf-8"))
                         if isinstance(obj, dict) and obj.get("custom_id") is not None:
                             cid = _custom_id(obj["custom_id"], row)
-                    except (ValueError, _RowProblem):
+                    except (ValueError, RecursionError, _RowProblem):
                         pass  # reported as a row error when the row is read for sending
                 yield row, cid
                 row += 1
-        except (OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             raise InputError(f"cannot read {path} after line {row}: {exc}") from exc
 
 
@@ -344,10 +409,11 @@ def _custom_id(value: Any, row: int) -> str:
     if value is None:
         return str(row)
     if isinstance(value, str) and value:
-        return value
+        return _text("custom_id", value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise _RowProblem(f"'custom_id' must be a non-empty string, got {_json_type(value)}")
+    got = "an empty string" if value == "" else _json_type(value)
+    raise _RowProblem(f"'custom_id' must be a non-empty string, got {got}")
 
 
 def _url(value: Any, endpoint: str) -> str:
@@ -355,7 +421,27 @@ def _url(value: Any, endpoint: str) -> str:
         return endpoint
     if not isinstance(value, str) or not value.startswith("/"):
         raise _RowProblem(f"'url' must be a path such as \"/v1/chat/completions\", got {value!r}")
+    return _text("url", value)
+
+
+def _text(name: str, value: str) -> str:
+    """`value`, if it can be stored: JSON's `\\ud800` escapes decode to text UTF-8 cannot hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _RowProblem(
+            f"'{name}' is not valid Unicode: a lone surrogate at character {exc.start}"
+        ) from None
     return value
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate escape has no UTF-8 form: send it escaped, as it stood in the input.
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _check_body(body: dict[str, Any], url: str) -> None:
@@ -370,6 +456,8 @@ def _check_body(body: dict[str, Any], url: str) -> None:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _RowProblem(f"'model' must be a string, got {_json_type(model)}")
+    if model is not None:
+        _text("model", model)
     for name in _INT_FIELDS:
         value = body.get(name)
         if value is not None and (

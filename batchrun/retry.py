@@ -3,9 +3,10 @@
 Pure functions of a status, headers and a body: no I/O, so every rule has a table-driven test.
 
 The ladder, top to bottom (the first rule that matches decides):
-1. `x-should-retry: true|false` from the server.
-2. Whole-run failures (`FATAL`): 401; 403 `insufficient_user_quota`; `insufficient_quota` in any
-   status (OpenAI sends it as a 429, gateways sometimes as a 200 with an error body).
+1. Whole-run failures (`FATAL`): 401; 403 `insufficient_user_quota`; `insufficient_quota` in any
+   status (OpenAI sends it as a 429, gateways sometimes as a 200 with an error body). No header
+   turns these into retries.
+2. `x-should-retry: true|false` from the server (for 2xx and 429 only `false` counts).
 3. 429: retried after a pause for everyone, except "Request too large" (it can never pass).
 4. 408, 409 and 5xx: retried, except 503 `model_not_found` (a gateway with no channel for it).
 5. Other 4xx: recorded as an error, not retried.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import re
 import time
@@ -62,9 +64,11 @@ def parse_duration_s(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf" would pause forever
     pos = 0
     total = 0.0
     for match in _GO_DURATION.finditer(value):

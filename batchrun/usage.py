@@ -38,7 +38,7 @@ class Usage:
     reasoning_tokens: int | None = None
 
 
-def _text_chars(value: Any) -> tuple[int, int]:
+def _text_chars(value: Any, *, nested: bool = False) -> tuple[int, int]:
     """(characters of text, number of images) in a message content or an input value."""
     if isinstance(value, str):
         return len(value), 0
@@ -51,10 +51,12 @@ def _text_chars(value: Any) -> tuple[int, int]:
                 kind = part.get("type")
                 if kind in ("image_url", "input_image", "image"):
                     images += 1
-                else:
-                    text = part.get("text")
-                    if isinstance(text, str):
-                        chars += len(text)
+                elif isinstance(part.get("text"), str):
+                    chars += len(part["text"])
+                elif not nested and "content" in part:  # a message in a responses API `input`
+                    c, i = _text_chars(part["content"], nested=True)
+                    chars += c
+                    images += i
             elif isinstance(part, int):
                 chars += _CHARS_PER_TOKEN  # a pre-tokenized input: one token each
     return chars, images
@@ -92,19 +94,25 @@ def max_output_tokens(url: str, body: dict[str, Any]) -> int:
     """The most output tokens a request may produce: the body's limit times `n`."""
     if "embeddings" in url:
         return 0
-    limit = body.get("max_completion_tokens")
-    if not isinstance(limit, int):
-        limit = body.get("max_tokens")
-    if not isinstance(limit, int):
-        limit = body.get("max_output_tokens")  # the responses API's name
-    if not isinstance(limit, int):
+    limit = _count(body.get("max_completion_tokens"))
+    if limit is None:
+        limit = _count(body.get("max_tokens"))
+    if limit is None:
+        limit = _count(body.get("max_output_tokens"))  # the responses API's name
+    if limit is None:
         limit = DEFAULT_MAX_OUTPUT_TOKENS
-    n = body.get("n")
-    return limit * (n if isinstance(n, int) and n > 0 else 1)
+    n = _count(body.get("n"))
+    return limit * (n if n else 1)
 
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    """A usable limit: a non-negative integer (a negative one would refund the token budget)."""
+    number = _int(value)
+    return number if number is not None and number >= 0 else None
 
 
 def parse_usage(response: Any) -> Usage:

@@ -1,0 +1,439 @@
+"""batchrun.checkpoint: RangeSet, the checkpoint file, the input fingerprint, the output lock."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchrun import checkpoint as checkpoint_mod
+from batchrun.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    CheckpointError,
+    Fingerprint,
+    OutputLock,
+    OutputLockedError,
+    RangeSet,
+    atomic_write_bytes,
+    fingerprint_file,
+)
+
+# ---------------------------------------------------------------------------------------- RangeSet
+
+
+def test_rangeset_empty() -> None:
+    rs = RangeSet()
+    assert rs.ranges() == []
+    assert len(rs) == 0
+    assert 0 not in rs
+    assert rs.covers(3, 3)  # an empty range is covered by anything
+    assert not rs.covers(0, 1)
+
+
+def test_rangeset_add_single_values_merge_into_one_range() -> None:
+    rs = RangeSet()
+    for v in (0, 1, 2, 3):
+        rs.add(v)
+    assert rs.ranges() == [(0, 4)]
+    assert len(rs) == 4
+
+
+def test_rangeset_out_of_order_adds_close_the_gap() -> None:
+    rs = RangeSet()
+    rs.add(0)
+    rs.add(2)
+    assert rs.ranges() == [(0, 1), (2, 3)]
+    rs.add(1)
+    assert rs.ranges() == [(0, 3)]
+
+
+@pytest.mark.parametrize(
+    ("initial", "added", "expected"),
+    [
+        ([(0, 5)], (5, 8), [(0, 8)]),  # adjacent after
+        ([(5, 8)], (0, 5), [(0, 8)]),  # adjacent before
+        ([(0, 5)], (3, 10), [(0, 10)]),  # overlapping
+        ([(0, 10)], (3, 4), [(0, 10)]),  # inside
+        ([(3, 4)], (0, 10), [(0, 10)]),  # swallowing
+        ([(0, 2), (4, 6), (8, 10)], (1, 9), [(0, 10)]),  # bridging several
+        ([(0, 2), (4, 6), (8, 10)], (2, 4), [(0, 6), (8, 10)]),  # filling one gap exactly
+        ([(0, 2), (8, 10)], (4, 6), [(0, 2), (4, 6), (8, 10)]),  # disjoint in the middle
+        ([(4, 6)], (0, 1), [(0, 1), (4, 6)]),  # disjoint before
+        ([(0, 2)], (5, 5), [(0, 2)]),  # empty range ignored
+        ([(0, 2)], (5, 3), [(0, 2)]),  # reversed range ignored
+    ],
+)
+def test_rangeset_add_range(
+    initial: list[tuple[int, int]], added: tuple[int, int], expected: list[tuple[int, int]]
+) -> None:
+    rs = RangeSet(initial)
+    rs.add_range(*added)
+    assert rs.ranges() == expected
+
+
+def test_rangeset_constructor_merges_unsorted_overlapping_input() -> None:
+    rs = RangeSet([(10, 12), (0, 3), (2, 5), (5, 6)])
+    assert rs.ranges() == [(0, 6), (10, 12)]
+    assert list(rs) == [(0, 6), (10, 12)]
+    assert len(rs) == 8
+
+
+def test_rangeset_contains_and_covers() -> None:
+    rs = RangeSet([(0, 3), (10, 20)])
+    assert [v in rs for v in (0, 2, 3, 9, 10, 19, 20, -1)] == [
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert "1" not in rs  # not an int
+    assert rs.covers(0, 3)
+    assert rs.covers(12, 18)
+    assert rs.covers(10, 20)
+    assert not rs.covers(0, 4)
+    assert not rs.covers(2, 11)  # spans the gap
+    assert not rs.covers(19, 21)
+    assert not rs.covers(-2, 1)
+
+
+def test_rangeset_equality_and_repr() -> None:
+    assert RangeSet([(0, 2), (2, 4)]) == RangeSet([(0, 4)])
+    assert RangeSet([(0, 2)]) != RangeSet([(0, 3)])
+    assert RangeSet([(0, 2)]) != [(0, 2)]
+    many = RangeSet([(i * 10, i * 10 + 1) for i in range(6)])
+    assert repr(many) == "RangeSet([0, 1), [10, 11), [20, 21), [30, 31), ... 2 more)"
+
+
+def test_rangeset_stays_small_when_rows_finish_roughly_in_order() -> None:
+    rs = RangeSet()
+    # Rows finish out of order within a window of 8, as concurrent workers do.
+    for base in range(0, 10_000, 8):
+        for v in (3, 1, 0, 7, 2, 6, 5, 4):
+            rs.add(base + v)
+    assert rs.ranges() == [(0, 10_000)]
+
+
+_ops = st.lists(
+    st.tuples(st.integers(0, 200), st.integers(0, 30)),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_ops, probe=st.tuples(st.integers(0, 240), st.integers(0, 40)))
+def test_rangeset_behaves_like_a_set(ops: list[tuple[int, int]], probe: tuple[int, int]) -> None:
+    rs = RangeSet()
+    model: set[int] = set()
+    for start, length in ops:
+        if length == 1:
+            rs.add(start)
+        else:
+            rs.add_range(start, start + length)
+        model.update(range(start, start + length))
+    assert len(rs) == len(model)
+    assert all((v in rs) == (v in model) for v in range(0, 250))
+    ranges = rs.ranges()
+    # Sorted, disjoint, non-adjacent, non-empty, and exactly the model's members.
+    assert all(s < e for s, e in ranges)
+    assert all(e1 < s2 for (_, e1), (s2, _) in itertools.pairwise(ranges))
+    assert {v for s, e in ranges for v in range(s, e)} == model
+    start, length = probe
+    assert rs.covers(start, start + length) == all(v in model for v in range(start, start + length))
+    assert RangeSet(ranges) == rs
+
+
+# ------------------------------------------------------------------------------------- checkpoint
+
+
+def _checkpoint() -> Checkpoint:
+    return Checkpoint(
+        input_path="/data/in.jsonl",
+        fingerprint=Fingerprint(size=123, digest="ab" * 32, method="sha256"),
+        settings={"endpoint": "/v1/chat/completions"},
+        parts=3,
+        done=RangeSet([(0, 100), (150, 160)]),
+        total_rows=1000,
+        counts={"ok": 105, "error": 5},
+    )
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    cp = _checkpoint()
+    cp.save(tmp_path)
+    loaded = Checkpoint.load(tmp_path)
+    assert loaded == cp
+    assert loaded is not None
+    assert loaded.done.ranges() == [(0, 100), (150, 160)]
+    on_disk = json.loads((tmp_path / CHECKPOINT_NAME).read_text())
+    assert on_disk["version"] == 1
+    assert on_disk["done"] == [[0, 100], [150, 160]]
+
+
+def test_checkpoint_load_missing_is_none(tmp_path: Path) -> None:
+    assert Checkpoint.load(tmp_path) is None
+
+
+def test_checkpoint_save_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    cp = _checkpoint()
+    cp.save(tmp_path)
+    cp.done.add_range(100, 150)
+    cp.parts = 4
+    cp.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
+    loaded = Checkpoint.load(tmp_path)
+    assert loaded is not None
+    assert loaded.parts == 4
+    assert loaded.done.ranges() == [(0, 160)]
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "f.json"
+    atomic_write_bytes(target, b"old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk gone"):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{not json",
+        b'{"version": 1, "input_path": "x"',  # truncated
+        b"\xff\xfe garbage",
+        b"[]",
+        b"null",
+        b'"a string"',
+        b'{"version": 1}',
+        b'{"version": 1, "input_path": "x", "fingerprint": "abc", "settings": {}, '
+        b'"parts": 0, "done": []}',
+        b'{"version": 1, "input_path": "x", "fingerprint": {"size": 1, "digest": "d", '
+        b'"method": "sha256"}, "settings": {}, "parts": 0, "done": [[1]]}',
+        b'{"version": 1, "input_path": "x", "fingerprint": {"size": 1, "digest": "d", '
+        b'"method": "sha256"}, "settings": {}, "parts": 0, "done": [], "counts": []}',
+    ],
+)
+def test_damaged_checkpoint_raises_checkpoint_error(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / CHECKPOINT_NAME).write_bytes(content)
+    with pytest.raises(CheckpointError, match="damaged"):
+        Checkpoint.load(tmp_path)
+
+
+def test_checkpoint_of_another_version_is_refused(tmp_path: Path) -> None:
+    data = _checkpoint().to_json()
+    data["version"] = 99
+    (tmp_path / CHECKPOINT_NAME).write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="unsupported checkpoint version 99"):
+        Checkpoint.load(tmp_path)
+
+
+def test_check_resumable_accepts_same_input_and_settings() -> None:
+    cp = _checkpoint()
+    cp.check_resumable(
+        Fingerprint(size=123, digest="ab" * 32, method="sha256"),
+        {"endpoint": "/v1/chat/completions", "unrelated": 1},
+    )
+
+
+def test_check_resumable_refuses_changed_fingerprint() -> None:
+    cp = _checkpoint()
+    with pytest.raises(CheckpointError) as info:
+        cp.check_resumable(
+            Fingerprint(size=124, digest="cd" * 32, method="sha256"),
+            {"endpoint": "/v1/chat/completions"},
+        )
+    message = str(info.value)
+    assert "the input file has changed" in message
+    assert "was 123 bytes" in message
+    assert "now 124 bytes" in message
+    assert "new --out directory" in message
+
+
+def test_check_resumable_refuses_changed_endpoint() -> None:
+    cp = _checkpoint()
+    with pytest.raises(CheckpointError) as info:
+        cp.check_resumable(cp.fingerprint, {"endpoint": "/v1/embeddings"})
+    assert str(info.value) == (
+        "--endpoint was '/v1/chat/completions' when this output was started and is "
+        "'/v1/embeddings' now; use the same value to resume, or a new --out directory"
+    )
+
+
+def test_check_resumable_refuses_missing_setting() -> None:
+    cp = _checkpoint()
+    with pytest.raises(CheckpointError, match="--endpoint was"):
+        cp.check_resumable(cp.fingerprint, {})
+
+
+# ------------------------------------------------------------------------------------ fingerprint
+
+
+def test_fingerprint_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"hello\n")
+    fp = fingerprint_file(path)
+    assert fp.method == "sha256"
+    assert fp.size == 6
+    assert fp.digest == "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+    assert fingerprint_file(path) == fp
+    assert Fingerprint.from_json(fp.to_json()) == fp
+
+
+def test_fingerprint_changes_with_content_of_same_size(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"a" * 5000)
+    before = fingerprint_file(path)
+    path.write_bytes(b"a" * 4999 + b"b")
+    after = fingerprint_file(path)
+    assert before.size == after.size
+    assert before != after
+
+
+def test_fingerprint_sampled_for_large_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scale the sampling down: 16 blocks of 64 bytes over a 64 KiB "large" file.
+    monkeypatch.setattr(checkpoint_mod, "_FULL_HASH_LIMIT", 1024)
+    monkeypatch.setattr(checkpoint_mod, "_SAMPLE_BLOCK", 64)
+    monkeypatch.setattr(checkpoint_mod, "_SAMPLE_COUNT", 16)
+    path = tmp_path / "big.jsonl"
+    data = bytearray(os.urandom(64 * 1024))
+    path.write_bytes(data)
+    fp = fingerprint_file(path)
+    assert fp.method == "sha256-sampled"
+    assert fp.size == len(data)
+    assert fingerprint_file(path) == fp
+
+    # The first, last and a middle sampled block are all part of the digest.
+    step = (len(data) - 64) // 15
+    for offset in (0, len(data) - 1, 7 * step + 10):
+        changed = bytearray(data)
+        changed[offset] ^= 0xFF
+        path.write_bytes(changed)
+        assert fingerprint_file(path).digest != fp.digest, offset
+
+    path.write_bytes(data + b"x")  # appended: the size changes
+    assert fingerprint_file(path) != fp
+
+    # A small file is still hashed whole under the same settings.
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"x" * 1024)
+    assert fingerprint_file(small).method == "sha256"
+
+
+# ------------------------------------------------------------------------------------ output lock
+
+
+def test_lock_twice_in_one_process_raises(tmp_path: Path) -> None:
+    with OutputLock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(OutputLockedError, match="another batchrun process"):
+            OutputLock(tmp_path).acquire()
+    # Released on exit: a new lock succeeds.
+    with OutputLock(tmp_path):
+        pass
+
+
+def test_lock_error_is_a_checkpoint_error(tmp_path: Path) -> None:
+    with OutputLock(tmp_path), pytest.raises(CheckpointError):
+        OutputLock(tmp_path).acquire()
+
+
+def test_release_is_idempotent(tmp_path: Path) -> None:
+    lock = OutputLock(tmp_path)
+    lock.acquire()
+    lock.release()
+    lock.release()
+    OutputLock(tmp_path).acquire()
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from batchrun.checkpoint import OutputLock
+    lock = OutputLock(Path(sys.argv[1]))
+    lock.acquire()
+    print("locked", flush=True)
+    if sys.argv[2] == "hold":
+        time.sleep(60)
+    """
+)
+
+_TRY = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from batchrun.checkpoint import OutputLock, OutputLockedError
+    try:
+        OutputLock(Path(sys.argv[1])).acquire()
+    except OutputLockedError as exc:
+        print("refused:", exc)
+        sys.exit(3)
+    print("locked")
+    """
+)
+
+
+def _python(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", code, *args]
+
+
+def test_lock_held_by_another_process(tmp_path: Path) -> None:
+    with OutputLock(tmp_path):
+        result = subprocess.run(
+            _python(_TRY, str(tmp_path)), capture_output=True, text=True, timeout=30
+        )
+    assert result.returncode == 3, result.stderr
+    assert "another batchrun process is already writing to" in result.stdout
+
+
+def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        _python(_HOLDER, str(tmp_path), "hold"), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError):
+            OutputLock(tmp_path).acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert holder.returncode == -signal.SIGKILL
+    # The kernel dropped the flock with the process: no stale lock.
+    with OutputLock(tmp_path):
+        pass
+
+
+def test_lock_released_when_holder_exits_without_release(tmp_path: Path) -> None:
+    result = subprocess.run(
+        _python(_HOLDER, str(tmp_path), "exit"), capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.strip() == "locked", result.stderr
+    with OutputLock(tmp_path):
+        pass
