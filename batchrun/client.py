@@ -4,7 +4,7 @@ Inputs: a `Request`. Output: its final `Record` (status "ok" or "error"), or `Fa
 when the failure concerns the whole run (bad key, no quota); that row then stays pending.
 
 Guarantees:
-- Transport exceptions are translated in exactly one place (`_transport_verdict`); anything else
+- The HTTP client's exceptions are translated in one place (`_transport_verdict`); anything else
   (a bug) propagates instead of being retried as if it were a network error.
 - Retries follow `batchrun.retry`; 429s and `retry-after` pause every worker through the limiter.
 - An outage (connection refused, 502/503/504 from every request) pauses every worker and does not
@@ -29,6 +29,7 @@ from batchrun.models import ErrorType, Record, Request
 from batchrun.retry import (
     FATAL,
     RETRY,
+    STOP,
     Verdict,
     backoff_s,
     classify_response,
@@ -111,12 +112,13 @@ class Sender:
             attempts += 1
             counted += 1
             await self._limiter.acquire(charge)
+            sent_at = self._limiter.now()
             started = time.perf_counter()
             try:
                 response = await self._http.post(
                     self._url(request.url), content=request.body, headers=self._headers
                 )
-            except httpx2.TransportError as exc:
+            except httpx2.RequestError as exc:
                 latency_ms = (time.perf_counter() - started) * 1000
                 verdict = _transport_verdict(exc)
                 status, headers, text, body = None, None, None, None
@@ -150,7 +152,7 @@ class Sender:
             retry_after = parse_retry_after_s(headers) if headers is not None else None
             if verdict.rate_limited or outage:
                 reason = "rate limited (429)" if verdict.rate_limited else "server unavailable"
-                self._limiter.back_off(retry_after, reason)
+                self._limiter.back_off(retry_after, reason, sent_at=sent_at)
             elif retry_after:  # "retry-after: 0" is no reason to skip the backoff
                 self._limiter.pause(retry_after, f"retry-after on HTTP {status}")
             else:
@@ -173,8 +175,7 @@ class Sender:
     ) -> Record:
         usage = parse_usage(body)
         self._limiter.settle(request.token_charge, usage.total_tokens)
-        model = body.get("model")
-        model = model if isinstance(model, str) else request.model
+        model = _storable(body.get("model")) or request.model
         return Record(
             custom_id=request.custom_id,
             row=request.row,
@@ -183,7 +184,7 @@ class Sender:
             http_status=status,
             response=text,
             model=model,
-            finish_reason=_finish_reason(body),
+            finish_reason=_storable(_finish_reason(body)),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
@@ -219,15 +220,30 @@ class Sender:
         )
 
 
-def _transport_verdict(exc: httpx2.TransportError) -> Verdict:
+def _transport_verdict(exc: httpx2.RequestError) -> Verdict:
     """The one place where the HTTP client's exceptions become batchrun's verdicts."""
     if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL, httpx2.ProxyError)):
         return Verdict(FATAL, "config", f"cannot send requests: {exc}")
+    if isinstance(exc, httpx2.DecodingError):  # a body its Content-Encoding does not decode
+        return Verdict(RETRY, ErrorType.BAD_RESPONSE, f"undecodable response body: {exc}")
+    if isinstance(exc, httpx2.TooManyRedirects):
+        return Verdict(STOP, ErrorType.INVALID_REQUEST, f"too many redirects: {exc}")
     if isinstance(exc, httpx2.TimeoutException):
         kind = type(exc).__name__
         return Verdict(RETRY, ErrorType.TIMEOUT, f"no response in time ({kind})")
     detail = str(exc) or type(exc).__name__
     return Verdict(RETRY, ErrorType.CONNECTION_ERROR, f"{type(exc).__name__}: {detail}")
+
+
+def _storable(value: Any) -> str | None:
+    """A string from the response that Parquet can store (JSON may carry lone surrogates)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 def _json_or_none(content: bytes) -> Any:

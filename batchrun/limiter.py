@@ -99,7 +99,7 @@ class Limiter:
             if max_tokens_per_minute
             else None
         )
-        self._paused_until = -math.inf
+        self._paused_until = -math.inf  # when the latest pause ends, or ended
         self._pause_reason = ""
         self._strikes = 0
         self._lock = anyio.Lock()
@@ -154,19 +154,31 @@ class Limiter:
             self._pause_reason = reason
             self.pauses += 1
 
-    def back_off(self, retry_after_s: float | None, reason: str) -> float:
+    def now(self) -> float:
+        return self._clock()
+
+    def back_off(
+        self, retry_after_s: float | None, reason: str, *, sent_at: float | None = None
+    ) -> float:
         """The server is rate limiting or unavailable: pause everyone.
 
         For as long as the server says (a positive `retry-after`), else by exponential backoff
-        with jitter that grows only when the failure came after the previous pause ended.
+        with jitter. The backoff grows only for a failure of a request sent after the previous
+        pause ended (`sent_at`, on this limiter's clock; the arrival time when not given): a
+        gateway may answer 429 only after retrying internally, long after the request left.
         Returns the pause in force, in seconds.
         """
         now = self._clock()
+        sent_at = now if sent_at is None else sent_at
         if retry_after_s:  # "retry-after: 0" is no reason to skip the backoff
             seconds = retry_after_s
         elif now < self._paused_until:
-            # Sent before the current pause began: it says nothing new about the server.
+            # Another failure during a pause: it says nothing new about the server.
             return self._paused_until - now
+        elif sent_at < self._paused_until:
+            # Sent before the last pause ended: pause again, but do not escalate.
+            seconds = min(_BASE_PAUSE_S * 2 ** max(self._strikes - 1, 0), _MAX_PAUSE_S)
+            seconds *= 1 - 0.25 * random.random()
         else:
             seconds = min(_BASE_PAUSE_S * 2**self._strikes, _MAX_PAUSE_S)
             seconds *= 1 - 0.25 * random.random()

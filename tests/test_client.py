@@ -515,8 +515,8 @@ async def test_429_pause_holds_back_other_workers() -> None:
     paused = anyio.Event()
     back_off = limiter.back_off
 
-    def observed_back_off(retry_after_s: float | None, reason: str) -> float:
-        seconds = back_off(retry_after_s, reason)
+    def observed_back_off(retry_after_s: float | None, reason: str, **kwargs: Any) -> float:
+        seconds = back_off(retry_after_s, reason, **kwargs)
         paused.set()
         return seconds
 
@@ -737,3 +737,29 @@ async def test_non_outage_failure_resets_the_outage_clock(
 )
 def test_join_url(base: str, path: str, url: str) -> None:
     assert join_url(base, path) == url
+
+
+@pytest.mark.anyio
+async def test_undecodable_body_is_retried_then_recorded_not_a_crash(
+    clock: FakeClock, backoffs: list[int]
+) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        # A stream, so that decoding happens where it does on the wire: while the body is read.
+        stream = httpx2.ByteStream(b"not gzip")
+        return httpx2.Response(200, stream=stream, headers={"content-encoding": "gzip"})
+
+    sender, _ = make_sender(handler, clock, max_retries=1)
+    record = await sender.send(make_request())
+    assert record.status == "error" and record.error_type == ErrorType.BAD_RESPONSE
+    assert record.attempts == 2 and "undecodable" in (record.error_message or "")
+
+
+@pytest.mark.anyio
+async def test_lone_surrogate_in_the_response_model_is_made_storable(
+    clock: FakeClock, backoffs: list[int]
+) -> None:
+    body = b'{"model":"gpt\\ud800x","choices":[{"finish_reason":"stop"}],"usage":{}}'
+    sender, _ = make_sender(lambda request: httpx2.Response(200, content=body), clock)
+    record = await sender.send(make_request())
+    assert record.status == "ok" and record.model is not None
+    record.model.encode("utf-8")  # raises if the lone surrogate were kept

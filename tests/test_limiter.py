@@ -431,3 +431,17 @@ async def test_real_time_fifo_and_a_pause_delays_every_waiter() -> None:
     later = [t for _, t in served[already:]]
     assert all(b - a >= 0.04 for a, b in itertools.pairwise(later))
     assert elapsed < 2.0
+
+
+def test_a_429_for_a_request_sent_before_the_pause_ended_does_not_escalate() -> None:
+    """Gateways answer 429 after retrying upstream: a late answer must not double the pause."""
+    clock = [100.0]
+    limiter = Limiter(clock=lambda: clock[0])
+    first = limiter.back_off(None, "429")
+    assert 0.75 <= first <= 1.0  # strike 1: base pause with jitter
+    clock[0] += 5.0  # the pause has ended
+    late = limiter.back_off(None, "429", sent_at=100.5)  # sent during the first pause
+    assert 0.75 <= late <= 1.0  # paused again, not escalated to ~2 s
+    clock[0] += 5.0
+    fresh = limiter.back_off(None, "429", sent_at=clock[0])  # sent after every pause
+    assert 1.5 <= fresh <= 2.0  # this one escalates
