@@ -1,0 +1,472 @@
+"""What a run will cost before it is sent: tokens and USD per model and endpoint.
+
+    iter_rows(input) ──► EstimateBuilder.add(item) ... ──► .result() ──► Estimate
+                                                                        ├─► render_estimate() table
+                                                                        ├─► to_json() / from_json()
+                                                                        └─► save_estimate(OUT)
+
+Per (model, endpoint) an `Estimate` holds: rows; prompt tokens (`batchrun.tokens`, the model's own
+tiktoken encoding and OpenAI's message overheads); max output tokens (`max_tokens` /
+`max_completion_tokens` x `n`) summed over the rows that set one, and how many did not; expected
+output tokens by a stated `OutputRule`; cost in USD from the `PriceBook`:
+
+- low: the prompt only (no cached-input discount assumed, standard rates, no batch discount);
+- expected: prompt + expected output;
+- high: prompt + max output. A row that sets no maximum counts its expected output here, so high
+  is an upper bound only when `rows_without_max == 0` (the table then shows ">= $x"). Always
+  low <= expected <= high.
+
+Guarantees:
+- An unknown price gives `None` costs ("unknown" in the table), never 0.
+- `exact` is True only when every row of the group was counted with the model's own encoding by a
+  published rule; otherwise `note` / `inexact_reasons` say what was approximated (the encoding it
+  fell back to, the chars/4 heuristic, images of unknown size...).
+- `add` costs one token count and a dict lookup per row: prices are applied per group when a price
+  is linear, per row only for models with long-context price tiers. Memory is bounded by the number
+  of (model, endpoint) groups, not by the number of rows.
+- `to_json` / `from_json` round-trip; the keys are listed in `Estimate.to_dict`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchrun.checkpoint import atomic_write_bytes
+from batchrun.cost import PriceBook
+from batchrun.models import RowError
+from batchrun.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
+from batchrun.tokens import (
+    DEFAULT_OUTPUT_RULE,
+    OutputRule,
+    count_request_tokens,
+    expected_output_tokens,
+    max_output_tokens,
+    tokenizer_for,
+)
+
+__all__ = [
+    "ESTIMATE_NAME",
+    "Estimate",
+    "EstimateBuilder",
+    "EstimateError",
+    "GroupEstimate",
+    "estimate_file",
+    "format_table",
+    "format_usd",
+    "load_estimate",
+    "render_estimate",
+    "save_estimate",
+]
+
+ESTIMATE_NAME = "estimate.json"
+FORMAT = "batchrun-estimate"
+FORMAT_VERSION = 1
+_MAX_REASONS = 8
+_MAX_BAD_EXAMPLES = 5
+_MAX_SEEN_NOTES = 256
+
+
+class EstimateError(ValueError):
+    """An estimate document that cannot be read (damaged, or of another format version)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupEstimate:
+    """The estimate for one (model, endpoint): token counts, USD costs and how they were made."""
+
+    model: str | None
+    endpoint: str
+    rows: int
+    prompt_tokens: int
+    max_output_tokens: int | None  # None: no row of the group set a maximum
+    rows_without_max: int
+    expected_output_tokens: int
+    cost_low_usd: float | None  # None: price unknown, never 0
+    cost_expected_usd: float | None
+    cost_high_usd: float | None
+    encoding: str | None  # None: the ceil(characters / 4) heuristic
+    exact: bool
+    inexact_rows: int
+    note: str  # how the model's tokenizer was found, or what it fell back to
+    inexact_reasons: tuple[str, ...] = ()
+    price_source: str | None = None
+
+    @property
+    def priced(self) -> bool:
+        return None not in (self.cost_low_usd, self.cost_expected_usd, self.cost_high_usd)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Estimate:
+    """The estimate of a whole input: one `GroupEstimate` per (model, endpoint), plus bad rows."""
+
+    groups: tuple[GroupEstimate, ...]
+    bad_rows: int = 0
+    bad_row_examples: tuple[RowError, ...] = ()  # the first few
+    output_rule: OutputRule = DEFAULT_OUTPUT_RULE
+    model_override: str | None = None
+    input: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        return all(g.exact for g in self.groups)
+
+    def totals(self) -> dict[str, Any]:
+        """Sums over the groups. A cost sums the groups that have it; None when none has it (and
+        there are rows); `rows_unpriced` counts the rows whose cost is (partly) unknown."""
+        groups = self.groups
+        with_max = [g.max_output_tokens for g in groups if g.max_output_tokens is not None]
+        totals: dict[str, Any] = {
+            "rows": sum(g.rows for g in groups),
+            "prompt_tokens": sum(g.prompt_tokens for g in groups),
+            "max_output_tokens": sum(with_max) if with_max else None,
+            "rows_without_max": sum(g.rows_without_max for g in groups),
+            "expected_output_tokens": sum(g.expected_output_tokens for g in groups),
+        }
+        for key in ("cost_low_usd", "cost_expected_usd", "cost_high_usd"):
+            known = [getattr(g, key) for g in groups if getattr(g, key) is not None]
+            totals[key] = sum(known) if known or not groups else None
+        totals["rows_unpriced"] = sum(g.rows for g in groups if not g.priced)
+        totals["exact"] = self.exact
+        return totals
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document. Keys (stable within `version` 1):
+
+        format, version, input, model_override, output_rule {fraction_of_max, tokens_without_max},
+        exact, groups [{model, endpoint, rows, prompt_tokens, max_output_tokens, rows_without_max,
+        expected_output_tokens, cost_low_usd, cost_expected_usd, cost_high_usd, encoding, exact,
+        inexact_rows, note, inexact_reasons, price_source}], totals {rows, prompt_tokens,
+        max_output_tokens, rows_without_max, expected_output_tokens, cost_low_usd,
+        cost_expected_usd, cost_high_usd, rows_unpriced, exact}, bad_rows,
+        bad_row_examples [{row, custom_id, message, line}]. Costs are USD; null means unknown.
+        """
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "input": self.input,
+            "model_override": self.model_override,
+            "output_rule": {
+                "fraction_of_max": self.output_rule.fraction_of_max,
+                "tokens_without_max": self.output_rule.tokens_without_max,
+            },
+            "exact": self.exact,
+            "groups": [
+                {**asdict(g), "inexact_reasons": list(g.inexact_reasons)} for g in self.groups
+            ],
+            "totals": self.totals(),
+            "bad_rows": self.bad_rows,
+            "bad_row_examples": [asdict(b) for b in self.bad_row_examples],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Estimate:
+        """The estimate `to_dict` made; raises EstimateError on another format or a damaged one."""
+        if doc.get("format") != FORMAT or doc.get("version") != FORMAT_VERSION:
+            raise EstimateError(
+                f"not a {FORMAT} version {FORMAT_VERSION} document "
+                f"(format={doc.get('format')!r}, version={doc.get('version')!r})"
+            )
+        try:
+            groups = tuple(
+                GroupEstimate(**{**g, "inexact_reasons": tuple(g.get("inexact_reasons", ()))})
+                for g in doc["groups"]
+            )
+            rule = OutputRule(**doc["output_rule"])
+            bad = tuple(RowError(**b) for b in doc.get("bad_row_examples", ()))
+            return cls(
+                groups=groups,
+                bad_rows=int(doc["bad_rows"]),
+                bad_row_examples=bad,
+                output_rule=rule,
+                model_override=doc.get("model_override"),
+                input=doc.get("input"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EstimateError(f"damaged estimate document: {exc!r}") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Estimate:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise EstimateError(f"estimate is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise EstimateError("estimate is not a JSON object")
+        return cls.from_dict(doc)
+
+
+@dataclass(slots=True)
+class _Group:
+    """Running sums for one (model, endpoint); mutated only by its EstimateBuilder."""
+
+    model: str | None
+    endpoint: str
+    tiered: bool  # long-context price tiers: costs are summed row by row in `costs`
+    embeddings: bool
+    rows: int = 0
+    prompt: int = 0
+    max_out: int = 0
+    no_max: int = 0
+    no_max_expected: int = 0  # expected output of the rows without a max (part of "high")
+    expected: int = 0
+    inexact: int = 0
+    reasons: dict[str, None] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    costs: list[float | None] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # None: unknown
+
+
+class EstimateBuilder:
+    """Feed it every row (`ParsedRow` or `RowError`) once; `result()` at any time.
+
+    `model_override` counts and prices every row as that model (a what-if; the rows are not
+    changed). Not thread-safe: one builder per reader.
+    """
+
+    def __init__(
+        self,
+        prices: PriceBook,
+        *,
+        model_override: str | None = None,
+        rule: OutputRule = DEFAULT_OUTPUT_RULE,
+        input: str | None = None,
+    ) -> None:
+        self._prices = prices
+        self._override = model_override
+        self._rule = rule
+        self._fraction = rule.fraction_of_max
+        self._input = input
+        self._groups: dict[tuple[str | None, str], _Group] = {}
+        self._bad_rows = 0
+        self._bad_examples: list[RowError] = []
+
+    def add(self, item: ParsedRow | RowError) -> None:
+        if isinstance(item, RowError):
+            self._bad_rows += 1
+            if len(self._bad_examples) < _MAX_BAD_EXAMPLES:
+                self._bad_examples.append(item)
+            return
+        body, url = item.body, item.url
+        model = body.get("model")
+        if self._override is not None and model != self._override:
+            model = self._override
+            body = {**body, "model": model}
+        elif not isinstance(model, str):
+            model = None
+        group = self._groups.get((model, url))
+        if group is None:
+            group = self._groups[(model, url)] = self._new_group(model, url)
+        count = count_request_tokens(url, body)
+        group.rows += 1
+        group.prompt += count.tokens
+        if group.embeddings:
+            maximum: int | None = 0
+            expected = 0
+        else:
+            maximum = max_output_tokens(body)
+            if maximum is None:
+                group.no_max += 1
+                expected = expected_output_tokens(body, self._rule)
+                group.no_max_expected += expected
+            else:
+                group.max_out += maximum
+                # expected_output_tokens' rule, without working out the maximum a second time
+                expected = math.ceil(maximum * self._fraction)
+            group.expected += expected
+        if not count.exact:
+            self._inexact(group, count.note)
+        if group.tiered:
+            high = expected if maximum is None else maximum
+            self._add_row_costs(group, count.tokens, expected, high)
+
+    def _new_group(self, model: str | None, url: str) -> _Group:
+        price = self._prices.price_for(model)
+        tiered = price is not None and bool(price.tiers)
+        return _Group(model, url, tiered, url.split("?", 1)[0].rstrip("/").endswith("/embeddings"))
+
+    def _inexact(self, group: _Group, note: str) -> None:
+        group.inexact += 1
+        # Rows of one group repeat a handful of notes: each distinct one is split up only once.
+        if note in group.seen or len(group.reasons) >= _MAX_REASONS:
+            return
+        if len(group.seen) < _MAX_SEEN_NOTES:
+            group.seen.add(note)
+        prefix = tokenizer_for(group.model).note
+        # A row's note is the tokenizer's note followed by "; "-joined reasons of its own.
+        for reason in note.removeprefix(prefix).removeprefix("; ").split("; "):
+            if reason and len(group.reasons) < _MAX_REASONS:
+                group.reasons[reason] = None
+
+    def _add_row_costs(self, group: _Group, prompt: int, expected: int, maximum: int) -> None:
+        for i, completion in enumerate((0, expected, maximum)):
+            so_far = group.costs[i]
+            if so_far is None:
+                continue
+            cost = self._prices.cost_usd(
+                group.model, prompt_tokens=prompt, completion_tokens=completion
+            )
+            group.costs[i] = None if cost is None else so_far + cost
+
+    def result(self) -> Estimate:
+        """The estimate of every row added so far (groups sorted by model, then endpoint)."""
+        groups = sorted(self._groups.values(), key=lambda g: (g.model or "", g.endpoint))
+        return Estimate(
+            groups=tuple(self._finish(g) for g in groups),
+            bad_rows=self._bad_rows,
+            bad_row_examples=tuple(self._bad_examples),
+            output_rule=self._rule,
+            model_override=self._override,
+            input=self._input,
+        )
+
+    def _finish(self, group: _Group) -> GroupEstimate:
+        info = tokenizer_for(group.model)
+        price = self._prices.price_for(group.model)
+        if group.tiered:
+            low, expected, high = group.costs
+        else:
+            # Linear rates: the cost of the sums is the sum of the per-row costs.
+            low, expected, high = (
+                self._prices.cost_usd(
+                    group.model, prompt_tokens=group.prompt, completion_tokens=completion
+                )
+                for completion in (0, group.expected, group.max_out + group.no_max_expected)
+            )
+        return GroupEstimate(
+            model=group.model,
+            endpoint=group.endpoint,
+            rows=group.rows,
+            prompt_tokens=group.prompt,
+            max_output_tokens=None if group.no_max == group.rows else group.max_out,
+            rows_without_max=group.no_max,
+            expected_output_tokens=group.expected,
+            cost_low_usd=low,
+            cost_expected_usd=expected,
+            cost_high_usd=high,
+            encoding=info.encoding,
+            exact=info.exact and group.inexact == 0,
+            inexact_rows=group.inexact,
+            note=info.note,
+            inexact_reasons=tuple(group.reasons),
+            price_source=price.source if price is not None else None,
+        )
+
+
+def estimate_file(
+    path: Path,
+    *,
+    endpoint: str = DEFAULT_ENDPOINT,
+    prices: PriceBook,
+    model_override: str | None = None,
+    rule: OutputRule = DEFAULT_OUTPUT_RULE,
+) -> Estimate:
+    """Stream `path` through the reader (as `run` does) and estimate every row.
+
+    Raises `batchrun.reader.InputError` when the file as a whole cannot be read.
+    """
+    builder = EstimateBuilder(prices, model_override=model_override, rule=rule, input=str(path))
+    add = builder.add
+    for item in iter_rows(path, endpoint=endpoint):
+        add(item)
+    return builder.result()
+
+
+def save_estimate(out_dir: Path, estimate: Estimate) -> Path:
+    """Write `OUT/estimate.json` atomically (a reader sees the old file or the new one)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ESTIMATE_NAME
+    atomic_write_bytes(path, estimate.to_json().encode("utf-8"))
+    return path
+
+
+def load_estimate(out_dir: Path) -> Estimate | None:
+    """`OUT/estimate.json`, or None when there is none; EstimateError when it is damaged."""
+    path = out_dir / ESTIMATE_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise EstimateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return Estimate.from_json(data)
+    except EstimateError as exc:
+        raise EstimateError(f"{path}: {exc}") from exc
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def format_usd(value: float | None) -> str:
+    """`$1,234.57`, `$0.000420`, or `unknown` for None."""
+    if value is None:
+        return "unknown"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
+
+
+def format_table(header: list[str], rows: Iterable[list[str]], *, left: int = 1) -> list[str]:
+    """Aligned columns: the first `left` columns left-aligned, the rest (figures) right-aligned."""
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return [
+        "  ".join(
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in table
+    ]
+
+
+_HEADER = ["model", "endpoint", "rows", "prompt tok", "max output tok", "expected output tok"]
+_HEADER += ["cost low", "cost expected", "cost high"]
+
+
+def _cells(label: str, endpoint: str, f: Mapping[str, Any]) -> list[str]:
+    max_out, no_max = f["max_output_tokens"], f["rows_without_max"]
+    max_cell = "none set" if max_out is None else f"{max_out:,}"
+    max_cell += f" (+{no_max:,} no max)" if max_out is not None and no_max else ""
+    costs = [format_usd(f[k]) for k in ("cost_low_usd", "cost_expected_usd", "cost_high_usd")]
+    if no_max and f["cost_high_usd"] is not None:
+        costs[2] = ">= " + costs[2]
+    figures = [f"{f['rows']:,}", f"{f['prompt_tokens']:,}", max_cell]
+    return [label, endpoint, *figures, f"{f['expected_output_tokens']:,}", *costs]
+
+
+def render_estimate(estimate: Estimate) -> str:
+    """A table per model and endpoint, totals, and how each figure was made."""
+    totals = estimate.totals()
+    bad = f", bad rows (not counted): {estimate.bad_rows:,}" if estimate.bad_rows else ""
+    lines = [f"estimate for {estimate.input or 'input'}: {totals['rows']:,} rows{bad}"]
+    if estimate.model_override:
+        lines.append(f"every row counted and priced as model {estimate.model_override}")
+    body = [_cells(g.model or "(no model)", g.endpoint, asdict(g)) for g in estimate.groups]
+    body.append(_cells("total", "", totals))
+    if totals["rows_unpriced"]:
+        body[-1][-1] += f" (+unknown: {totals['rows_unpriced']:,} rows)"
+    lines += ["", *format_table(_HEADER, body, left=2), "", "how it was counted:"]
+    for g in estimate.groups:
+        how = "exact" if g.exact else f"NOT exact ({g.inexact_rows:,} of {g.rows:,} rows inexact)"
+        lines.append(f"  {g.model or '(no model)'} {g.endpoint}: {how}")
+        lines.append(f"      tokens: {g.note}")
+        lines += [f"      {reason}" for reason in g.inexact_reasons]
+        lines.append(f"      price: {g.price_source or 'unknown (no price for this model)'}")
+    rule = estimate.output_rule
+    lines += [
+        "",
+        f"expected output: {rule.fraction_of_max:g} x the row's max output tokens, or "
+        f"{rule.tokens_without_max:,} per choice when it sets none (embeddings: 0).",
+        "cost low = prompt only; expected = prompt + expected output; high = prompt + max output "
+        "(a row with no max counts its expected output, so high is then not a bound: >=). "
+        "Standard rates in USD; no cached-input or batch discount assumed.",
+        "exact = counted with the model's own tokenizer by OpenAI's published rules.",
+    ]
+    lines += [f"bad row {b.row} ({b.custom_id}): {b.message}" for b in estimate.bad_row_examples]
+    return "\n".join(lines)
