@@ -178,6 +178,7 @@ class Checkpoint:
     done: RangeSet = field(default_factory=RangeSet)
     total_rows: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
+    cost_usd: float = 0.0  # spent on the committed records whose price is known
 
     @classmethod
     def path_in(cls, out_dir: Path) -> Path:
@@ -192,6 +193,7 @@ class Checkpoint:
             "parts": self.parts,
             "total_rows": self.total_rows,
             "counts": self.counts,
+            "cost_usd": self.cost_usd,
             "done": [[s, e] for s, e in self.done.ranges()],
         }
 
@@ -207,6 +209,7 @@ class Checkpoint:
             done=RangeSet((int(s), int(e)) for s, e in data["done"]),
             total_rows=data.get("total_rows"),
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+            cost_usd=float(data.get("cost_usd", 0.0)),
         )
 
     def save(self, out_dir: Path) -> None:

@@ -7,7 +7,6 @@ before anything was sent, 3 stopped early and resumable (Ctrl-C, SIGTERM, refuse
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -137,7 +136,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait out a server that is down before rows fail (default: 300)",
     )
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="TOML or JSON prices per model (USD per 1M tokens) overriding the database",
+    )
+    run.add_argument(
+        "--max-cost",
+        type=_positive_float,
+        metavar="USD",
+        help="stop dispatching before this output's total spend (spent + in flight at worst) "
+        "would pass USD; exit 3, resumable",
+    )
+    run.add_argument(
+        "--require-quota",
+        action="store_true",
+        help="refuse to start when the gateway's remaining balance is below the estimate",
+    )
+    run.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="skip the token/cost estimate made on a new output's first pass over the input",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
 
     mock = commands.add_parser(
         "mock-server",
@@ -148,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     from batchrun.mock.cli_args import add_arguments
 
     add_arguments(mock)
+    _add_bill_commands(commands)
     return parser
 
 
@@ -155,15 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "mock-server":
         return _mock_server(args)
+    if args.command in _BILL_COMMANDS:
+        return _BILL_COMMANDS[args.command](args)
     return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
     from batchrun.checkpoint import CheckpointError
     from batchrun.config import DEFAULT_BASE_URL, RunConfig
-    from batchrun.pipeline import run_sync
+    from batchrun.pipeline import EXIT_STOPPED, run_sync
+    from batchrun.preflight import QuotaError
     from batchrun.progress import render_summary
     from batchrun.reader import InputError
+
+    _log_to_stderr(quiet=args.quiet)
 
     if args.api_key:
         return _usage_error(
@@ -193,14 +221,32 @@ def _run(args: argparse.Namespace) -> int:
             flush_interval_s=args.flush_interval,
             grace_s=args.grace,
             max_outage_s=args.max_outage,
+            prices_file=args.prices,
+            max_cost_usd=args.max_cost,
+            require_quota=args.require_quota,
+            estimate=not args.no_estimate,
             progress=not args.quiet,
             handle_signals=True,
         )
         summary = run_sync(config)
     except (ValueError, InputError, CheckpointError) as exc:
         return _usage_error(str(exc))
+    except QuotaError as exc:
+        print(f"batchrun: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     print(render_summary(summary, command=_resume_command()))
     return summary.exit_code
+
+
+def _log_to_stderr(*, quiet: bool) -> None:
+    """The library logs notes (estimate, quota, warnings) to the "batchrun" logger; show them."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("batchrun")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _resume_command() -> str:
@@ -208,24 +254,223 @@ def _resume_command() -> str:
 
 
 def _mock_server(args: argparse.Namespace) -> int:
-    import anyio
-
-    from batchrun.mock import serve
-    from batchrun.mock.cli_args import config_from_args
+    from batchrun.mock.cli_args import config_from_args, run
 
     try:
         config = config_from_args(args)
     except ValueError as exc:
         return _usage_error(str(exc))
-
-    def ready(url: str) -> None:
-        print(f"mock server listening on {url}", flush=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(lambda: serve(config, ready=ready))
-    return 0
+    return run(config)
 
 
 def _usage_error(message: str) -> int:
     print(f"batchrun: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+# --- estimate, report, quota ----------------------------------------------------------------
+
+EXIT_KEY_REFUSED = 3
+
+_EXACT_HELP = """\
+exact:
+  A count is exact when the model's own tiktoken encoding was available offline (o200k_base for
+  gpt-4o / 4.1 / 5 / o-series, cl100k_base for gpt-4 / gpt-3.5 / embeddings) and every part of
+  the request was counted by OpenAI's published rules (the cookbook's message and tool overheads,
+  the vision tile rules); it then matches the prompt_tokens the API reports. Otherwise the
+  estimate says "NOT exact" ("exact": false in --json) and why: a fallback encoding, the
+  ceil(characters / 4) heuristic for unknown models, images of unknown size (counted as 1024x1024
+  high detail), assistant tool calls or nested tool schemas (counted from their JSON text).
+"""
+
+_ESTIMATE_EPILOG = (
+    """\
+units:
+  tokens: prompt tokens as the API counts them; max output = max_completion_tokens (else
+  max_tokens) x n, summed over the rows that set one ("+N no max": rows that set none);
+  expected output = F x the row's max, or --output-without-max tokens per choice (embeddings: 0).
+  cost: USD at standard rates (no cached-input or batch discount). low = prompt only, expected =
+  prompt + expected output, high = prompt + max output (a row with no max counts its expected
+  output: high is then shown as ">= $x", not a bound). "unknown" when the model has no price
+  (never shown as $0): add it with --prices.
+  price file (TOML, or JSON with the same shape), USD per 1M tokens:
+    [models."gpt-4o-mini"]
+    input = 0.15
+    cached_input = 0.075
+    output = 0.60
+
+"""
+    + _EXACT_HELP
+    + """
+exit codes:
+  0 estimated (rows that cannot be sent are counted as bad rows)
+  2 the input file or the price file cannot be read, or bad usage
+"""
+)
+
+_REPORT_EPILOG = """\
+units:
+  tokens as the server reported them for ok rows (cached is part of prompt, reasoning is part of
+  completion); cost in USD, the sum of the cost_usd column ("unknown" when no row had a price);
+  latency in milliseconds, the last attempt of ok rows, p50/p90/p99 within 1%; retries = HTTP
+  attempts beyond the first. When OUT/estimate.json exists (batchrun estimate --out OUT), the
+  estimate is shown next to the actual figures.
+
+exit codes:
+  0 reported   2 OUT is missing or holds no results
+"""
+
+_QUOTA_EPILOG = """\
+units:
+  USD. From the one-api / new-api endpoints /v1/dashboard/billing/subscription (hard_limit_usd,
+  the total granted; 100000000 or more means unlimited) and /v1/dashboard/billing/usage
+  (total_usage, in cents); remaining = granted - used. A server without them (OpenAI itself,
+  vLLM, llama.cpp) gives one line saying the quota is unknown.
+
+exit codes:
+  0 shown, or unknown for this server   2 bad usage   3 the server refused the key (HTTP 401)
+"""
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    estimate = commands.add_parser(
+        "estimate",
+        help="count tokens and cost of an input file, offline, before running it",
+        description="Count the prompt tokens of every row of INPUT with the model's tokenizer "
+        "and estimate output tokens and cost in USD, per model and endpoint. Offline: nothing "
+        "is sent.",
+        epilog=_ESTIMATE_EPILOG,
+        formatter_class=raw,
+    )
+    estimate.add_argument("input", type=Path, help="JSONL (.jsonl/.gz/.zst) or Parquet file")
+    estimate.add_argument(
+        "--model", metavar="M", help="count and price every row as model M (a what-if)"
+    )
+    estimate.add_argument(
+        "--endpoint",
+        default="/v1/chat/completions",
+        help="endpoint for rows that do not name one (default: %(default)s)",
+    )
+    estimate.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="TOML or JSON price file (USD per 1M tokens) overriding the database per model",
+    )
+    estimate.add_argument("--json", action="store_true", help="print one JSON document")
+    estimate.add_argument(
+        "--expected-output-fraction",
+        type=_fraction,
+        default=0.5,
+        metavar="F",
+        help="expected output tokens as a share of each row's max (default: %(default)s)",
+    )
+    estimate.add_argument(
+        "--output-without-max",
+        type=_non_negative_int,
+        default=256,
+        metavar="N",
+        help="expected output tokens per choice of a row that sets no max (default: 256)",
+    )
+    estimate.add_argument(
+        "--out", type=Path, help="also save OUT/estimate.json, for `batchrun report OUT`"
+    )
+
+    report = commands.add_parser(
+        "report",
+        help="rows, errors, tokens, cost and latency of a run's results",
+        description="Sum up OUT/results: rows ok and in error, tokens by kind, cost by model, "
+        "latency percentiles, retries, and estimate vs actual when OUT/estimate.json exists.",
+        epilog=_REPORT_EPILOG,
+        formatter_class=raw,
+    )
+    report.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+    report.add_argument("--json", action="store_true", help="print one JSON document")
+
+    quota = commands.add_parser(
+        "quota",
+        help="the API key's granted, used and remaining balance on a one-api gateway",
+        description="Ask a one-api / new-api gateway (APICore and most resellers) for the "
+        "key's granted, used and remaining balance in USD.",
+        epilog=_QUOTA_EPILOG,
+        formatter_class=raw,
+    )
+    quota.add_argument(
+        "--base-url",
+        default=None,
+        help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)",
+    )
+    quota.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the API key (default: %(default)s)",
+    )
+    quota.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from batchrun.cost import PriceBook
+    from batchrun.estimate import estimate_file, render_estimate, save_estimate
+    from batchrun.reader import InputError
+    from batchrun.tokens import OutputRule
+
+    try:
+        rule = OutputRule(
+            fraction_of_max=args.expected_output_fraction,
+            tokens_without_max=args.output_without_max,
+        )
+        prices = PriceBook.load(args.prices)  # PriceFileError is a ValueError
+        estimate = estimate_file(
+            args.input, endpoint=args.endpoint, prices=prices, model_override=args.model, rule=rule
+        )
+    except (InputError, ValueError) as exc:
+        return _usage_error(str(exc))
+    if args.out is not None:
+        try:
+            saved = save_estimate(args.out, estimate)
+        except OSError as exc:
+            return _usage_error(f"cannot save the estimate in {args.out}: {exc}")
+        print(f"estimate saved to {saved}", file=sys.stderr)
+    print((estimate.to_json() if args.json else render_estimate(estimate)).rstrip("\n"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from batchrun.report import ReportError, build_report, render_report
+
+    try:
+        report = build_report(args.out)
+    except ReportError as exc:
+        return _usage_error(str(exc))
+    print((report.to_json() if args.json else render_report(report)).rstrip("\n"))
+    return 0
+
+
+def _quota(args: argparse.Namespace) -> int:
+    from batchrun.client import FatalRunError
+    from batchrun.config import DEFAULT_BASE_URL
+    from batchrun.quota import fetch_quota_sync, render_quota
+
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    api_key = os.environ.get(args.api_key_env) or None
+    if api_key is None:
+        print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)
+    try:
+        quota = fetch_quota_sync(base_url, api_key)
+    except FatalRunError as exc:
+        print(f"batchrun: error: {exc.message}", file=sys.stderr)
+        return EXIT_KEY_REFUSED
+    print(render_quota(quota, base_url, as_json=args.json))
+    return 0
+
+
+_BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota}

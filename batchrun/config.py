@@ -30,6 +30,11 @@ class RunConfig:
     flush_interval_s: float = 10.0
     grace_s: float = 10.0
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+    prices_file: Path | None = None
+    max_cost_usd: float | None = None
+    estimate: bool = True
+    check_quota: bool = True
+    require_quota: bool = False
     progress: bool = False
     handle_signals: bool = False
 
@@ -47,6 +52,10 @@ class RunConfig:
         _non_negative("max_outage_s", self.max_outage_s)
         if self.max_requests_per_minute is not None:
             _positive("max_requests_per_minute", self.max_requests_per_minute)
+        if self.max_cost_usd is not None:
+            _positive("max_cost_usd", self.max_cost_usd)
+        if self.prices_file is not None:
+            object.__setattr__(self, "prices_file", Path(self.prices_file))
         if self.max_tokens_per_minute is not None:
             _positive("max_tokens_per_minute", self.max_tokens_per_minute)
         if not self.endpoint.startswith("/"):

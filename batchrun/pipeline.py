@@ -29,21 +29,17 @@ import httpx2
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchrun.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    OutputLock,
-    RangeSet,
-    fingerprint_file,
-)
+from batchrun.budget import CostBudget, cost_of
+from batchrun.checkpoint import OutputLock, RangeSet
 from batchrun.client import FatalRunError, Sender
 from batchrun.config import RunConfig
-from batchrun.idcheck import scan_ids
+from batchrun.cost import PriceBook
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.preflight import check_quota, prepare_output
 from batchrun.progress import Progress, RunTotals
-from batchrun.reader import InputError, iter_ids, iter_requests
-from batchrun.writer import RESULTS_DIR, ResultWriter
+from batchrun.reader import InputError, iter_requests
+from batchrun.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 
@@ -120,22 +116,26 @@ async def run(
     out = config.out_dir
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")
+    prices = await anyio.to_thread.run_sync(PriceBook.load, config.prices_file)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    totals = RunTotals()
     with OutputLock(out):
-        checkpoint = await anyio.to_thread.run_sync(_open_checkpoint, config)
+        prepared = await anyio.to_thread.run_sync(prepare_output, config, prices)
+        checkpoint = prepared.checkpoint
         writer = ResultWriter(out, checkpoint)
         await anyio.to_thread.run_sync(writer.recover)
-        totals = RunTotals()
         total_rows = checkpoint.total_rows or 0
         if len(checkpoint.done) < total_rows:
-            progress = Progress(
-                total=total_rows, initial=len(checkpoint.done), enabled=config.progress
-            )
-            try:
-                await _run_stages(config, control, writer, totals, progress, transport)
-            finally:
-                progress.close()
+            async with _http_client(config, transport) as http:
+                try:
+                    if config.check_quota:
+                        await check_quota(http, config, prepared)
+                except FatalRunError as exc:
+                    control.stop(exc.message, fatal=True)
+                else:
+                    stages = _Stages(config, control, writer, totals, http, prices)
+                    await stages.run()
     return RunSummary(
         out_dir=out,
         total_rows=total_rows,
@@ -149,123 +149,188 @@ async def run(
     )
 
 
-def _open_checkpoint(config: RunConfig) -> Checkpoint:
-    fingerprint = fingerprint_file(config.input_path)
-    settings = {"endpoint": config.endpoint}
-    checkpoint = Checkpoint.load(config.out_dir)
-    if checkpoint is not None:
-        checkpoint.check_resumable(fingerprint, settings)
-        return checkpoint
-    results = config.out_dir / RESULTS_DIR
-    if results.exists() and any(results.glob("part-*.parquet")):
-        raise CheckpointError(
-            f"{config.out_dir} holds results but no checkpoint.json; it was not written by "
-            "batchrun or is damaged. Use a new --out directory."
-        )
-    scan = scan_ids(lambda: iter_ids(config.input_path))
-    if scan.duplicates:
-        shown = "; ".join(
-            f"{cid!r} on rows {', '.join(map(str, rows[:5]))}"
-            for cid, rows in list(scan.duplicates.items())[:5]
-        )
-        raise InputError(
-            f"{scan.duplicate_rows} rows repeat a custom_id used on an earlier row, so their "
-            f"results could not be told apart: {shown}. Make the custom_ids unique."
-        )
-    checkpoint = Checkpoint(
-        input_path=str(config.input_path),
-        fingerprint=fingerprint,
-        settings=settings,
-        total_rows=scan.total_rows,
-    )
-    checkpoint.save(config.out_dir)
-    return checkpoint
-
-
-async def _run_stages(
-    config: RunConfig,
-    control: RunControl,
-    writer: ResultWriter,
-    totals: RunTotals,
-    progress: Progress,
-    transport: httpx2.AsyncBaseTransport | None,
-) -> None:
-    limiter = Limiter(
-        max_requests_per_minute=config.max_requests_per_minute,
-        max_tokens_per_minute=config.max_tokens_per_minute,
-        burst_s=config.burst_s,
-    )
-    request_send, request_receive = anyio.create_memory_object_stream[Request](config.concurrency)
-    record_send, record_receive = anyio.create_memory_object_stream[Record](config.concurrency * 2)
-    http = httpx2.AsyncClient(
+def _http_client(
+    config: RunConfig, transport: httpx2.AsyncBaseTransport | None
+) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
         timeout=httpx2.Timeout(config.timeout_s),
         limits=httpx2.Limits(
             max_connections=config.concurrency, max_keepalive_connections=config.concurrency
         ),
         transport=transport,
     )
-    sender = Sender(
-        http,
-        limiter,
-        base_url=config.base_url,
-        api_key=config.api_key,
-        max_retries=config.max_retries,
-        max_outage_s=config.max_outage_s,
-    )
-    # A copy: the writer adds to the checkpoint's set while the reader consults this one.
-    skip = RangeSet(writer.checkpoint.done.ranges())
-    writer_done = anyio.Event()
-    async with http, anyio.create_task_group() as outer:
-        outer.start_soon(_write, record_receive, writer, config, totals, progress, writer_done)
-        if config.handle_signals:
-            await outer.start(_watch_signals, control)
-        async with record_send, anyio.create_task_group() as work:
-            outer.start_soon(_grace_timer, control, work.cancel_scope, config.grace_s)
-            work.start_soon(
-                _read, config, skip, request_send, record_send.clone(), control, work.cancel_scope
+
+
+class _Stages:
+    """The reader, the workers and the writer of one run, and what they share."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        control: RunControl,
+        writer: ResultWriter,
+        totals: RunTotals,
+        http: httpx2.AsyncClient,
+        prices: PriceBook,
+    ) -> None:
+        self.config = config
+        self.control = control
+        self.writer = writer
+        self.totals = totals
+        limiter = Limiter(
+            max_requests_per_minute=config.max_requests_per_minute,
+            max_tokens_per_minute=config.max_tokens_per_minute,
+            burst_s=config.burst_s,
+        )
+        self.sender = Sender(
+            http,
+            limiter,
+            base_url=config.base_url,
+            api_key=config.api_key,
+            max_retries=config.max_retries,
+            max_outage_s=config.max_outage_s,
+            cost_fn=lambda model, usage: cost_of(prices, model, usage),
+        )
+        self.budget = (
+            CostBudget(
+                max_usd=config.max_cost_usd, spent_usd=writer.checkpoint.cost_usd, prices=prices
             )
-            for _ in range(config.concurrency):
-                work.start_soon(
-                    _work, sender, request_receive.clone(), record_send.clone(), control
-                )
-            request_receive.close()
-        # Every sender of records is closed now: the writer drains, commits and finishes.
-        await writer_done.wait()
-        outer.cancel_scope.cancel()  # the signal watcher and the grace timer
+            if config.max_cost_usd is not None
+            else None
+        )
 
+    async def run(self) -> None:
+        config = self.config
+        checkpoint = self.writer.checkpoint
+        progress = Progress(
+            total=checkpoint.total_rows or 0, initial=len(checkpoint.done), enabled=config.progress
+        )
+        requests, requests_out = anyio.create_memory_object_stream[Request](config.concurrency)
+        records, records_out = anyio.create_memory_object_stream[Record](config.concurrency * 2)
+        # A copy: the writer adds to the checkpoint's set while the reader consults this one.
+        skip = RangeSet(checkpoint.done.ranges())
+        writer_done = anyio.Event()
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._write, records_out, progress, writer_done)
+                if config.handle_signals:
+                    await outer.start(_watch_signals, self.control)
+                async with records, anyio.create_task_group() as work:
+                    outer.start_soon(self._grace_timer, work.cancel_scope)
+                    work.start_soon(self._read, skip, requests, records.clone(), work.cancel_scope)
+                    for _ in range(config.concurrency):
+                        work.start_soon(self._work, requests_out.clone(), records.clone())
+                    requests_out.close()
+                # Every sender of records is closed now: the writer drains, commits, finishes.
+                await writer_done.wait()
+                outer.cancel_scope.cancel()  # the signal watcher and the grace timer
+        finally:
+            progress.close()
 
-async def _read(
-    config: RunConfig,
-    skip: RangeSet,
-    requests: MemoryObjectSendStream[Request],
-    records: MemoryObjectSendStream[Record],
-    control: RunControl,
-    work_scope: anyio.CancelScope,
-) -> None:
-    rows = iter_requests(
-        config.input_path,
-        endpoint=config.endpoint,
-        skip=skip,
-        max_row_bytes=config.max_row_bytes,
-    )
-    try:
+    async def _read(
+        self,
+        skip: RangeSet,
+        requests: MemoryObjectSendStream[Request],
+        records: MemoryObjectSendStream[Record],
+        work_scope: anyio.CancelScope,
+    ) -> None:
+        config, control = self.config, self.control
+        rows = iter_requests(
+            config.input_path,
+            endpoint=config.endpoint,
+            skip=skip,
+            max_row_bytes=config.max_row_bytes,
+        )
+        try:
+            async with requests, records:
+                while not control.stopping:
+                    chunk = await anyio.to_thread.run_sync(_take, rows, _READ_CHUNK)
+                    if not chunk:
+                        break
+                    for item in chunk:
+                        if isinstance(item, RowError):
+                            await records.send(_bad_row_record(item))
+                        else:
+                            await requests.send(item)
+        except InputError as exc:
+            control.stop(str(exc), fatal=True)
+            work_scope.cancel()
+        except anyio.BrokenResourceError:
+            pass  # every worker has stopped (a stop was requested): nothing more to hand out
+        finally:
+            rows.close()
+
+    async def _work(
+        self, requests: MemoryObjectReceiveStream[Request], records: MemoryObjectSendStream[Record]
+    ) -> None:
+        control, budget = self.control, self.budget
         async with requests, records:
-            while not control.stopping:
-                chunk = await anyio.to_thread.run_sync(_take, rows, _READ_CHUNK)
-                if not chunk:
+            async for request in requests:
+                if control.stopping:
+                    return
+                reserved = 0.0
+                if budget is not None:
+                    admitted = budget.reserve(request)
+                    if admitted is None:
+                        control.stop(budget.describe())
+                        return
+                    reserved = admitted
+                try:
+                    record = await self.sender.send(request)
+                except FatalRunError as exc:
+                    control.stop(exc.message, fatal=True)
+                    return  # a reservation left behind no longer matters: the run is stopping
+                if budget is not None:
+                    budget.settle(reserved, record.cost_usd)
+                await records.send(record)
+
+    async def _write(
+        self,
+        records: MemoryObjectReceiveStream[Record],
+        progress: Progress,
+        done: anyio.Event,
+    ) -> None:
+        flush_rows, interval = self.config.flush_rows, self.config.flush_interval_s
+        buffer: list[Record] = []
+        next_flush = anyio.current_time() + interval
+        async with records:
+            while True:
+                try:
+                    record = records.receive_nowait()
+                except anyio.WouldBlock:
+                    with anyio.move_on_after(max(0.0, next_flush - anyio.current_time())):
+                        try:
+                            record = await records.receive()
+                        except anyio.EndOfStream:
+                            break
+                        self._take(record, buffer, progress)
+                        if len(buffer) < flush_rows:
+                            continue
+                except anyio.EndOfStream:
                     break
-                for item in chunk:
-                    if isinstance(item, RowError):
-                        await records.send(_bad_row_record(item))
-                    else:
-                        await requests.send(item)
-    except InputError as exc:
-        control.stop(str(exc), fatal=True)
+                else:
+                    self._take(record, buffer, progress)
+                    if len(buffer) < flush_rows and anyio.current_time() < next_flush:
+                        continue
+                # Committing must not be interrupted half way by a cancellation.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.writer.commit, buffer)
+                buffer = []
+                next_flush = anyio.current_time() + interval
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.writer.commit, buffer)
+        done.set()
+
+    def _take(self, record: Record, buffer: list[Record], progress: Progress) -> None:
+        buffer.append(record)
+        self.totals.add(record)
+        progress.update(self.totals)
+
+    async def _grace_timer(self, work_scope: anyio.CancelScope) -> None:
+        assert self.control._stop_event is not None
+        await self.control._stop_event.wait()
+        await anyio.sleep(self.config.grace_s)
         work_scope.cancel()
-    except anyio.BrokenResourceError:
-        pass  # every worker has stopped (a stop was requested): nothing more to hand out
-    finally:
-        rows.close()
 
 
 def _take(rows: Iterator[Request | RowError], n: int) -> list[Request | RowError]:
@@ -281,78 +346,6 @@ def _bad_row_record(error: RowError) -> Record:
         error_message=error.message,
         attempts=0,
     )
-
-
-async def _work(
-    sender: Sender,
-    requests: MemoryObjectReceiveStream[Request],
-    records: MemoryObjectSendStream[Record],
-    control: RunControl,
-) -> None:
-    async with requests, records:
-        async for request in requests:
-            if control.stopping:
-                return
-            try:
-                record = await sender.send(request)
-            except FatalRunError as exc:
-                control.stop(exc.message, fatal=True)
-                return
-            await records.send(record)
-
-
-async def _write(
-    records: MemoryObjectReceiveStream[Record],
-    writer: ResultWriter,
-    config: RunConfig,
-    totals: RunTotals,
-    progress: Progress,
-    done: anyio.Event,
-) -> None:
-    buffer: list[Record] = []
-    next_flush = anyio.current_time() + config.flush_interval_s
-    async with records:
-        while True:
-            try:
-                record = records.receive_nowait()
-            except anyio.WouldBlock:
-                with anyio.move_on_after(max(0.0, next_flush - anyio.current_time())):
-                    try:
-                        record = await records.receive()
-                    except anyio.EndOfStream:
-                        break
-                    _take_record(record, buffer, totals, progress)
-                    if len(buffer) < config.flush_rows:
-                        continue
-            except anyio.EndOfStream:
-                break
-            else:
-                _take_record(record, buffer, totals, progress)
-                if len(buffer) < config.flush_rows and anyio.current_time() < next_flush:
-                    continue
-            # Committing must not be interrupted half way by a cancellation.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(writer.commit, buffer)
-            buffer = []
-            next_flush = anyio.current_time() + config.flush_interval_s
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(writer.commit, buffer)
-    done.set()
-
-
-def _take_record(
-    record: Record, buffer: list[Record], totals: RunTotals, progress: Progress
-) -> None:
-    buffer.append(record)
-    totals.add(record)
-    progress.update(totals)
-
-
-async def _grace_timer(control: RunControl, work_scope: anyio.CancelScope, grace_s: float) -> None:
-    assert control._stop_event is not None
-    await control._stop_event.wait()
-    await anyio.sleep(grace_s)
-    work_scope.cancel()
 
 
 async def _watch_signals(control: RunControl, *, task_status: TaskStatus[None]) -> None:

@@ -165,12 +165,17 @@ def iter_rows(
     endpoint: str = DEFAULT_ENDPOINT,
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+    raw: bool = True,
 ) -> Iterator[ParsedRow | RowError]:
-    """Every row of the input not in `skip`, in file order, parsed and checked."""
+    """Every row of the input not in `skip`, in file order, parsed and checked.
+
+    With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`
+    is then empty): for passes that only look at the rows, such as estimating.
+    """
     if _format(path) == "parquet":
         yield from _iter_parquet(path, endpoint, skip)
     else:
-        yield from _iter_jsonl(path, endpoint, skip, max_row_bytes)
+        yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw)
 
 
 def iter_requests(
@@ -199,7 +204,7 @@ def iter_requests(
 
 
 def _iter_jsonl(
-    path: Path, endpoint: str, skip: RangeSet | None, max_row_bytes: int
+    path: Path, endpoint: str, skip: RangeSet | None, max_row_bytes: int, raw: bool
 ) -> Iterator[ParsedRow | RowError]:
     row = 0
     with open_input(path) as f:
@@ -211,7 +216,7 @@ def _iter_jsonl(
                 if not line:
                     continue
                 if skip is None or row not in skip:
-                    yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes)
+                    yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
                 row += 1
         except _READ_ERRORS as exc:
             # A truncated .gz or a read error half way: the rows so far stand, the file does not.
@@ -219,7 +224,7 @@ def _iter_jsonl(
 
 
 def _parse_jsonl_row(
-    line: bytes, row: int, line_no: int, endpoint: str, max_row_bytes: int
+    line: bytes, row: int, line_no: int, endpoint: str, max_row_bytes: int, want_raw: bool = True
 ) -> ParsedRow | RowError:
     where = f"line {line_no}"
     if len(line) > max_row_bytes:
@@ -273,7 +278,7 @@ def _parse_jsonl_row(
                 raise _RowProblem(f"'method' must be \"POST\", got {method!r}")
             if not isinstance(body, dict):
                 raise _RowProblem(f"'body' must be a JSON object, got {_json_type(body)}")
-            raw = _dumps(body)
+            raw = _dumps(body) if want_raw else b""
         else:
             body, url, raw = obj, endpoint, line
         _check_body(body, url)

@@ -91,8 +91,12 @@ class ResultWriter:
         for index, path in self.existing_parts():
             if index < self.checkpoint.parts:
                 continue
-            table = pq.read_table(path, columns=["row", "status"])
-            self._count(table.column("row").to_pylist(), table.column("status").to_pylist())
+            table = pq.read_table(path, columns=["row", "status", "cost_usd"])
+            self._count(
+                table.column("row").to_pylist(),
+                table.column("status").to_pylist(),
+                table.column("cost_usd").to_pylist(),
+            )
             self.checkpoint.parts = index + 1
             adopted += table.num_rows
         if adopted:
@@ -113,14 +117,17 @@ class ResultWriter:
             os.fsync(f.fileno())
         tmp.replace(final)
         fsync_dir(self.results_dir)
-        self._count([r.row for r in records], [r.status for r in records])
+        self._count(
+            [r.row for r in records], [r.status for r in records], [r.cost_usd for r in records]
+        )
         self.checkpoint.parts = index + 1
         self.checkpoint.save(self.out_dir)
 
-    def _count(self, rows: list[int], statuses: list[str]) -> None:
+    def _count(self, rows: list[int], statuses: list[str], costs: list[float | None]) -> None:
         done: RangeSet = self.checkpoint.done
         for row in sorted(rows):
             done.add(row)
         counts = self.checkpoint.counts
         for status in statuses:
             counts[status] = counts.get(status, 0) + 1
+        self.checkpoint.cost_usd += sum(c for c in costs if c is not None)

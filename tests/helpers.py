@@ -73,6 +73,8 @@ def openai_handler(
     seen: list[dict[str, Any]] = []
 
     def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.method != "POST":  # e.g. the quota endpoints, which OpenAI does not have
+            return httpx2.Response(404, json={"error": {"message": "not found"}})
         body = json.loads(request.content)
         seen.append(body)
         if fail is not None:
