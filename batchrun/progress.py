@@ -90,6 +90,7 @@ class Progress:
                 "ok": totals.ok,
                 "err": totals.errors,
                 "retries": totals.retries,
+                "req/s": f"{totals.requests / elapsed:,.1f}",
                 "tok/s": f"{totals.total_tokens / elapsed:,.0f}",
             }
             if totals.cost_usd:

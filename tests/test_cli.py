@@ -177,3 +177,21 @@ def _wait_for(condition: object, *, timeout: float) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("timed out waiting for the condition")
+
+
+@pytest.mark.parametrize(
+    "sample", ["requests.jsonl", "requests.parquet", "prompts.jsonl"], ids=lambda s: s
+)
+def test_samples_run_through_the_mock(tmp_path: Path, mock: MockServer, sample: str) -> None:
+    """Chat, tools, o-series, image content, embeddings, Parquet and bare bodies all pass."""
+    out = tmp_path / "out"
+    result = run_cli("run", ROOT / "samples" / sample, "--out", out, "--base-url", mock.base_url)
+    assert result.returncode == 0, result.stderr
+    records = read_results(out)
+    expected = 50 if sample == "prompts.jsonl" else 300
+    assert [r["row"] for r in records] == list(range(expected))
+    assert all(r["status"] == "ok" and r["prompt_tokens"] for r in records)
+    if sample != "prompts.jsonl":
+        endpoints = {r["endpoint"] for r in records}
+        assert endpoints == {"/v1/chat/completions", "/v1/embeddings"}
+        assert {r["finish_reason"] for r in records} >= {"stop", "tool_calls"}
