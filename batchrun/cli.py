@@ -419,8 +419,9 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 def _estimate(args: argparse.Namespace) -> int:
     from batchrun.cost import PriceBook
-    from batchrun.estimate import estimate_file, render_estimate, save_estimate
+    from batchrun.estimate import estimate_file, save_estimate
     from batchrun.reader import InputError
+    from batchrun.render import render_estimate
     from batchrun.tokens import OutputRule
 
     try:
@@ -445,7 +446,8 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from batchrun.report import ReportError, build_report, render_report
+    from batchrun.render import render_report
+    from batchrun.report import ReportError, build_report
 
     try:
         report = build_report(args.out)

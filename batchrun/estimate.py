@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,10 +56,7 @@ __all__ = [
     "EstimateError",
     "GroupEstimate",
     "estimate_file",
-    "format_table",
-    "format_usd",
     "load_estimate",
-    "render_estimate",
     "save_estimate",
 ]
 
@@ -403,70 +400,3 @@ def load_estimate(out_dir: Path) -> Estimate | None:
 
 
 # --- rendering ------------------------------------------------------------------------------
-
-
-def format_usd(value: float | None) -> str:
-    """`$1,234.57`, `$0.000420`, or `unknown` for None."""
-    if value is None:
-        return "unknown"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
-
-
-def format_table(header: list[str], rows: Iterable[list[str]], *, left: int = 1) -> list[str]:
-    """Aligned columns: the first `left` columns left-aligned, the rest (figures) right-aligned."""
-    table = [header, *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return [
-        "  ".join(
-            c.ljust(w) if i < left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
-        for r in table
-    ]
-
-
-_HEADER = ["model", "endpoint", "rows", "prompt tok", "max output tok", "expected output tok"]
-_HEADER += ["cost low", "cost expected", "cost high"]
-
-
-def _cells(label: str, endpoint: str, f: Mapping[str, Any]) -> list[str]:
-    max_out, no_max = f["max_output_tokens"], f["rows_without_max"]
-    max_cell = "none set" if max_out is None else f"{max_out:,}"
-    max_cell += f" (+{no_max:,} no max)" if max_out is not None and no_max else ""
-    costs = [format_usd(f[k]) for k in ("cost_low_usd", "cost_expected_usd", "cost_high_usd")]
-    if no_max and f["cost_high_usd"] is not None:
-        costs[2] = ">= " + costs[2]
-    figures = [f"{f['rows']:,}", f"{f['prompt_tokens']:,}", max_cell]
-    return [label, endpoint, *figures, f"{f['expected_output_tokens']:,}", *costs]
-
-
-def render_estimate(estimate: Estimate) -> str:
-    """A table per model and endpoint, totals, and how each figure was made."""
-    totals = estimate.totals()
-    bad = f", bad rows (not counted): {estimate.bad_rows:,}" if estimate.bad_rows else ""
-    lines = [f"estimate for {estimate.input or 'input'}: {totals['rows']:,} rows{bad}"]
-    if estimate.model_override:
-        lines.append(f"every row counted and priced as model {estimate.model_override}")
-    body = [_cells(g.model or "(no model)", g.endpoint, asdict(g)) for g in estimate.groups]
-    body.append(_cells("total", "", totals))
-    if totals["rows_unpriced"]:
-        body[-1][-1] += f" (+unknown: {totals['rows_unpriced']:,} rows)"
-    lines += ["", *format_table(_HEADER, body, left=2), "", "how it was counted:"]
-    for g in estimate.groups:
-        how = "exact" if g.exact else f"NOT exact ({g.inexact_rows:,} of {g.rows:,} rows inexact)"
-        lines.append(f"  {g.model or '(no model)'} {g.endpoint}: {how}")
-        lines.append(f"      tokens: {g.note}")
-        lines += [f"      {reason}" for reason in g.inexact_reasons]
-        lines.append(f"      price: {g.price_source or 'unknown (no price for this model)'}")
-    rule = estimate.output_rule
-    lines += [
-        "",
-        f"expected output: {rule.fraction_of_max:g} x the row's max output tokens, or "
-        f"{rule.tokens_without_max:,} per choice when it sets none (embeddings: 0).",
-        "cost low = prompt only; expected = prompt + expected output; high = prompt + max output "
-        "(a row with no max counts its expected output, so high is then not a bound: >=). "
-        "Standard rates in USD; no cached-input or batch discount assumed.",
-        "exact = counted with the model's own tokenizer by OpenAI's published rules.",
-    ]
-    lines += [f"bad row {b.row} ({b.custom_id}): {b.message}" for b in estimate.bad_row_examples]
-    return "\n".join(lines)

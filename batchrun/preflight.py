@@ -21,10 +21,11 @@ import httpx2
 from batchrun.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
-from batchrun.estimate import Estimate, EstimateBuilder, format_usd, load_estimate, save_estimate
+from batchrun.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
 from batchrun.idcheck import scan_ids
 from batchrun.quota import fetch_quota
 from batchrun.reader import InputError, iter_ids, iter_rows
+from batchrun.render import format_usd
 from batchrun.writer import RESULTS_DIR
 
 __all__ = ["Prepared", "QuotaError", "check_quota", "prepare_output"]

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrun.estimate import Estimate, EstimateError, format_table, format_usd, load_estimate
+from batchrun.estimate import Estimate, EstimateError, load_estimate
 from batchrun.writer import RESULT_SCHEMA, RESULTS_DIR
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "Report",
     "ReportError",
     "build_report",
-    "render_report",
 ]
 
 _TOKEN_KINDS = ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
@@ -367,59 +366,3 @@ def _comparison(
         cost_high_usd=estimated_cost("cost_high_usd"),
         cost_actual_usd=sum(costed) if costed else None,
     )
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f} ms"
-
-
-def render_report(report: Report) -> str:
-    """The report as text: rows, errors, tokens, cost per model, latency, estimate vs actual."""
-    lines = [
-        f"report for {report.out_dir}: {report.rows:,} rows, {report.rows_ok:,} ok, "
-        f"{report.rows_error:,} error",
-        f"requests: {report.requests:,} HTTP attempts, {report.retries:,} retries",
-    ]
-    if report.errors_by_type:
-        lines.append("errors: " + ", ".join(f"{k} {n:,}" for k, n in report.errors_by_type.items()))
-    lat = report.latency_ms
-    lines.append(
-        f"latency (ok rows, last attempt): p50 {_ms(lat['p50'])}, p90 {_ms(lat['p90'])}, "
-        f"p99 {_ms(lat['p99'])} (within {report.latency_relative_error:.0%})"
-    )
-    header = ["model", "ok rows", "prompt", "cached", "completion", "reasoning", "cost"]
-    body = [
-        [m.model or "(no model)", f"{m.rows_ok:,}", f"{m.prompt_tokens:,}", f"{m.cached_tokens:,}",
-         f"{m.completion_tokens:,}", f"{m.reasoning_tokens:,}",
-         format_usd(m.cost_usd) + (f" (+{m.rows_without_cost:,} rows unpriced)"
-                                   if m.cost_usd is not None and m.rows_without_cost else "")]
-        for m in report.by_model
-    ]  # fmt: skip
-    t = report.tokens
-    body.append(
-        ["total", f"{report.rows_ok:,}", f"{t['prompt_tokens']:,}", f"{t['cached_tokens']:,}",
-         f"{t['completion_tokens']:,}", f"{t['reasoning_tokens']:,}", format_usd(report.cost_usd)]
-    )  # fmt: skip
-    lines += ["", "tokens and cost of ok rows (USD):", *format_table(header, body)]
-    if report.rows_without_cost:
-        lines.append(
-            f"{report.rows_without_cost:,} ok rows have no cost (price unknown): "
-            "the cost shown leaves them out"
-        )
-    if report.rows_without_usage:
-        lines.append(f"{report.rows_without_usage:,} ok rows reported no token usage")
-    if report.comparison:
-        header = ["endpoint", "rows est/ok/err", "prompt est", "prompt actual"]
-        header += ["output expected", "output max", "output actual", "cost expected", "cost actual"]
-        body = [
-            [c.scope, f"{c.rows_estimated:,}/{c.rows_ok:,}/{c.rows_error:,}",
-             f"{c.prompt_tokens_estimated:,}", f"{c.prompt_tokens_actual:,}",
-             f"{c.completion_tokens_expected:,}",
-             "none set" if c.completion_tokens_max is None else f"{c.completion_tokens_max:,}",
-             f"{c.completion_tokens_actual:,}", format_usd(c.cost_expected_usd),
-             format_usd(c.cost_actual_usd)]
-            for c in report.comparison
-        ]  # fmt: skip
-        lines += ["", "estimate vs actual (actual: ok rows so far):", *format_table(header, body)]
-    lines += list(report.notes)
-    return "\n".join(lines)

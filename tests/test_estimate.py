@@ -23,10 +23,10 @@ from batchrun.estimate import (
     EstimateError,
     estimate_file,
     load_estimate,
-    render_estimate,
     save_estimate,
 )
 from batchrun.reader import ParsedRow, iter_rows
+from batchrun.render import render_estimate
 from batchrun.tokens import OutputRule, count_request_tokens, expected_output_tokens
 from tests.helpers import write_jsonl
 
