@@ -133,7 +133,20 @@ class Fingerprint:
 
 
 def fingerprint_file(path: Path) -> Fingerprint:
-    """Identify the input's content: whole-file sha256 up to 1 GiB, sampled blocks beyond."""
+    """Identify the input's content: whole-file sha256 up to 1 GiB, sampled blocks beyond.
+
+    An input that cannot be read at all (a directory, no permission) is a `CheckpointError`
+    with the reason, not a traceback: it is the first thing a run reads.
+    """
+    if path.is_dir():
+        raise CheckpointError(f"input is a directory, not a file: {path}")
+    try:
+        return _fingerprint(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the input file {path}: {exc.strerror or exc}") from exc
+
+
+def _fingerprint(path: Path) -> Fingerprint:
     size = path.stat().st_size
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -258,7 +271,12 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # read-only file system, no permission, no space
+            raise CheckpointError(
+                f"cannot write to the output directory {self._path.parent}: {exc.strerror or exc}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -6,19 +6,26 @@ when the failure concerns the whole run (bad key, no quota); that row then stays
 Guarantees:
 - The HTTP client's exceptions are translated in one place (`_transport_verdict`); anything else
   (a bug) propagates instead of being retried as if it were a network error.
-- Retries follow `batchrun.retry`; 429s and `retry-after` pause every worker through the limiter.
+- Retries follow `batchrun.retry`; 429s and `retry-after` pause every worker through the limiter,
+  and after such a pause one request goes first as a probe (see `batchrun.limiter`).
 - An outage (connection refused, 502/503/504 from every request) pauses every worker and does not
-  use up rows' retries, for up to `max_outage_s`; then rows fail as usual.
+  use up rows' retries, for up to `max_outage_s`; then rows fail as usual. A row's failure counts
+  as an outage only while no request sent since that row's trouble began has succeeded: a row
+  that alone keeps getting 502 uses up its own retries.
+- Once one request has hit a whole-run failure, no further request is sent: every later `send`
+  raises the same `FatalRunError`.
 - The API key is sent only in the `Authorization` header and is scrubbed from every error message
-  and error body that is recorded (`redact`).
+  and error body that is recorded (`redact`), and from an ok answer that echoes it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -68,6 +75,19 @@ def join_url(base_url: str, path: str) -> str:
     return base + path
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Failure:
+    """An attempt that did not give an ok record."""
+
+    verdict: Verdict
+    sent_at: float  # on the limiter's clock
+    latency_ms: float
+    looks_down: bool  # refused, or a retryable 502/503/504: the server may be down for everyone
+    status: int | None = None
+    headers: httpx2.Headers | None = None
+    text: str | None = None
+
+
 class Sender:
     """Sends requests for every worker; holds the state that spans them (the outage clock)."""
 
@@ -96,6 +116,10 @@ class Sender:
         self._clock = clock
         self._urls: dict[str, str] = {}
         self._outage_since: float | None = None
+        # When the latest request that got an ok answer was sent (limiter clock): tells an outage
+        # from one row's bad luck.
+        self._last_ok_sent_at = -math.inf
+        self._fatal: FatalRunError | None = None
         self.retries = 0
 
     def _url(self, path: str) -> str:
@@ -108,55 +132,99 @@ class Sender:
         charge = request.token_charge
         attempts = 0
         counted = 0
+        trouble_since: float | None = None  # when this row's first "looks down" attempt was sent
         while True:
             attempts += 1
             counted += 1
-            await self._limiter.acquire(charge)
-            sent_at = self._limiter.now()
-            started = time.perf_counter()
+            probe = await self._limiter.acquire(charge)
+            pushed_back = True  # until an answer says otherwise
             try:
-                response = await self._http.post(
-                    self._url(request.url), content=request.body, headers=self._headers
-                )
-            except httpx2.RequestError as exc:
-                latency_ms = (time.perf_counter() - started) * 1000
-                verdict = _transport_verdict(exc)
-                status, headers, text, body = None, None, None, None
-                outage = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
-            else:
-                latency_ms = (time.perf_counter() - started) * 1000
-                status, headers = response.status_code, response.headers
-                text = response.content.decode("utf-8", errors="replace")
-                body = _json_or_none(response.content)
-                self._limiter.observe_headers(headers)
-                judged = classify_response(status, headers, body, text)
-                if judged is None:
+                if self._fatal is not None:  # found by another worker: send nothing more
+                    raise FatalRunError(self._fatal.kind, self._fatal.message)
+                outcome = await self._attempt(request, attempts)
+                if isinstance(outcome, Record):
+                    pushed_back = False
+                    return outcome
+                failure, verdict = outcome, outcome.verdict
+                if verdict.action == FATAL:
+                    self._fatal = FatalRunError(
+                        verdict.error_type, redact(verdict.message, self._api_key)
+                    )
+                    raise self._fatal
+                outage = False
+                if failure.looks_down:
+                    if trouble_since is None:
+                        trouble_since = failure.sent_at
+                    # Down for everyone only if nothing sent since this row's trouble began got
+                    # an answer: else the server is up, and this row's failures are its own (a
+                    # row that alone keeps getting 502 must not retry for ever). Past
+                    # max_outage_s, rows fail as usual, each on its own backoff.
+                    outage = self._last_ok_sent_at < trouble_since and self._in_outage()
+                else:
                     self._outage_since = None
-                    self._limiter.succeeded()
-                    return self._ok_record(request, status, text, body, attempts, latency_ms)
-                verdict = judged
-                # A 503 that is not retried (model_not_found) says nothing about an outage.
-                outage = status in _OUTAGE_STATUSES and verdict.action == RETRY
-
-            if verdict.action == FATAL:
-                raise FatalRunError(verdict.error_type, redact(verdict.message, self._api_key))
-            if outage and self._in_outage():
-                counted -= 1  # the server is down for everyone: this row is not to blame
-            elif not outage:
-                self._outage_since = None
-            # A failed attempt produced no tokens: give its charge back to the budget.
-            self._limiter.settle(charge, 0)
+                if outage:
+                    counted -= 1  # the server is down for everyone: this row is not to blame
+                pushed_back = verdict.rate_limited or outage
+                # A failed attempt produced no tokens: give its charge back to the budget.
+                self._limiter.settle(charge, 0)
+                headers = failure.headers
+                retry_after = parse_retry_after_s(headers) if headers is not None else None
+                if pushed_back:
+                    # Before the probe (if this was one) is reported: its successor waits this out.
+                    reason = "rate limited (429)" if verdict.rate_limited else "server unavailable"
+                    self._limiter.back_off(retry_after, reason, sent_at=failure.sent_at)
+            finally:
+                if probe:
+                    self._limiter.probe_done(passed=not pushed_back)
             if verdict.action != RETRY or counted > self._max_retries:
-                return self._error_record(request, verdict, status, text, attempts, latency_ms)
+                return self._error_record(
+                    request, verdict, failure.status, failure.text, attempts, failure.latency_ms
+                )
             self.retries += 1
-            retry_after = parse_retry_after_s(headers) if headers is not None else None
-            if verdict.rate_limited or outage:
-                reason = "rate limited (429)" if verdict.rate_limited else "server unavailable"
-                self._limiter.back_off(retry_after, reason, sent_at=sent_at)
-            elif retry_after:  # "retry-after: 0" is no reason to skip the backoff
-                self._limiter.pause(retry_after, f"retry-after on HTTP {status}")
+            if pushed_back:
+                continue  # the shared pause is the wait
+            if retry_after:  # "retry-after: 0" is no reason to skip the backoff
+                self._limiter.pause(retry_after, f"retry-after on HTTP {failure.status}")
             else:
                 await anyio.sleep(backoff_s(counted))
+
+    async def _attempt(self, request: Request, attempts: int) -> Record | _Failure:
+        """One HTTP exchange: the ok record, or what went wrong."""
+        sent_at = self._limiter.now()
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(
+                self._url(request.url), content=request.body, headers=self._headers
+            )
+        except httpx2.RequestError as exc:
+            latency_ms = (time.perf_counter() - started) * 1000
+            return _Failure(
+                verdict=_transport_verdict(exc),
+                sent_at=sent_at,
+                latency_ms=latency_ms,
+                looks_down=isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout)),
+            )
+        latency_ms = (time.perf_counter() - started) * 1000
+        status, headers = response.status_code, response.headers
+        text = response.content.decode("utf-8", errors="replace")
+        body = _json_or_none(response.content)
+        self._limiter.observe_headers(headers)
+        verdict = classify_response(status, headers, body, text)
+        if verdict is None:
+            self._outage_since = None
+            self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
+            self._limiter.succeeded()
+            return self._ok_record(request, status, text, body, attempts, latency_ms)
+        return _Failure(
+            verdict=verdict,
+            sent_at=sent_at,
+            latency_ms=latency_ms,
+            status=status,
+            headers=headers,
+            text=text,
+            # A 503 that is not retried (model_not_found) says nothing about an outage.
+            looks_down=status in _OUTAGE_STATUSES and verdict.action == RETRY,
+        )
 
     def _in_outage(self) -> bool:
         now = self._clock()
@@ -175,6 +243,8 @@ class Sender:
     ) -> Record:
         usage = parse_usage(body)
         self._limiter.settle(request.token_charge, usage.total_tokens)
+        if self._api_key and self._api_key in text:  # a proxy that echoes the headers back
+            text = text.replace(self._api_key, "[redacted]")
         model = _storable(body.get("model")) or request.model
         return Record(
             custom_id=request.custom_id,
@@ -231,8 +301,18 @@ def _transport_verdict(exc: httpx2.RequestError) -> Verdict:
     if isinstance(exc, httpx2.TimeoutException):
         kind = type(exc).__name__
         return Verdict(RETRY, ErrorType.TIMEOUT, f"no response in time ({kind})")
-    detail = str(exc) or type(exc).__name__
+    # An error without text (a reset connection gives a bare ReadError) still says what happened.
+    detail = str(exc) or next(
+        (text for kind, text in _SILENT_TRANSPORT_ERRORS if isinstance(exc, kind)), "no detail"
+    )
     return Verdict(RETRY, ErrorType.CONNECTION_ERROR, f"{type(exc).__name__}: {detail}")
+
+
+_SILENT_TRANSPORT_ERRORS: tuple[tuple[type[httpx2.RequestError], str], ...] = (
+    (httpx2.ConnectError, "cannot connect to the server"),
+    (httpx2.ReadError, "the connection was reset or closed before the answer arrived"),
+    (httpx2.WriteError, "the connection was reset or closed while the request was sent"),
+)
 
 
 def _storable(value: Any) -> str | None:

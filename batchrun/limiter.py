@@ -13,6 +13,10 @@ Guarantees:
 - A pause (a 429, a `retry-after`, remaining at zero in the headers) stops every worker, not just
   the one that saw it. 429s that arrive while a pause is already in force do not lengthen it
   exponentially: only a 429 earned after a pause has ended escalates the next one.
+- After a pause the server imposed by pushing back (`back_off`: a 429, an outage), one request
+  goes first as a probe and the others wait for its answer (`probe_done`), or for 2 s at most
+  (an answer that takes longer was accepted): a storm of 429s, or a server that is down, sees
+  one request per pause, not one per worker.
 - The server can lower the budgets (`x-ratelimit-limit-*`), never raise them above the configured
   figures.
 - `settle` corrects the token budget once the real usage is known, so estimates do not drift.
@@ -32,6 +36,7 @@ __all__ = ["Limiter", "TokenBucket"]
 
 _BASE_PAUSE_S = 1.0
 _MAX_PAUSE_S = 60.0
+_PROBE_PATIENCE_S = 2.0
 
 
 class TokenBucket:
@@ -103,7 +108,11 @@ class Limiter:
         self._pause_reason = ""
         self._strikes = 0
         self._lock = anyio.Lock()
+        # Set by back_off: the next request to go is a probe, and the rest wait for its answer.
+        self._probing = False
+        self._probe_out: anyio.Event | None = None
         self.pauses = 0
+        self.probes = 0
 
     @property
     def requests_per_minute(self) -> float | None:
@@ -116,12 +125,33 @@ class Limiter:
     def paused_for_s(self) -> float:
         return max(0.0, self._paused_until - self._clock())
 
-    async def acquire(self, tokens: int = 0) -> None:
-        """Wait until one request of `tokens` tokens fits every budget and no pause is in force."""
-        if self._requests is None and self._tokens is None and self._clock() >= self._paused_until:
-            return
+    async def acquire(self, tokens: int = 0) -> bool:
+        """Wait until one request of `tokens` tokens fits every budget and no pause is in force.
+
+        True when this request is a probe after a pushback: the caller must then report its
+        answer with `probe_done` (in a `finally`); the others wait for it (2 s at most).
+        """
+        if (
+            self._requests is None
+            and self._tokens is None
+            and not self._probing
+            and self._clock() >= self._paused_until
+        ):
+            return False
         async with self._lock:
             while True:
+                probe = self._probe_out
+                if probe is not None:
+                    # The lock is fair: the others queue behind this waiter. A pushback (429,
+                    # refused connection) comes back at once; a probe still unanswered after a
+                    # moment was accepted and is being worked on (LLM answers take a while),
+                    # so the others need not wait for all of it.
+                    with anyio.move_on_after(_PROBE_PATIENCE_S):
+                        await probe.wait()
+                    if self._probe_out is probe:
+                        self._probe_out = None
+                        self._probing = False
+                    continue
                 now = self._clock()
                 wait = self._paused_until - now
                 if self._requests is not None:
@@ -136,6 +166,20 @@ class Limiter:
                 self._requests.spend(1)
             if self._tokens is not None:
                 self._tokens.spend(tokens)
+            if not self._probing:
+                return False
+            self._probe_out = anyio.Event()
+            self.probes += 1
+            return True
+
+    def probe_done(self, *, passed: bool) -> None:
+        """The probe came back. `passed`: the server did not push back, so everyone may go again;
+        otherwise the probe's own `back_off` has set the next pause and the next probe goes then."""
+        event, self._probe_out = self._probe_out, None
+        if passed:
+            self._probing = False
+        if event is not None:
+            event.set()
 
     def settle(self, charged: int, actual: int | None) -> None:
         """Correct the token budget by what a finished request really used."""
@@ -166,8 +210,9 @@ class Limiter:
         with jitter. The backoff grows only for a failure of a request sent after the previous
         pause ended (`sent_at`, on this limiter's clock; the arrival time when not given): a
         gateway may answer 429 only after retrying internally, long after the request left.
-        Returns the pause in force, in seconds.
+        Returns the pause in force, in seconds. The first request after the pause is a probe.
         """
+        self._probing = True
         now = self._clock()
         sent_at = now if sent_at is None else sent_at
         if retry_after_s:  # "retry-after: 0" is no reason to skip the backoff

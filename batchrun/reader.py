@@ -230,7 +230,7 @@ def _parse_jsonl_row(
     if len(line) > max_row_bytes:
         return RowError(
             row=row,
-            custom_id=str(row),
+            custom_id=_line_id(line, row),  # the id the duplicate check saw (iter_ids)
             line=line_no,
             message=f"{where}: the row is {len(line):,} bytes, over the limit of "
             f"{max_row_bytes:,} bytes (--max-row-bytes)",
@@ -395,19 +395,23 @@ def iter_ids(path: Path) -> Iterator[tuple[int, str]]:
                     line = line[len(_BOM) :]
                 if not line.strip():
                     continue
-                cid = str(row)
-                # Only lines that carry a custom_id need parsing; a bare body's id is its row.
-                if b'"custom_id"' in line:
-                    try:
-                        obj = json.loads(line.decode("utf-8"))
-                        if isinstance(obj, dict) and obj.get("custom_id") is not None:
-                            cid = _custom_id(obj["custom_id"], row)
-                    except (ValueError, RecursionError, _RowProblem):
-                        pass  # reported as a row error when the row is read for sending
-                yield row, cid
+                yield row, _line_id(line, row)
                 row += 1
         except _READ_ERRORS as exc:
             raise InputError(f"cannot read {path} after line {row}: {exc}") from exc
+
+
+def _line_id(line: bytes, row: int) -> str:
+    """A JSONL line's custom_id, or its row number: what `iter_ids` reports for the line."""
+    # Only lines that carry a custom_id need parsing; a bare body's id is its row.
+    if b'"custom_id"' in line:
+        try:
+            obj = json.loads(line.decode("utf-8"))
+            if isinstance(obj, dict) and obj.get("custom_id") is not None:
+                return _custom_id(obj["custom_id"], row)
+        except (ValueError, RecursionError, _RowProblem):
+            pass  # reported as a row error when the row is read for sending
+    return str(row)
 
 
 def _custom_id(value: Any, row: int) -> str:

@@ -139,11 +139,11 @@ def classify_response(
     code, message = error_summary(body, text)
     described = f"HTTP {status}" + (f" {code}" if code else "") + f": {message}"
 
-    if code in _QUOTA_CODES or (
-        isinstance(body, dict)
-        and isinstance(body.get("error"), dict)
-        and body["error"].get("type") in _QUOTA_CODES
-    ):
+    error_type = (
+        body["error"].get("type") if is_error_body and isinstance(body["error"], dict) else None
+    )
+    # Membership only for a string: a gateway's {"type": [...]} must not crash the run.
+    if code in _QUOTA_CODES or (isinstance(error_type, str) and error_type in _QUOTA_CODES):
         return Verdict(FATAL, "quota", f"out of quota or balance ({described})")
     if status == 401:
         return Verdict(FATAL, "auth", f"the API key was refused ({described})")

@@ -7,6 +7,9 @@ Guarantees:
 - A part file is written under a hidden temporary name, fsynced, renamed into place and the
   directory fsynced; only then does the checkpoint count it. Hidden files are ignored by pyarrow,
   pandas, polars and DuckDB, so a reader never sees half a part.
+- A commit that fails (a full disk, say) raises `OSError` and leaves the checkpoint as it was; a
+  half-written part is removed. If it fails after the part was renamed into place, `recover`
+  adopts that part on resume.
 - `recover` runs before a resumed run sends anything: it deletes temporary files and adopts a part
   committed after the last checkpoint (a crash between the two steps), so its rows are neither
   lost nor sent twice.
@@ -111,10 +114,15 @@ class ResultWriter:
         index = self.checkpoint.parts
         final = self.results_dir / part_name(index)
         tmp = self.results_dir / f".{final.name}.tmp"
-        with tmp.open("wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with tmp.open("wb") as f:
+                pq.write_table(table, f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            # A full disk: give back what the half-written part took (recover() would, later).
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(final)
         fsync_dir(self.results_dir)
         self._count(

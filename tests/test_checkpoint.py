@@ -289,6 +289,23 @@ def test_check_resumable_refuses_missing_setting() -> None:
 # ------------------------------------------------------------------------------------ fingerprint
 
 
+def test_fingerprint_of_a_directory_or_unreadable_input_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(CheckpointError, match=r"^input is a directory, not a file: "):
+        fingerprint_file(tmp_path)
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"{}\n")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(CheckpointError) as info:
+        fingerprint_file(path)
+    assert str(info.value) == f"cannot read the input file {path}: Permission denied"
+
+
 def test_fingerprint_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"hello\n")
@@ -353,6 +370,20 @@ def test_lock_twice_in_one_process_raises(tmp_path: Path) -> None:
     # Released on exit: a new lock succeeds.
     with OutputLock(tmp_path):
         pass
+
+
+def test_an_output_directory_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only(path: object, flags: int, mode: int = 0o777) -> int:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(checkpoint_mod.os, "open", read_only)
+    with pytest.raises(CheckpointError) as info:
+        OutputLock(tmp_path).acquire()
+    assert str(info.value) == (
+        f"cannot write to the output directory {tmp_path}: Read-only file system"
+    )
 
 
 def test_lock_error_is_a_checkpoint_error(tmp_path: Path) -> None:

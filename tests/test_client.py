@@ -11,12 +11,15 @@ import anyio
 import anyio.lowlevel
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchrun import client as client_mod
 from batchrun.client import FatalRunError, Sender, join_url, redact
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
 from batchrun.usage import Usage
+from batchrun.writer import records_to_table
 
 KEY = "sk-test-1234567890abcdef"
 BASE = "https://api.example.test/v1"
@@ -345,7 +348,26 @@ async def test_programming_errors_are_not_retried(clock: FakeClock, backoffs: li
             ErrorType.CONNECTION_ERROR,
             "RemoteProtocolError: peer closed connection",
         ),
-        (httpx2.ReadError(""), ErrorType.CONNECTION_ERROR, "ReadError: ReadError"),
+        (
+            httpx2.ReadError(""),
+            ErrorType.CONNECTION_ERROR,
+            "ReadError: the connection was reset or closed before the answer arrived",
+        ),
+        (
+            httpx2.WriteError(""),
+            ErrorType.CONNECTION_ERROR,
+            "WriteError: the connection was reset or closed while the request was sent",
+        ),
+        (
+            httpx2.ConnectError(""),
+            ErrorType.CONNECTION_ERROR,
+            "ConnectError: cannot connect to the server",
+        ),
+        (
+            httpx2.RemoteProtocolError(""),
+            ErrorType.CONNECTION_ERROR,
+            "RemoteProtocolError: no detail",
+        ),
     ],
 )
 async def test_transport_errors_retried_then_recorded(
@@ -439,6 +461,26 @@ async def test_key_echoed_in_an_error_record_is_redacted(
     assert record.error_message == "HTTP 400: cannot use key [redacted] for this model"
     assert record.response is not None
     assert "[redacted]" in record.response
+
+
+@pytest.mark.anyio
+async def test_key_echoed_in_an_ok_answer_is_redacted_and_nothing_else_is_changed(
+    clock: FakeClock, backoffs: list[int]
+) -> None:
+    answer = completion()
+    answer["debug"] = {"authorization": f"Bearer {KEY}", "note": "sk-not-the-key-but-looks-like-it"}
+    handler, _ = script(httpx2.Response(200, json=answer))
+    sender, _ = make_sender(handler, clock)
+    record = await sender.send(make_request())
+    assert record.ok
+    no_key(record)
+    assert record.response is not None
+    stored = json.loads(record.response)
+    assert stored["debug"] == {
+        "authorization": "Bearer [redacted]",
+        "note": "sk-not-the-key-but-looks-like-it",  # an answer's text is not rewritten
+    }
+    assert stored["choices"] == answer["choices"]
 
 
 @pytest.mark.anyio
@@ -636,9 +678,12 @@ async def test_outage_does_not_use_up_retries_until_max_outage(
     assert len(seen) > 3
     assert record.attempts == len(seen)
     assert clock.now >= 100
-    # Everyone was paused (escalating, capped at 60 s), not hammered.
-    assert limiter.pauses == len(seen) - 1
-    assert clock.now < 100 + 3 * 60 + 1
+    # While the outage was waited out, everyone was paused (escalating, capped at 60 s), not
+    # hammered. Past max_outage_s the row failed as usual: 1 + max_retries attempts on its own
+    # backoff, pausing nobody (else a long outage would cost every row a 60 s pause per attempt).
+    assert limiter.pauses == len(seen) - 3
+    assert backoffs == [1, 2]
+    assert clock.now < 100 + 60 + 1
 
 
 @pytest.mark.anyio
@@ -763,3 +808,167 @@ async def test_lone_surrogate_in_the_response_model_is_made_storable(
     record = await sender.send(make_request())
     assert record.status == "ok" and record.model is not None
     record.model.encode("utf-8")  # raises if the lone surrogate were kept
+
+
+# ---------------------------------------------------- one row's bad luck, stickiness, probing
+
+
+@pytest.mark.anyio
+async def test_a_row_that_alone_keeps_getting_502_uses_up_its_own_retries(
+    clock: FakeClock, backoffs: list[int]
+) -> None:
+    # Row "a" always gets a 502, but row "b", sent after a's first attempt, succeeds meanwhile:
+    # the server is up, so a's 502s are a's own. They must count against a's retries (a row that
+    # alone gets 502 used to retry for as long as any other row succeeded), and must not pause
+    # everyone as an outage would.
+    a_inside = anyio.Event()
+    b_answered = anyio.Event()
+    seen_a: list[float] = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        if json.loads(request.content)["who"] == "a":
+            seen_a.append(clock.now)
+            a_inside.set()
+            await b_answered.wait()
+            return httpx2.Response(502, content=error_body("Bad gateway.", code="502"))
+        return ok()
+
+    sender, limiter = make_sender(handler, clock, max_retries=2, max_outage_s=300)
+
+    async def row_b() -> None:
+        await a_inside.wait()
+        clock.now += 1.0
+        assert (await sender.send(make_request(body=b'{"who": "b"}', custom_id="b"))).ok
+        b_answered.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(row_b)
+        record = await sender.send(make_request(body=b'{"who": "a"}', custom_id="a"))
+    assert record.error_type == ErrorType.SERVER_ERROR
+    assert record.attempts == 3 == len(seen_a)
+    assert record.error_message == "HTTP 502 502: Bad gateway. (after 3 attempts)"
+    assert limiter.pauses == 0
+    assert backoffs == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_after_a_fatal_error_no_other_request_is_sent(
+    clock: FakeClock, backoffs: list[int]
+) -> None:
+    handler, seen = script(httpx2.Response(401, content=error_body("bad key")), ok())
+    sender, _ = make_sender(handler, clock)
+    with pytest.raises(FatalRunError) as first:
+        await sender.send(make_request(custom_id="a"))
+    for cid in ("b", "c"):
+        with pytest.raises(FatalRunError) as later:
+            await sender.send(make_request(custom_id=cid))
+        assert (later.value.kind, later.value.message) == (first.value.kind, first.value.message)
+    assert len(seen) == 1
+
+
+@pytest.mark.anyio
+async def test_a_429_storm_sees_one_probe_per_pause_not_one_request_per_worker() -> None:
+    # Real time: 6 workers, a server that answers 429 (retry-after 50 ms) to everything for
+    # 0.4 s. Without a probe, every pause ends with all 6 workers firing at once: ~6 x 8 = 48
+    # 429s. With one, the pause ends with a single request until the storm is over.
+    limiter = Limiter()
+    start = anyio.current_time()
+    statuses: list[int] = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        await anyio.sleep(0.005)
+        if anyio.current_time() - start < 0.4:
+            statuses.append(429)
+            return httpx2.Response(
+                429, headers={"retry-after-ms": "50"}, content=error_body("Rate limit reached")
+            )
+        statuses.append(200)
+        return ok()
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    sender = Sender(http, limiter, base_url=BASE, api_key=KEY, max_retries=20)
+    records: list[Record] = []
+
+    async def worker(i: int) -> None:
+        records.append(await sender.send(make_request(row=i, custom_id=str(i))))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(worker, i)
+    assert all(r.ok for r in records) and len(records) == 6
+    assert statuses.count(200) == 6
+    # 6 at the start, then about one per 50 ms pause (plus the probe's round trips).
+    assert statuses.count(429) <= 6 + 0.4 / 0.05 + 2
+    assert limiter.probes >= 3
+
+
+# -------------------------------------------------------------------------------------- fuzzing
+
+_raw_bodies = (
+    st.binary(max_size=200)
+    | st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b'{"error": null}',
+            b'{"error": {"type": ["x"], "code": {"a": 1}}}',
+            b'{"choices": "x", "usage": {"prompt_tokens": "12"}, "model": 5}',
+            b'{"model": "\\ud800", "choices": [{"finish_reason": "\\udfff"}]}',
+            b"<html>502 Bad Gateway</html>",
+        ]
+    )
+    | st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(st.text(max_size=8), st.none()))
+)
+_fuzz_headers = st.dictionaries(
+    st.sampled_from(
+        [
+            "retry-after",
+            "retry-after-ms",
+            "x-should-retry",
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+            "content-encoding",
+        ]
+    ),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
+    | st.sampled_from(["0", "1e400", "nan", "-5", "gzip", "br", "6m0s"]),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    status=st.integers(min_value=200, max_value=599),
+    headers=_fuzz_headers,
+    content=_raw_bodies,
+)
+def test_fuzz_any_answer_becomes_a_storable_record_or_a_fatal_stop(
+    status: int, headers: dict[str, str], content: bytes
+) -> None:
+    # Whatever a server sends back, the row ends as a record that Parquet can store (or, for a
+    # whole-run failure, FatalRunError): never another exception, which would end the run.
+    clock = FakeClock()
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(status, headers=headers, content=content)
+
+    async def main() -> Record | None:
+        sender, _ = make_sender(handler, clock, max_retries=0, max_outage_s=0)
+        try:
+            return await sender.send(make_request())
+        except FatalRunError as exc:
+            assert KEY not in exc.message
+            return None
+
+    record = anyio.run(main)
+    if record is not None:
+        assert record.status in ("ok", "error")
+        assert record.attempts == 1
+        records_to_table([record])
+        no_key(record)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from batchrun import limiter as limiter_mod
 from batchrun.limiter import Limiter, TokenBucket
 
 
@@ -445,3 +449,113 @@ def test_a_429_for_a_request_sent_before_the_pause_ended_does_not_escalate() -> 
     clock[0] += 5.0
     fresh = limiter.back_off(None, "429", sent_at=clock[0])  # sent after every pause
     assert 1.5 <= fresh <= 2.0  # this one escalates
+
+
+# ---------------------------------------------------------------------------- probe after pushback
+
+
+@pytest.mark.anyio
+async def test_after_a_pushback_one_probe_goes_and_the_others_wait_for_its_answer() -> None:
+    clock = FakeClock()
+    limiter = make(clock)
+    assert await limiter.acquire() is False  # no pushback yet: nobody is a probe
+    limiter.back_off(2.0, "429")
+    assert await limiter.acquire() is True  # the first after the pause is the probe
+    assert clock.now == pytest.approx(2.0)
+    others: list[float] = []
+
+    async def other() -> None:
+        assert await limiter.acquire() is False
+        others.append(clock.now)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(other)
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+        assert others == []  # held back while the probe is out
+        clock.advance(0.5)
+        limiter.probe_done(passed=True)
+    assert others == [pytest.approx(2.5)] * 3
+    assert limiter.probes == 1
+
+
+@pytest.mark.anyio
+async def test_a_probe_that_takes_long_was_accepted_and_the_others_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 429 comes back at once; a probe still out after a moment is a slow answer in the works,
+    and a completion can take a minute: the pool must not stall behind it."""
+    monkeypatch.setattr(limiter_mod, "_PROBE_PATIENCE_S", 0.05)
+    clock = FakeClock()
+    limiter = make(clock)
+    limiter.back_off(1.0, "429")
+    assert await limiter.acquire() is True  # the probe, never reported in this test
+    with anyio.fail_after(2):
+        assert await limiter.acquire() is False
+        assert await limiter.acquire() is False  # no longer probing: the pool runs freely
+
+
+@pytest.mark.anyio
+async def test_a_probe_pushed_back_again_hands_over_to_the_next_probe_after_the_pause(
+    no_jitter: None,
+) -> None:
+    clock = FakeClock()
+    limiter = make(clock)
+    limiter.back_off(None, "429")
+    assert await limiter.acquire() is True
+    went: list[tuple[float, bool]] = []
+
+    async def other() -> None:
+        probe = await limiter.acquire()
+        went.append((clock.now, probe))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        await anyio.lowlevel.checkpoint()
+        # The probe's answer is another 429: its back_off comes first, then probe_done.
+        limiter.back_off(None, "429")
+        limiter.probe_done(passed=False)
+    # The waiter went only after the new (escalated) pause, and as the next probe.
+    assert went == [(pytest.approx(1.0 + 2.0), True)]
+    limiter.probe_done(passed=True)
+    assert await limiter.acquire() is False
+
+
+@pytest.mark.anyio
+async def test_without_pushback_there_is_no_probe() -> None:
+    clock = FakeClock()
+    limiter = make(clock, max_requests_per_minute=600)
+    limiter.pause(1.0, "retry-after on HTTP 500")  # a pause, not a pushback
+    assert [await limiter.acquire() for _ in range(3)] == [False, False, False]
+    assert limiter.probes == 0
+
+
+# -------------------------------------------------------------------------------------- fuzzing
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ]
+        ),
+        st.text(max_size=12) | st.sampled_from(["0", "-1", "nan", "inf", "1e400", "6m0s", "1s"]),
+    )
+)
+def test_fuzz_rate_limit_headers_never_raise_nor_raise_the_budgets(
+    headers: dict[str, str],
+) -> None:
+    clock = FakeClock()
+    limiter = make(clock, max_requests_per_minute=600, max_tokens_per_minute=10_000)
+    limiter.observe_headers(headers)
+    assert limiter.requests_per_minute is not None and limiter.requests_per_minute <= 600
+    assert limiter.tokens_per_minute is not None and limiter.tokens_per_minute <= 10_000
+    assert 0 <= limiter.paused_for_s() < math.inf

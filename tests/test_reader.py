@@ -388,6 +388,21 @@ def test_row_over_max_row_bytes(tmp_path: Path) -> None:
     assert (error.row, error.custom_id, error.line) == (1, "1", 2)
 
 
+def test_row_over_max_row_bytes_keeps_its_custom_id(tmp_path: Path) -> None:
+    # The duplicate check (iter_ids) saw "big-one" for this row: its error record must carry the
+    # same id, or the row's own id is missing from the results (and "1" could collide).
+    big = batch_line("big-one", body={"model": "m", "messages": ["x" * 200]})
+    path = write_lines(
+        tmp_path / "in.jsonl", [batch_line("a"), big, b'{"custom_id": 5, "x": ' + b"1" * 200 + b"}"]
+    )
+    _, error, other = rows_of(path, max_row_bytes=100)
+    assert isinstance(error, RowError) and isinstance(other, RowError)
+    assert (error.row, error.custom_id) == (1, "big-one")
+    assert error.message.startswith("line 2: the row is ")
+    assert other.custom_id == "5"
+    assert list(iter_ids(path)) == [(0, "a"), (1, "big-one"), (2, "5")]
+
+
 def test_row_errors_do_not_stop_the_stream(tmp_path: Path) -> None:
     path = write_lines(
         tmp_path / "in.jsonl",

@@ -8,6 +8,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchrun.models import ErrorType
 from batchrun.retry import (
@@ -342,3 +344,80 @@ def test_classify_messages_say_what_happened() -> None:
     verdict = classify_response(*_case(400, _err("bad param", type_="invalid_request_error")))
     assert verdict is not None
     assert verdict.message == "HTTP 400 invalid_request_error: bad param"
+
+
+# -------------------------------------------------------------------------------------- fuzzing
+
+_header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=24)
+_header_values = _header_text | st.sampled_from(
+    ["0", "-1", "1e400", "nan", "inf", "true", "false", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"]
+)
+_headers = st.dictionaries(
+    st.sampled_from(
+        ["retry-after", "retry-after-ms", "x-should-retry", "x-ratelimit-remaining-requests"]
+    ),
+    _header_values,
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["error", "message", "code", "type", "choices", "usage"])
+            | st.text(max_size=5),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    status=st.integers(min_value=100, max_value=599) | st.sampled_from([200, 401, 403, 429, 503]),
+    headers=_headers,
+    body=_json,
+    text=st.none() | st.text(max_size=300),
+)
+def test_fuzz_classify_response_never_raises(
+    status: int, headers: dict[str, str], body: Any, text: str | None
+) -> None:
+    verdict = classify_response(status, headers, body, text)
+    if verdict is None:
+        # Only a 2xx JSON object without an error is good.
+        assert 200 <= status < 300 and isinstance(body, dict) and body.get("error") is None
+        return
+    assert verdict.action in (RETRY, STOP, FATAL)
+    assert verdict.error_type in {
+        *vars(ErrorType).values(),
+        "auth",
+        "quota",
+    }
+    assert f"HTTP {status}" in verdict.message
+    if status == 401:
+        assert verdict.action == FATAL  # no header turns a refused key into retries
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=_headers, now=st.floats(min_value=0, max_value=4e9))
+def test_fuzz_retry_after_is_none_or_a_bounded_wait(headers: dict[str, str], now: float) -> None:
+    seconds = parse_retry_after_s(headers, now=now)
+    assert seconds is None or 0.0 <= seconds <= MAX_RETRY_AFTER_S
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.none() | st.text(max_size=20))
+def test_fuzz_parse_duration_is_none_or_finite(value: str | None) -> None:
+    seconds = parse_duration_s(value)
+    assert seconds is None or (seconds >= 0 and seconds == seconds and seconds != float("inf"))
+
+
+def test_an_error_body_with_odd_types_is_classified_not_a_crash() -> None:
+    # Found by the fuzz test: {"type": [...]} made a set lookup raise TypeError, which would have
+    # ended the whole run on one odd gateway answer.
+    for error in ({"type": []}, {"type": {"a": 1}}, {"code": ["x"], "type": ["y"]}):
+        verdict = classify_response(500, {}, {"error": error}, json.dumps({"error": error}))
+        assert verdict is not None and verdict.action == RETRY
+    quota = classify_response(200, {}, {"error": {"type": "insufficient_quota"}}, None)
+    assert quota is not None and quota.action == FATAL

@@ -1,0 +1,83 @@
+"""batchrun.writer: part files committed atomically, then the checkpoint; a failed commit."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from batchrun import checkpoint as checkpoint_mod
+from batchrun import writer as writer_mod
+from batchrun.checkpoint import Checkpoint, Fingerprint, RangeSet
+from batchrun.models import Record
+from batchrun.writer import ResultWriter
+
+
+def new_checkpoint(out: Path) -> Checkpoint:
+    checkpoint = Checkpoint(
+        input_path="in.jsonl",
+        fingerprint=Fingerprint(size=1, digest="ab" * 32, method="sha256"),
+        settings={"endpoint": "/v1/chat/completions"},
+        total_rows=10,
+    )
+    checkpoint.save(out)
+    return checkpoint
+
+
+def records(rows: range) -> list[Record]:
+    return [Record(custom_id=f"c-{r}", row=r, status="ok", attempts=1) for r in rows]
+
+
+def no_space(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_commit_writes_a_part_then_the_checkpoint(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.commit(records(range(0, 3)))
+    writer.commit(records(range(3, 5)))
+    assert [p.name for p in sorted((tmp_path / "results").iterdir())] == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]
+    saved = Checkpoint.load(tmp_path)
+    assert saved is not None
+    assert (saved.parts, saved.done, saved.counts) == (2, RangeSet([(0, 5)]), {"ok": 5, "error": 0})
+
+
+def test_a_full_disk_while_writing_a_part_leaves_the_checkpoint_and_no_half_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.commit(records(range(0, 3)))
+    monkeypatch.setattr(writer_mod.pq, "write_table", no_space)
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.commit(records(range(3, 6)))
+    # The half-written part is gone (its space given back), the checkpoint is the one before.
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["part-000000.parquet"]
+    saved = Checkpoint.load(tmp_path)
+    assert saved is not None and (saved.parts, saved.done) == (1, RangeSet([(0, 3)]))
+    assert (writer.checkpoint.parts, writer.checkpoint.done) == (1, RangeSet([(0, 3)]))
+
+
+def test_a_full_disk_while_saving_the_checkpoint_is_adopted_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.commit(records(range(0, 3)))
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_bytes", no_space)
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.commit(records(range(3, 6)))
+    monkeypatch.undo()
+    # On disk: the part is complete and in place, the checkpoint does not count it yet.
+    saved = Checkpoint.load(tmp_path)
+    assert saved is not None and saved.parts == 1
+    assert pq.read_table(tmp_path / "results" / "part-000001.parquet").num_rows == 3
+    # A resume adopts it: its rows are neither lost nor sent again.
+    resumed = ResultWriter(tmp_path, saved)
+    assert resumed.recover() == 3
+    again = Checkpoint.load(tmp_path)
+    assert again is not None
+    assert (again.parts, again.done, again.counts["ok"]) == (2, RangeSet([(0, 6)]), 6)
