@@ -30,7 +30,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchrun.budget import CostBudget, cost_of
-from batchrun.checkpoint import OutputLock, RangeSet
+from batchrun.checkpoint import CheckpointError, OutputLock, RangeSet
 from batchrun.client import FatalRunError, Sender
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
@@ -117,7 +117,12 @@ async def run(
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")
     prices = await anyio.to_thread.run_sync(PriceBook.load, config.prices_file)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot create the output directory {out}: {exc.strerror or exc}"
+        ) from exc
     started = time.monotonic()
     totals = RunTotals()
     with OutputLock(out):
@@ -177,6 +182,7 @@ class _Stages:
         self.control = control
         self.writer = writer
         self.totals = totals
+        self.write_error: OSError | None = None
         limiter = Limiter(
             max_requests_per_minute=config.max_requests_per_minute,
             max_tokens_per_minute=config.max_tokens_per_minute,
@@ -312,14 +318,28 @@ class _Stages:
                     self._take(record, buffer, progress)
                     if len(buffer) < flush_rows and anyio.current_time() < next_flush:
                         continue
-                # Committing must not be interrupted half way by a cancellation.
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.writer.commit, buffer)
+                await self._commit(buffer)
                 buffer = []
                 next_flush = anyio.current_time() + interval
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.writer.commit, buffer)
+            await self._commit(buffer)
         done.set()
+
+    async def _commit(self, buffer: list[Record]) -> None:
+        """Commit `buffer`. After a failed commit (a full disk, say) the run stops, and what
+        arrives later is dropped: those rows stay pending for the resume, the checkpoint true."""
+        if self.write_error is not None:
+            return
+        # Committing must not be interrupted half way by a cancellation.
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(self.writer.commit, buffer)
+            except OSError as exc:
+                self.write_error = exc
+                self.control.stop(
+                    f"cannot write the results in {self.writer.results_dir}: "
+                    f"{exc.strerror or exc}; once that is fixed, run the same command to resume",
+                    fatal=True,
+                )
 
     def _take(self, record: Record, buffer: list[Record], progress: Progress) -> None:
         buffer.append(record)

@@ -68,6 +68,8 @@ def prepare_output(config: RunConfig, prices: PriceBook) -> Prepared:
         return _estimating_pass(config, builder)
 
     scan = scan_ids(ids)
+    if scan.total_rows == 0:
+        raise InputError(f"{config.input_path} has no rows; nothing to send")
     if scan.duplicates:
         shown = "; ".join(
             f"{cid!r} on rows {', '.join(map(str, rows[:5]))}"

@@ -1,0 +1,279 @@
+"""The process itself: signals, a full disk, an output directory that cannot be written.
+
+SIGINT once, kill -9 many times and two processes on one output are in tests/test_cli.py; here
+are SIGTERM, a second Ctrl-C, and the writer failing. Each test ends with a resume and the
+dataset checked row by row: exactly one record per input row.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+import batchrun
+from batchrun import writer as writer_mod
+from batchrun.mock import MockConfig, MockServer
+from tests.helpers import chat_rows, write_jsonl
+from tests.torture import (
+    ROOT,
+    assert_all_ok,
+    batchrun_cmd,
+    chat_requests,
+    cli_env,
+    config,
+    one_record_per_row,
+    parts,
+    run_cli,
+    wait_for,
+)
+
+
+def checkpoint_is_consistent(out: Path) -> dict[str, Any]:
+    """The checkpoint counts only complete parts, and exactly the rows they hold."""
+    saved = json.loads((out / "checkpoint.json").read_text())
+    files = parts(out)
+    counted = files[: saved["parts"]]
+    assert [p.name for p in counted] == [f"part-{i:06d}.parquet" for i in range(saved["parts"])]
+    # At most one part past the checkpoint (a crash between the rename and the checkpoint); a
+    # resume adopts it.
+    assert len(files) - saved["parts"] in (0, 1)
+    rows = sorted(r for p in counted for r in pq.read_table(p).column("row").to_pylist())
+    assert len(rows) == len(set(rows)), "a row is in two committed parts"
+    done = [r for start, end in saved["done"] for r in range(start, end)]
+    assert rows == done
+    return saved
+
+
+def popen(*args: str | Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        batchrun_cmd(*args),
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def done_rows(out: Path) -> int:
+    try:
+        saved = json.loads((out / "checkpoint.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+    return sum(end - start for start, end in saved["done"])
+
+
+# ----------------------------------------------------------------------------------- signals
+
+
+def test_sigterm_stops_gracefully_and_resume_completes_exactly_once(tmp_path: Path) -> None:
+    rows = chat_rows(150)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=20)) as server:
+        args = ("run", path, "--out", out, "--base-url", server.base_url, "--concurrency", "4")
+        proc = popen(*args, "--flush-interval", "0.2")
+        wait_for(lambda: done_rows(out) > 0, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 3, stderr
+        assert "SIGTERM: finishing requests in flight, then saving" in stderr
+        assert "stopped early: interrupted by SIGTERM" in stdout
+        assert "resume with:" in stdout
+        saved = checkpoint_is_consistent(out)
+        stopped_at = sum(end - start for start, end in saved["done"])
+        assert 0 < stopped_at < len(rows)
+        # Graceful: what was in flight was answered and saved, so the server saw at most the
+        # saved rows plus nothing lost in between (no request without its record).
+        assert chat_requests(server) == stopped_at
+        sent_before = chat_requests(server)
+
+        resumed = run_cli(*args)
+        assert resumed.returncode == 0, resumed.stderr
+        assert chat_requests(server) - sent_before == len(rows) - stopped_at
+    checkpoint_is_consistent(out)
+    assert_all_ok(one_record_per_row(out, rows))
+
+
+def test_second_ctrl_c_quits_at_once_and_resume_is_exact(tmp_path: Path) -> None:
+    # Rows 20-23 hang on their first send (the mock never answers them), so the 4 workers are
+    # stuck on them, and after the first Ctrl-C the run would wait out --grace 60; the second
+    # Ctrl-C must quit at once. The mock answers those rows the second time: the resume completes.
+    rows = chat_rows(40)
+    for row in rows[20:24]:
+        row["body"]["mock_fault"] = "timeout"
+        row["body"]["mock_fault_times"] = 1
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=5)) as server:
+        args = ("run", path, "--out", out, "--base-url", server.base_url, "--concurrency", "4")
+        proc = popen(*args, "--flush-interval", "0.1", "--grace", "60", "--timeout", "120")
+        wait_for(lambda: done_rows(out) >= 20, timeout=30)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the first Ctrl-C must wait for the requests in flight"
+        second = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - second < 5
+        assert proc.returncode == 3, stderr
+        assert "SIGINT: finishing requests in flight, then saving" in stderr
+        assert "SIGINT again: quitting now; what was saved is consistent" in stderr
+        saved = checkpoint_is_consistent(out)
+        assert sum(end - start for start, end in saved["done"]) == 20
+
+        resumed = run_cli(*args)
+        assert resumed.returncode == 0, resumed.stderr
+    checkpoint_is_consistent(out)
+    assert_all_ok(one_record_per_row(out, rows))
+
+
+# ------------------------------------------------------------------------- a failing writer
+
+
+def _fail_from_part(monkeypatch: pytest.MonkeyPatch, first_failing: int) -> None:
+    real = writer_mod.pq.write_table
+    calls = 0
+
+    def write_table(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= first_failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(writer_mod.pq, "write_table", write_table)
+
+
+def test_disk_full_leaves_a_consistent_checkpoint_and_resume_is_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = chat_rows(200)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    settings = {"concurrency": 4, "flush_rows": 20, "flush_interval_s": 5.0}
+    with MockServer(MockConfig(latency_ms=2)) as server:
+        _fail_from_part(monkeypatch, 3)
+        stopped = batchrun.run_sync(config(path, out, server.base_url, **settings))
+        assert stopped.exit_code == 3 and "No space left on device" in (stopped.stopped or "")
+        saved = checkpoint_is_consistent(out)
+        assert saved["parts"] == 2 and len(parts(out)) == 2
+        assert not list((out / "results").glob(".*.tmp"))  # no half-written part left behind
+
+        monkeypatch.undo()  # space is back
+        resumed = batchrun.run_sync(config(path, out, server.base_url, **settings))
+        assert resumed.exit_code == 0
+    checkpoint_is_consistent(out)
+    assert_all_ok(one_record_per_row(out, rows))
+
+
+def test_disk_full_stops_the_run_with_a_clear_message_and_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = chat_rows(200)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=2)) as server:
+        _fail_from_part(monkeypatch, 3)
+        summary = batchrun.run_sync(
+            config(path, out, server.base_url, concurrency=4, flush_rows=20, flush_interval_s=5)
+        )
+    assert summary.exit_code == 3 and summary.fatal
+    assert summary.stopped == (
+        f"cannot write the results in {out / 'results'}: No space left on device; "
+        "once that is fixed, run the same command to resume"
+    )
+    assert summary.done_rows == 40
+    checkpoint_is_consistent(out)
+
+
+# ---------------------------------------------------------------- a real small or read-only disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _remount(mount: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
+
+
+def test_real_full_disk_then_space_is_back_resume_is_exact(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    rows = chat_rows(200)
+    for row in rows:  # long answers fill the disk sooner
+        row["body"]["mock_reply_tokens"] = 200
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = small_disk / "out"
+    with MockServer(MockConfig(latency_ms=1)) as server:
+        args = ("run", path, "--out", out, "--base-url", server.base_url, "-q")
+        full = run_cli(*args, "--concurrency", "8", "--flush-rows", "25")
+        assert full.returncode != 0
+        # Today a traceback on stderr; with the pipeline change, exit 3 and "stopped early: ..."
+        assert "No space left on device" in full.stdout + full.stderr
+        saved = checkpoint_is_consistent(out)
+        assert saved["parts"] >= 1
+        for part in parts(out)[: saved["parts"]]:
+            pq.read_table(part)  # never a broken part behind the checkpoint
+
+        _remount(small_disk, "size=16m")
+        resumed = run_cli(*args)
+        assert resumed.returncode == 0, resumed.stderr
+    checkpoint_is_consistent(out)
+    assert_all_ok(one_record_per_row(out, rows))
+
+
+def test_read_only_output_directory_is_refused_before_sending(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    rows = chat_rows(5)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = small_disk / "out"
+    out.mkdir()
+    _remount(small_disk, "ro")
+    with MockServer(MockConfig()) as server:
+        result = run_cli("run", path, "--out", out, "--base-url", server.base_url, "-q")
+        assert chat_requests(server) == 0
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"batchrun: error: cannot write to the output directory {out}: Read-only file system\n"
+    )
+
+
+def test_output_directory_that_cannot_be_created_is_refused_before_sending(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(5))
+    _remount(small_disk, "ro")
+    out = small_disk / "new-out"
+    with MockServer(MockConfig()) as server:
+        result = run_cli("run", path, "--out", out, "--base-url", server.base_url, "-q")
+        assert chat_requests(server) == 0
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"batchrun: error: cannot create the output directory {out}: Read-only file system\n"
+    )
