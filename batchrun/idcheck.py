@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["IdScan", "scan_ids"]
+__all__ = ["IdScan", "scan_ids", "sweep_scan_dirs"]
 
+_SCAN_PREFIX = ".batchrun-ids-"
 _BUCKETS = 256
 _REPORT_LIMIT = 20
 _REPORT_ROWS = 20  # rows reported per id: an id on every row must not hold every row number
@@ -33,12 +35,18 @@ def _digest(custom_id: str) -> bytes:
     return hashlib.blake2b(custom_id.encode(), digest_size=8).digest()
 
 
-def scan_ids(ids: Callable[[], Iterator[tuple[int, str]]]) -> IdScan:
-    """`ids` is called once or twice; each call yields `(row, custom_id)` for every row."""
+def scan_ids(
+    ids: Callable[[], Iterator[tuple[int, str]]], *, tmp_dir: Path | None = None
+) -> IdScan:
+    """`ids` is called once or twice; each call yields `(row, custom_id)` for every row.
+
+    The bucket files go in a `.batchrun-ids-*` directory under `tmp_dir` (the system's temporary
+    directory by default), removed when the scan ends; `sweep_scan_dirs` removes those left by a
+    process that was killed during a scan."""
     total = 0
     suspects: set[bytes] = set()
     duplicate_rows = 0
-    with tempfile.TemporaryDirectory(prefix="batchrun-ids-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=_SCAN_PREFIX, dir=tmp_dir) as tmp:
         with contextlib.ExitStack() as stack:
             files = [
                 stack.enter_context(open(Path(tmp) / f"{i:03d}", "wb", buffering=1 << 16))
@@ -80,3 +88,9 @@ def _confirm(
                 rows.append(row)
     found = [(cid, rows) for cid, rows in by_id.items() if len(rows) > 1]
     return dict(found[:_REPORT_LIMIT])
+
+
+def sweep_scan_dirs(tmp_dir: Path) -> None:
+    """Remove scan directories under `tmp_dir` left behind by a killed process."""
+    for stale in tmp_dir.glob(f"{_SCAN_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)

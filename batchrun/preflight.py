@@ -22,7 +22,7 @@ from batchrun.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
 from batchrun.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
-from batchrun.idcheck import scan_ids
+from batchrun.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.quota import fetch_quota
 from batchrun.reader import InputError, iter_ids, iter_rows
 from batchrun.render import format_usd
@@ -67,7 +67,10 @@ def prepare_output(config: RunConfig, prices: PriceBook) -> Prepared:
             return iter_ids(config.input_path)
         return _estimating_pass(config, builder)
 
-    scan = scan_ids(ids)
+    # The scan's bucket files live in OUT (locked by this run), so one killed mid-scan leaves
+    # nothing in /tmp, and the next run on OUT sweeps up after it.
+    sweep_scan_dirs(config.out_dir)
+    scan = scan_ids(ids, tmp_dir=config.out_dir)
     if scan.total_rows == 0:
         raise InputError(f"{config.input_path} has no rows; nothing to send")
     if scan.duplicates:

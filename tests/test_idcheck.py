@@ -127,3 +127,22 @@ def test_unusable_ids_fall_back_to_the_row_number_as_in_the_reader(tmp_path: Pat
     assert [(item.row, item.custom_id) for item in iter_rows(path)] == ids
     scan = scan_ids(lambda: iter_ids(path))
     assert (scan.total_rows, scan.duplicates) == (6, {})
+
+
+def test_scan_files_live_under_the_given_directory_and_stale_ones_are_swept(tmp_path: Path) -> None:
+    from batchrun.idcheck import sweep_scan_dirs
+
+    seen_dirs: list[list[Path]] = []
+
+    def ids() -> Iterator[tuple[int, str]]:
+        seen_dirs.append(list(tmp_path.glob(".batchrun-ids-*")))  # the scan's own directory
+        yield from ((i, f"id-{i}") for i in range(10))
+
+    stale = tmp_path / ".batchrun-ids-killed"
+    stale.mkdir()
+    (stale / "000").write_bytes(b"x" * 16)
+    sweep_scan_dirs(tmp_path)
+    assert not stale.exists()
+    assert scan_ids(ids, tmp_dir=tmp_path).total_rows == 10
+    assert len(seen_dirs[0]) == 1  # it was under tmp_path while the scan ran
+    assert list(tmp_path.glob(".batchrun-ids-*")) == []  # and removed afterwards
