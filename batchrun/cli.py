@@ -234,6 +234,10 @@ def _run(args: argparse.Namespace) -> int:
     except QuotaError as exc:
         print(f"batchrun: {exc}", file=sys.stderr)
         return EXIT_STOPPED
+    except KeyboardInterrupt:
+        # Only before sending (the run itself turns Ctrl-C into a graceful stop).
+        print("\ninterrupted before anything was sent", file=sys.stderr)
+        return EXIT_STOPPED
     print(render_summary(summary, command=_resume_command()))
     return summary.exit_code
 

@@ -30,13 +30,13 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchrun.budget import CostBudget, cost_of
-from batchrun.checkpoint import CheckpointError, OutputLock, RangeSet
+from batchrun.checkpoint import Checkpoint, CheckpointError, OutputLock, RangeSet
 from batchrun.client import FatalRunError, Sender
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request, RowError
-from batchrun.preflight import check_quota, prepare_output
+from batchrun.preflight import Interrupted, check_quota, prepare_output
 from batchrun.progress import Progress, RunTotals
 from batchrun.reader import InputError, iter_requests
 from batchrun.writer import ResultWriter
@@ -125,33 +125,61 @@ async def run(
         ) from exc
     started = time.monotonic()
     totals = RunTotals()
+    checkpoint: Checkpoint | None = None
+    failure: Exception | None = None
     with OutputLock(out):
-        prepared = await anyio.to_thread.run_sync(prepare_output, config, prices)
-        checkpoint = prepared.checkpoint
-        writer = ResultWriter(out, checkpoint)
-        await anyio.to_thread.run_sync(writer.recover)
-        total_rows = checkpoint.total_rows or 0
-        if len(checkpoint.done) < total_rows:
-            async with _http_client(config, transport) as http:
-                try:
-                    if config.check_quota:
-                        await check_quota(http, config, prepared)
-                except FatalRunError as exc:
-                    control.stop(exc.message, fatal=True)
-                else:
-                    stages = _Stages(config, control, writer, totals, http, prices)
-                    await stages.run()
+        async with anyio.create_task_group() as signals:
+            if config.handle_signals:
+                await signals.start(_watch_signals, control)
+            try:
+                checkpoint = await _prepare_and_send(config, control, totals, prices, transport)
+            except Exception as exc:
+                failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup
+            finally:
+                signals.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    total_rows = (checkpoint.total_rows or 0) if checkpoint else 0
     return RunSummary(
         out_dir=out,
         total_rows=total_rows,
-        done_rows=len(checkpoint.done),
-        ok=checkpoint.counts.get("ok", 0),
-        errors=checkpoint.counts.get("error", 0),
+        done_rows=len(checkpoint.done) if checkpoint else 0,
+        ok=checkpoint.counts.get("ok", 0) if checkpoint else 0,
+        errors=checkpoint.counts.get("error", 0) if checkpoint else 0,
         session=totals,
         elapsed_s=time.monotonic() - started,
         stopped=control.reason,
         fatal=control.fatal,
     )
+
+
+async def _prepare_and_send(
+    config: RunConfig,
+    control: RunControl,
+    totals: RunTotals,
+    prices: PriceBook,
+    transport: httpx2.AsyncBaseTransport | None,
+) -> Checkpoint | None:
+    """The run inside the output lock; None when stopped before the output was set up."""
+    try:
+        prepared = await anyio.to_thread.run_sync(
+            lambda: prepare_output(config, prices, should_stop=lambda: control.stopping)
+        )
+    except Interrupted:
+        return None
+    checkpoint = prepared.checkpoint
+    writer = ResultWriter(config.out_dir, checkpoint)
+    await anyio.to_thread.run_sync(writer.recover)
+    if len(checkpoint.done) < (checkpoint.total_rows or 0) and not control.stopping:
+        async with _http_client(config, transport) as http:
+            try:
+                if config.check_quota:
+                    await check_quota(http, config, prepared)
+            except FatalRunError as exc:
+                control.stop(exc.message, fatal=True)
+            else:
+                await _Stages(config, control, writer, totals, http, prices).run()
+    return checkpoint
 
 
 def _http_client(
@@ -219,8 +247,6 @@ class _Stages:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._write, records_out, progress, writer_done)
-                if config.handle_signals:
-                    await outer.start(_watch_signals, self.control)
                 async with records, anyio.create_task_group() as work:
                     outer.start_soon(self._grace_timer, work.cancel_scope)
                     work.start_soon(self._read, skip, requests, records.clone(), work.cancel_scope)
@@ -229,7 +255,7 @@ class _Stages:
                     requests_out.close()
                 # Every sender of records is closed now: the writer drains, commits, finishes.
                 await writer_done.wait()
-                outer.cancel_scope.cancel()  # the signal watcher and the grace timer
+                outer.cancel_scope.cancel()  # the grace timer
         finally:
             progress.close()
 

@@ -13,7 +13,7 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx2
@@ -28,9 +28,13 @@ from batchrun.reader import InputError, iter_ids, iter_rows
 from batchrun.render import format_usd
 from batchrun.writer import RESULTS_DIR
 
-__all__ = ["Prepared", "QuotaError", "check_quota", "prepare_output"]
+__all__ = ["Interrupted", "Prepared", "QuotaError", "check_quota", "prepare_output"]
 
 log = logging.getLogger("batchrun")
+
+
+class Interrupted(Exception):
+    """A stop was asked for during the first pass: nothing was sent or saved."""
 
 
 class QuotaError(Exception):
@@ -43,8 +47,13 @@ class Prepared:
     estimate: Estimate | None
 
 
-def prepare_output(config: RunConfig, prices: PriceBook) -> Prepared:
-    """Open (resume) or create the output's checkpoint. Blocking: call it from a worker thread."""
+def prepare_output(
+    config: RunConfig, prices: PriceBook, *, should_stop: Callable[[], bool] = lambda: False
+) -> Prepared:
+    """Open (resume) or create the output's checkpoint. Blocking: call it from a worker thread.
+
+    The first pass over a new output checks `should_stop` as it goes and raises `Interrupted`.
+    """
     fingerprint = fingerprint_file(config.input_path)
     settings = {"endpoint": config.endpoint}
     checkpoint = Checkpoint.load(config.out_dir)
@@ -64,12 +73,17 @@ def prepare_output(config: RunConfig, prices: PriceBook) -> Prepared:
         nonlocal passes
         passes += 1
         if builder is None or passes > 1:
-            return iter_ids(config.input_path)
-        return _estimating_pass(config, builder)
+            return _stoppable(iter_ids(config.input_path), should_stop)
+        return _stoppable(_estimating_pass(config, builder), should_stop)
 
     # The scan's bucket files live in OUT (locked by this run), so one killed mid-scan leaves
     # nothing in /tmp, and the next run on OUT sweeps up after it.
     sweep_scan_dirs(config.out_dir)
+    log.info(
+        "reading %s once: counting rows, checking custom_ids%s",
+        config.input_path,
+        ", estimating tokens and cost" if builder is not None else "",
+    )
     scan = scan_ids(ids, tmp_dir=config.out_dir)
     if scan.total_rows == 0:
         raise InputError(f"{config.input_path} has no rows; nothing to send")
@@ -94,6 +108,15 @@ def prepare_output(config: RunConfig, prices: PriceBook) -> Prepared:
     )
     checkpoint.save(config.out_dir)
     return Prepared(checkpoint, estimate)
+
+
+def _stoppable(
+    ids: Iterator[tuple[int, str]], should_stop: Callable[[], bool]
+) -> Iterator[tuple[int, str]]:
+    for row, custom_id in ids:
+        if row % 4096 == 0 and should_stop():
+            raise Interrupted
+        yield row, custom_id
 
 
 def _estimating_pass(config: RunConfig, builder: EstimateBuilder) -> Iterator[tuple[int, str]]:

@@ -129,20 +129,37 @@ def test_unusable_ids_fall_back_to_the_row_number_as_in_the_reader(tmp_path: Pat
     assert (scan.total_rows, scan.duplicates) == (6, {})
 
 
-def test_scan_files_live_under_the_given_directory_and_stale_ones_are_swept(tmp_path: Path) -> None:
-    from batchrun.idcheck import sweep_scan_dirs
+def test_small_scan_stays_in_memory(tmp_path: Path) -> None:
+    ids = [(i, f"id-{i % 50}") for i in range(100)]
+    scan = scan_ids(lambda: iter(ids), tmp_dir=tmp_path)
+    assert scan.total_rows == 100 and scan.duplicate_rows == 50
+    assert list(tmp_path.iterdir()) == []  # nothing written to disk
 
-    seen_dirs: list[list[Path]] = []
+
+def test_large_scan_spills_under_the_given_directory_and_finds_duplicates_across_spills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(idcheck_mod, "_MEMORY_LIMIT", 16 * 40)  # spill every ~40 rows
+    seen_dirs: list[int] = []
 
     def ids() -> Iterator[tuple[int, str]]:
-        seen_dirs.append(list(tmp_path.glob(".batchrun-ids-*")))  # the scan's own directory
-        yield from ((i, f"id-{i}") for i in range(10))
+        for i in range(1000):
+            if i == 500:
+                seen_dirs.append(len(list(tmp_path.glob(".batchrun-ids-*"))))
+            yield i, "twin" if i in (3, 997) else f"id-{i}"
+
+    scan = scan_ids(ids, tmp_dir=tmp_path)
+    assert scan.total_rows == 1000
+    assert scan.duplicates == {"twin": [3, 997]}  # the first went to disk, the second not
+    assert seen_dirs[0] == 1  # spilled under tmp_path during the first pass
+    assert list(tmp_path.glob(".batchrun-ids-*")) == []  # and removed afterwards
+
+
+def test_stale_scan_directories_are_swept(tmp_path: Path) -> None:
+    from batchrun.idcheck import sweep_scan_dirs
 
     stale = tmp_path / ".batchrun-ids-killed"
     stale.mkdir()
     (stale / "000").write_bytes(b"x" * 16)
     sweep_scan_dirs(tmp_path)
     assert not stale.exists()
-    assert scan_ids(ids, tmp_dir=tmp_path).total_rows == 10
-    assert len(seen_dirs[0]) == 1  # it was under tmp_path while the scan ran
-    assert list(tmp_path.glob(".batchrun-ids-*")) == []  # and removed afterwards

@@ -277,3 +277,20 @@ def test_output_directory_that_cannot_be_created_is_refused_before_sending(
     assert result.stderr == (
         f"batchrun: error: cannot create the output directory {out}: Read-only file system\n"
     )
+
+
+def test_sigint_during_the_first_pass_stops_at_once_and_sends_nothing(tmp_path: Path) -> None:
+    """The first pass over a big new input takes a while; Ctrl-C there must not be lost."""
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(200_000))
+    out = tmp_path / "out"
+    with MockServer(MockConfig()) as server:
+        proc = popen("run", path, "--out", out, "--base-url", server.base_url, "-q")
+        wait_for(lambda: (out / ".lock").exists(), timeout=20)
+        time.sleep(0.5)  # inside the first pass (which takes seconds for 200k rows)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=15)
+        assert proc.returncode == 3, stderr
+        assert "stopped early: interrupted by SIGINT" in stdout
+        assert server.stats()["requests"]["total"] == 0
+    assert not (out / "checkpoint.json").exists()  # nothing half set up to resume from
+    assert list(out.glob(".batchrun-ids-*")) == []
