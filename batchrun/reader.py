@@ -206,6 +206,13 @@ def iter_requests(
 def _iter_jsonl(
     path: Path, endpoint: str, skip: RangeSet | None, max_row_bytes: int, raw: bool
 ) -> Iterator[ParsedRow | RowError]:
+    for row, line_no, line in _jsonl_lines(path):
+        if skip is None or row not in skip:
+            yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """`(row, line number, line)` of every non-blank line, without BOM or surrounding space."""
     row = 0
     with open_input(path) as f:
         try:
@@ -213,11 +220,9 @@ def _iter_jsonl(
                 if line_no == 1 and line.startswith(_BOM):
                     line = line[len(_BOM) :]
                 line = line.strip()
-                if not line:
-                    continue
-                if skip is None or row not in skip:
-                    yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
-                row += 1
+                if line:
+                    yield row, line_no, line
+                    row += 1
         except _READ_ERRORS as exc:
             # A truncated .gz or a read error half way: the rows so far stand, the file does not.
             raise InputError(f"cannot read {path} after line {row}: {exc}") from exc
@@ -387,18 +392,8 @@ def iter_ids(path: Path) -> Iterator[tuple[int, str]]:
                 yield row, (str(value) if value is not None else str(row))
                 row += 1
         return
-    row = 0
-    with open_input(path) as f:
-        try:
-            for line_no, line in enumerate(f, start=1):
-                if line_no == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM) :]
-                if not line.strip():
-                    continue
-                yield row, _line_id(line, row)
-                row += 1
-        except _READ_ERRORS as exc:
-            raise InputError(f"cannot read {path} after line {row}: {exc}") from exc
+    for row, _, line in _jsonl_lines(path):
+        yield row, _line_id(line, row)
 
 
 def _line_id(line: bytes, row: int) -> str:
