@@ -28,11 +28,6 @@ BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0

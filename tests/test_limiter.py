@@ -16,11 +16,6 @@ from batchrun import limiter as limiter_mod
 from batchrun.limiter import Limiter, TokenBucket
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeClock:
     """Time that only moves when someone sleeps: time-dependent tests run instantly."""
 

@@ -22,11 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def billing() -> Iterator[MockServer]:
     with MockServer(MockConfig(api_key=TEST_KEY, quota_usd=5.0, used_usd=6.9596)) as server:
         yield server
