@@ -39,6 +39,7 @@ from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.preflight import Interrupted, check_quota, prepare_output
 from batchrun.progress import Progress, RunTotals
 from batchrun.reader import InputError, iter_requests
+from batchrun.transport import ShardedTransport
 from batchrun.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
@@ -187,10 +188,7 @@ def _http_client(
 ) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(config.timeout_s),
-        limits=httpx2.Limits(
-            max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-        ),
-        transport=transport,
+        transport=transport or ShardedTransport(connections=config.concurrency),
     )
 
 
