@@ -1,0 +1,13 @@
+"""batchrun's benchmarks (issue 5): `python -m bench` or `make bench`; not part of `make test`.
+
+    overhead     batchrun end to end vs a bare httpx2 loop, same server, same concurrency
+    concurrency  2,000 requests in flight against 1 s of latency (ideal: 2,000 req/s)
+    memory       peak RSS at 100k and 1M rows (20k and 200k with --quick)
+    limits       --rpm 600 and --tpm 60000 against a mock enforcing the same, >= 60 s each
+    resume       a 1M-row run 90% done: start to first request
+    estimate     rows/s of `batchrun estimate` on 1M chat rows (if the command exists)
+
+Everything talks to the built-in mock server on 127.0.0.1, in its own process on its own core;
+every run is bounded by a count and a timeout; children and temp files are removed on any exit.
+Progress goes to stderr, one table to stdout at the end (and JSON with --json PATH).
+"""
