@@ -46,7 +46,6 @@ __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 
 _READ_CHUNK = 256
 EXIT_OK = 0
-EXIT_USAGE = 2
 EXIT_STOPPED = 3
 
 
