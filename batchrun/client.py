@@ -242,7 +242,12 @@ class Sender:
         latency_ms: float,
     ) -> Record:
         usage = parse_usage(body)
-        self._limiter.settle(request.token_charge, usage.total_tokens)
+        # OpenAI-style limits charge prompt + max output up front and do not give back unused
+        # output: correct the prompt estimate only, or the budget would run ahead of the
+        # server's and earn 429s (measured: 79% of requests at --tpm 60000 before this).
+        if usage.prompt_tokens is not None:
+            actual_charge = usage.prompt_tokens + request.max_output_tokens
+            self._limiter.settle(request.token_charge, actual_charge)
         if self._api_key and self._api_key in text:  # a proxy that echoes the headers back
             text = text.replace(self._api_key, "[redacted]")
         model = _storable(body.get("model")) or request.model

@@ -651,10 +651,23 @@ async def test_failed_attempts_give_their_tokens_back(
 @pytest.mark.anyio
 async def test_success_settles_the_real_usage(clock: FakeClock, backoffs: list[int]) -> None:
     limiter = Limiter(max_tokens_per_minute=6000, clock=clock, sleep=clock.sleep)
-    handler, _ = script(httpx2.Response(200, json=completion(total_tokens=100)))
+    handler, _ = script(httpx2.Response(200, json=completion(prompt_tokens=80)))
     sender, _ = make_sender(handler, clock, limiter=limiter)
-    await sender.send(make_request())  # charged 30, used 100: 70 more are taken
+    # charged 10 estimated + 20 max output; the prompt was really 80: 70 more are taken
+    await sender.send(make_request())
     await limiter.acquire(1)
+    assert clock.now == pytest.approx(0.01)
+
+
+@pytest.mark.anyio
+async def test_unused_output_is_not_given_back(clock: FakeClock, backoffs: list[int]) -> None:
+    """The server charged max output up front and keeps it: so must the budget (else 429s)."""
+    limiter = Limiter(max_tokens_per_minute=6000, clock=clock, sleep=clock.sleep)  # 100 at once
+    short = completion(prompt_tokens=10, completion_tokens=1, total_tokens=11)
+    handler, _ = script(httpx2.Response(200, json=short))
+    sender, _ = make_sender(handler, clock, limiter=limiter)
+    await sender.send(make_request())  # charged 10 + 20; the prompt estimate was right
+    await limiter.acquire(71)  # 70 left, not 89: the 19 unused output tokens stay spent
     assert clock.now == pytest.approx(0.01)
 
 
