@@ -15,7 +15,7 @@ from types import FrameType
 from bench import limits, startup, throughput
 from bench.context import Context, Settings
 from bench.procs import BenchError, stop_all
-from bench.report import Row, machine, render, to_json
+from bench.report import Row, commit, machine, render, to_json
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "overhead": throughput.overhead,
@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             stop_all()
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["commit_end"] = commit()
     print(render(info, rows), flush=True)
     if args.json is not None:
         args.json.write_text(to_json(info, rows))

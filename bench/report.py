@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Row", "machine", "median", "met", "render", "to_json"]
+__all__ = ["Row", "commit", "machine", "median", "met", "render", "to_json"]
 
 _PACKAGES = ("batchrun", "httpx2", "anyio", "pyarrow")
 
@@ -55,8 +56,24 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def commit() -> str:
+    """`git describe` of the checkout being measured: the code changes under a long run."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def machine() -> dict[str, Any]:
     return {
+        "commit": commit(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -81,7 +98,8 @@ def render(info: dict[str, Any], rows: list[Row]) -> str:
         + f", medians of {info.get('repeat', 1)} runs where repeated",
         f"machine: {info['cpu']}, {info['cores']} cores ({info.get('layout', '')}), "
         f"Linux {info['kernel']}",
-        f"software: Python {info['python']}, {versions}",
+        f"software: Python {info['python']}, {versions}; commit {info['commit']} at start, "
+        f"{info.get('commit_end', '?')} at end",
         f"load average (1/5/15 min): {_load(info['load_average_start'])} at start, "
         f"{_load(info.get('load_average_end', []))} at end; a shared machine: read the ratios",
         "",
