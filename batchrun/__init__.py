@@ -4,6 +4,9 @@ import batchrun
 summary = batchrun.run_sync(batchrun.RunConfig(input_path="in.jsonl", out_dir="out"))
 """
 
+# Before the imports below: submodules read it (the HTTP User-Agent).
+__version__ = "0.1.0"
+
 from batchrun.checkpoint import CheckpointError, OutputLockedError
 from batchrun.config import RunConfig
 from batchrun.models import ErrorType, Record, Request, RowError
@@ -24,4 +27,3 @@ __all__ = [
     "run",
     "run_sync",
 ]
-__version__ = "0.1.0"

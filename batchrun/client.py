@@ -4,8 +4,8 @@ Inputs: a `Request`. Output: its final `Record` (status "ok" or "error"), or `Fa
 when the failure concerns the whole run (bad key, no quota); that row then stays pending.
 
 Guarantees:
-- The HTTP client's exceptions are translated in one place (`_transport_verdict`); anything else
-  (a bug) propagates instead of being retried as if it were a network error.
+- Only the engine's `TransportError` (see `batchrun.http`) counts as a failed exchange; anything
+  else (a bug) propagates instead of being retried as if it were a network error.
 - Retries follow `batchrun.retry`; 429s and `retry-after` pause every worker through the limiter,
   and after such a pause one request goes first as a probe (see `batchrun.limiter`).
 - An outage (connection refused, 502/503/504 from every request) pauses every worker and does not
@@ -24,13 +24,13 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx2
 
+from batchrun.http import HttpEngine, TransportError, TransportErrorKind
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
 from batchrun.retry import (
@@ -84,7 +84,7 @@ class _Failure:
     latency_ms: float
     looks_down: bool  # refused, or a retryable 502/503/504: the server may be down for everyone
     status: int | None = None
-    headers: httpx2.Headers | None = None
+    headers: Mapping[str, str] | None = None
     text: str | None = None
 
 
@@ -93,7 +93,7 @@ class Sender:
 
     def __init__(
         self,
-        http: httpx2.AsyncClient,
+        http: HttpEngine,
         limiter: Limiter,
         *,
         base_url: str,
@@ -193,21 +193,19 @@ class Sender:
         sent_at = self._limiter.now()
         started = time.perf_counter()
         try:
-            response = await self._http.post(
-                self._url(request.url), content=request.body, headers=self._headers
-            )
-        except httpx2.RequestError as exc:
+            reply = await self._http.post(self._url(request.url), request.body, self._headers)
+        except TransportError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
             return _Failure(
                 verdict=_transport_verdict(exc),
                 sent_at=sent_at,
                 latency_ms=latency_ms,
-                looks_down=isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout)),
+                looks_down=exc.looks_down,
             )
         latency_ms = (time.perf_counter() - started) * 1000
-        status, headers = response.status_code, response.headers
-        text = response.content.decode("utf-8", errors="replace")
-        body = _json_or_none(response.content)
+        status, headers = reply.status, reply.headers
+        text = reply.content.decode("utf-8", errors="replace")
+        body = _json_or_none(reply.content)
         self._limiter.observe_headers(headers)
         verdict = classify_response(status, headers, body, text)
         if verdict is None:
@@ -295,29 +293,18 @@ class Sender:
         )
 
 
-def _transport_verdict(exc: httpx2.RequestError) -> Verdict:
-    """The one place where the HTTP client's exceptions become batchrun's verdicts."""
-    if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL, httpx2.ProxyError)):
-        return Verdict(FATAL, "config", f"cannot send requests: {exc}")
-    if isinstance(exc, httpx2.DecodingError):  # a body its Content-Encoding does not decode
-        return Verdict(RETRY, ErrorType.BAD_RESPONSE, f"undecodable response body: {exc}")
-    if isinstance(exc, httpx2.TooManyRedirects):
-        return Verdict(STOP, ErrorType.INVALID_REQUEST, f"too many redirects: {exc}")
-    if isinstance(exc, httpx2.TimeoutException):
-        kind = type(exc).__name__
-        return Verdict(RETRY, ErrorType.TIMEOUT, f"no response in time ({kind})")
-    # An error without text (a reset connection gives a bare ReadError) still says what happened.
-    detail = str(exc) or next(
-        (text for kind, text in _SILENT_TRANSPORT_ERRORS if isinstance(exc, kind)), "no detail"
-    )
-    return Verdict(RETRY, ErrorType.CONNECTION_ERROR, f"{type(exc).__name__}: {detail}")
+_TRANSPORT_VERDICTS: dict[TransportErrorKind, tuple[str, str]] = {
+    "config": (FATAL, "config"),
+    "decoding": (RETRY, ErrorType.BAD_RESPONSE),
+    "redirects": (STOP, ErrorType.INVALID_REQUEST),
+    "timeout": (RETRY, ErrorType.TIMEOUT),
+    "connection": (RETRY, ErrorType.CONNECTION_ERROR),
+}
 
 
-_SILENT_TRANSPORT_ERRORS: tuple[tuple[type[httpx2.RequestError], str], ...] = (
-    (httpx2.ConnectError, "cannot connect to the server"),
-    (httpx2.ReadError, "the connection was reset or closed before the answer arrived"),
-    (httpx2.WriteError, "the connection was reset or closed while the request was sent"),
-)
+def _transport_verdict(exc: TransportError) -> Verdict:
+    action, error_type = _TRANSPORT_VERDICTS[exc.kind]
+    return Verdict(action, error_type, exc.message)
 
 
 def _storable(value: Any) -> str | None:

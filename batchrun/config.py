@@ -7,9 +7,10 @@ from pathlib import Path
 
 from batchrun.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 
-__all__ = ["DEFAULT_BASE_URL", "RunConfig"]
+__all__ = ["DEFAULT_BASE_URL", "HTTP_CLIENTS", "RunConfig"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+HTTP_CLIENTS = ("aiohttp", "httpx2")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,6 +26,7 @@ class RunConfig:
     burst_s: float = 1.0
     max_retries: int = 5
     timeout_s: float = 300.0
+    http_client: str = "aiohttp"  # or "httpx2" (see batchrun.http)
     max_outage_s: float = 300.0
     flush_rows: int = 5000
     flush_interval_s: float = 10.0
@@ -42,6 +44,10 @@ class RunConfig:
         object.__setattr__(self, "input_path", Path(self.input_path))
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         _positive("concurrency", self.concurrency)
+        if self.http_client not in HTTP_CLIENTS:
+            raise ValueError(
+                f"http_client must be one of {', '.join(HTTP_CLIENTS)}, not {self.http_client!r}"
+            )
         _positive("flush_rows", self.flush_rows)
         _positive("timeout_s", self.timeout_s)
         _positive("flush_interval_s", self.flush_interval_s)

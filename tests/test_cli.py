@@ -47,10 +47,11 @@ def mock() -> Iterator[MockServer]:
         yield server
 
 
-def test_run_then_run_again(tmp_path: Path, mock: MockServer) -> None:
+@pytest.mark.parametrize("engine", [(), ("--http-client", "httpx2")], ids=["aiohttp", "httpx2"])
+def test_run_then_run_again(tmp_path: Path, mock: MockServer, engine: tuple[str, ...]) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", chat_rows(50))
     out = tmp_path / "out"
-    done = run_cli("run", path, "--out", out, "--base-url", mock.base_url)
+    done = run_cli("run", path, "--out", out, "--base-url", mock.base_url, *engine)
     assert done.returncode == 0, done.stderr
     assert "finished: 50 of 50 rows done" in done.stdout
     assert str(out / "results") in done.stdout
@@ -59,6 +60,14 @@ def test_run_then_run_again(tmp_path: Path, mock: MockServer) -> None:
     again = run_cli("run", path, "--out", out, "--base-url", mock.base_url)
     assert again.returncode == 0
     assert "this run: 0 rows" in again.stdout
+
+
+def test_unknown_http_client_is_exit_2(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(1))
+    done = run_cli("run", path, "--out", tmp_path / "out", "--http-client", "requests")
+    assert done.returncode == 2
+    assert "--http-client: invalid choice: 'requests'" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_key_on_the_command_line_is_refused(tmp_path: Path) -> None:

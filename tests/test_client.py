@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from batchrun import client as client_mod
 from batchrun.client import FatalRunError, Sender, join_url, redact
+from batchrun.http import Httpx2Engine
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
 from batchrun.usage import Usage
@@ -130,7 +131,7 @@ def make_sender(
     **kwargs: Any,
 ) -> tuple[Sender, Limiter]:
     limiter = limiter or Limiter(clock=clock, sleep=clock.sleep)
-    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    http = Httpx2Engine(httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
     sender = Sender(
         http,
         limiter,
@@ -208,7 +209,7 @@ async def test_ok_record_of_other_shapes(clock: FakeClock, backoffs: list[int]) 
 @pytest.mark.anyio
 async def test_no_key_no_authorization_header(clock: FakeClock, backoffs: list[int]) -> None:
     handler, seen = script(ok())
-    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    http = Httpx2Engine(httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
     sender = Sender(
         http, Limiter(clock=clock, sleep=clock.sleep), base_url=BASE, api_key=None, max_retries=0
     )
@@ -334,34 +335,34 @@ async def test_programming_errors_are_not_retried(clock: FakeClock, backoffs: li
         (
             httpx2.ConnectError("connection refused"),
             ErrorType.CONNECTION_ERROR,
-            "ConnectError: connection refused",
+            "cannot connect to the server: connection refused",
         ),
-        (httpx2.ReadTimeout("timed out"), ErrorType.TIMEOUT, "no response in time (ReadTimeout)"),
-        (httpx2.ConnectTimeout("slow"), ErrorType.TIMEOUT, "no response in time (ConnectTimeout)"),
+        (httpx2.ReadTimeout("timed out"), ErrorType.TIMEOUT, "no response in time (read timeout)"),
+        (httpx2.ConnectTimeout("slow"), ErrorType.TIMEOUT, "no response in time (connect timeout)"),
         (
             httpx2.RemoteProtocolError("peer closed connection"),
             ErrorType.CONNECTION_ERROR,
-            "RemoteProtocolError: peer closed connection",
+            "HTTP protocol error: peer closed connection",
         ),
         (
             httpx2.ReadError(""),
             ErrorType.CONNECTION_ERROR,
-            "ReadError: the connection was reset or closed before the answer arrived",
+            "the connection was reset or closed before the answer arrived",
         ),
         (
-            httpx2.WriteError(""),
+            httpx2.WriteError("broken pipe"),
             ErrorType.CONNECTION_ERROR,
-            "WriteError: the connection was reset or closed while the request was sent",
+            "the connection was reset or closed while the request was sent: broken pipe",
         ),
         (
             httpx2.ConnectError(""),
             ErrorType.CONNECTION_ERROR,
-            "ConnectError: cannot connect to the server",
+            "cannot connect to the server: no detail",
         ),
         (
             httpx2.RemoteProtocolError(""),
             ErrorType.CONNECTION_ERROR,
-            "RemoteProtocolError: no detail",
+            "HTTP protocol error: no detail",
         ),
     ],
 )
@@ -558,7 +559,7 @@ async def test_429_pause_holds_back_other_workers() -> None:
         return seconds
 
     limiter.back_off = observed_back_off  # type: ignore[method-assign]
-    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    http = Httpx2Engine(httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
     sender = Sender(http, limiter, base_url=BASE, api_key=KEY, max_retries=2)
 
     async def worker_b() -> None:
@@ -893,7 +894,7 @@ async def test_a_429_storm_sees_one_probe_per_pause_not_one_request_per_worker()
         statuses.append(200)
         return ok()
 
-    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    http = Httpx2Engine(httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
     sender = Sender(http, limiter, base_url=BASE, api_key=KEY, max_retries=20)
     records: list[Record] = []
 

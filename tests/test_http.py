@@ -1,0 +1,263 @@
+"""The HTTP engines keep one contract: `AiohttpEngine` and `Httpx2Engine` answer alike.
+
+Proved through the public API only, every test run on both engines, all on 127.0.0.1:
+- a 200 from the real mock comes back as a `Reply` with case-insensitive headers, and every
+  request says `user-agent: batchrun/<version>`; a 307 is an answer, never followed;
+- each failure with no HTTP answer (refused, timeout, closed, garbage, cut short, bad gzip,
+  unsupported scheme) raises `TransportError` with the same kind, `looks_down` and message shape
+  whichever engine sent the request;
+- `env_proxy` reads HTTP(S)_PROXY and NO_PROXY as curl does;
+- `aclose` is safe before any request, and twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from batchrun import __version__
+from batchrun.http import AiohttpEngine, HttpEngine, Httpx2Engine, TransportError, env_proxy
+from batchrun.mock import MockConfig, MockServer
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+ENGINES = ["aiohttp", "httpx2"]
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+JSON_HEADERS = {"content-type": "application/json"}
+PROXY_VARIABLES = ["http_proxy", "https_proxy", "no_proxy", "all_proxy"]
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback requests go direct whatever proxy the machine running the tests names."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def new_engine(name: str, *, timeout_s: float = 2.0) -> HttpEngine:
+    if name == "aiohttp":
+        return AiohttpEngine(connections=4, timeout_s=timeout_s)
+    return Httpx2Engine.create(connections=4, timeout_s=timeout_s)
+
+
+@asynccontextmanager
+async def engine_for(name: str, *, timeout_s: float = 2.0) -> AsyncIterator[HttpEngine]:
+    engine = new_engine(name, timeout_s=timeout_s)
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
+
+
+# -- raw servers --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    """A URL on 127.0.0.1 whose connections `handler` serves; every connection closed on exit."""
+    open_connections: dict[asyncio.StreamWriter, asyncio.Task[object]] = {}
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        open_connections[writer] = task
+        try:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    finally:
+        server.close()
+        await server.wait_closed()
+        for writer in open_connections:
+            writer.close()  # a handler still reading sees the end of its stream and returns
+        await asyncio.gather(*open_connections.values())
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = next((int(line[15:]) for line in lines if line.startswith(b"content-length:")), 0)
+    return head + await reader.readexactly(length)
+
+
+def answering(response: bytes, requests: list[bytes] | None = None) -> Handler:
+    """Reads one request (recorded in `requests`), writes `response` and closes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_request(reader)
+        if requests is not None:
+            requests.append(request)
+        writer.write(response)
+        await writer.drain()
+
+    return handler
+
+
+async def never_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()  # until the client gives up
+
+
+def refusing() -> AbstractAsyncContextManager[str]:
+    """A URL on a port that was free a moment ago: nothing listens there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return contextlib.nullcontext(f"http://127.0.0.1:{port}/v1/chat/completions")
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_200_from_the_mock_is_a_reply(engine_name: str) -> None:
+    with MockServer(MockConfig()) as server:
+        async with engine_for(engine_name) as engine:
+            url = f"{server.base_url}/chat/completions"
+            reply = await engine.post(url, json.dumps(CHAT).encode(), JSON_HEADERS)
+    assert reply.status == 200
+    assert json.loads(reply.content)["object"] == "chat.completion"
+    assert reply.headers.get("Content-Type") == "application/json"
+    assert reply.headers.get("content-type") == "application/json"
+    assert reply.headers["X-Request-ID"] == reply.headers["x-request-id"]
+
+
+@pytest.mark.anyio
+async def test_every_request_names_batchrun_as_its_user_agent(engine_name: str) -> None:
+    requests: list[bytes] = []
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    async with serving(answering(ok, requests)) as url, engine_for(engine_name) as engine:
+        reply = await engine.post(url, b'{"x": 1}', JSON_HEADERS)
+    assert (reply.status, reply.content) == (200, b"{}")
+    [request] = requests
+    assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert request.endswith(b'\r\n\r\n{"x": 1}')
+    header_lines = request.lower().split(b"\r\n")
+    assert [h for h in header_lines if h.startswith(b"user-agent:")] == [
+        f"user-agent: batchrun/{__version__}".encode()
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_redirect_is_an_answer_and_is_not_followed(engine_name: str) -> None:
+    requests: list[bytes] = []
+    redirect = b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n"
+    async with serving(answering(redirect, requests)) as url, engine_for(engine_name) as engine:
+        reply = await engine.post(url, b"{}", JSON_HEADERS)
+    assert reply.status == 307
+    assert reply.headers["location"] == "/next"
+    assert len(requests) == 1
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    target: Callable[[], AbstractAsyncContextManager[str]]
+    kind: str
+    prefix: str  # what the message starts with
+    looks_down: bool = False
+
+
+def answers(response: bytes) -> Callable[[], AbstractAsyncContextManager[str]]:
+    return lambda: serving(answering(response))
+
+
+CUT_SHORT = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+BAD_GZIP = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"
+FTP_URL = "ftp://127.0.0.1/x"
+TIMEOUT = "no response in time (read timeout)"
+CLOSED = "the connection was reset or closed before the answer arrived"
+FAILURES = {
+    "refused": Failure(refusing, "connection", "cannot connect to the server: ", looks_down=True),
+    "timeout": Failure(lambda: serving(never_answering), "timeout", TIMEOUT),
+    "closed": Failure(answers(b""), "connection", CLOSED),
+    "garbage": Failure(answers(b"NOT HTTP\r\n\r\n"), "connection", "HTTP protocol error: "),
+    "cut-short": Failure(answers(CUT_SHORT), "connection", "the answer was cut short: "),
+    "bad-gzip": Failure(answers(BAD_GZIP), "decoding", "undecodable response body: "),
+    "ftp": Failure(lambda: contextlib.nullcontext(FTP_URL), "config", "cannot send requests: "),
+}
+
+
+async def failure_of(engine_name: str, failure: Failure) -> TransportError:
+    async with failure.target() as url, engine_for(engine_name, timeout_s=0.3) as engine:
+        with pytest.raises(TransportError) as raised:
+            await engine.post(url, b"{}", JSON_HEADERS)
+    return raised.value
+
+
+def shape(message: str) -> str:
+    """A message without its detail (what follows the first ': '), which names ports and bytes."""
+    return message.split(": ", 1)[0]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failure", FAILURES.values(), ids=FAILURES.keys())
+async def test_a_failure_with_no_answer_is_a_transport_error(
+    engine_name: str, failure: Failure
+) -> None:
+    error = await failure_of(engine_name, failure)
+    assert (error.kind, error.looks_down) == (failure.kind, failure.looks_down)
+    assert str(error) == error.message
+    assert error.message.startswith(failure.prefix), error.message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failure", FAILURES.values(), ids=FAILURES.keys())
+async def test_a_failure_reads_the_same_whichever_engine_sent_it(failure: Failure) -> None:
+    errors = {name: await failure_of(name, failure) for name in ENGINES}
+    seen = {name: (e.kind, e.looks_down, shape(e.message)) for name, e in errors.items()}
+    assert seen["aiohttp"] == seen["httpx2"], {name: e.message for name, e in errors.items()}
+
+
+# -- proxies and closing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "proxy"),
+    [
+        ({"HTTP_PROXY": "http://127.0.0.1:9"}, "http://127.0.0.1:8000/v1", "http://127.0.0.1:9"),
+        ({"http_proxy": "http://127.0.0.1:9"}, "http://127.0.0.1:8000/v1", "http://127.0.0.1:9"),
+        ({"HTTP_PROXY": "http://127.0.0.1:9"}, "https://127.0.0.1:8000/v1", None),
+        ({"HTTPS_PROXY": "http://127.0.0.1:9"}, "https://127.0.0.1/v1", "http://127.0.0.1:9"),
+        ({"HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1/", None),
+        ({"http_proxy": "http://127.0.0.1:9", "no_proxy": "127.0.0.1"}, "http://127.0.0.1/", None),
+        ({}, "http://127.0.0.1:8000/v1", None),
+    ],
+)
+def test_env_proxy_reads_the_proxy_variables(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert env_proxy(url) == proxy
+
+
+@pytest.mark.anyio
+async def test_aclose_is_safe_before_any_request_and_twice_after_one(engine_name: str) -> None:
+    await new_engine(engine_name).aclose()
+    ok = b"HTTP/1.1 204 No Content\r\n\r\n"
+    async with serving(answering(ok)) as url:
+        engine = new_engine(engine_name)
+        assert (await engine.post(url, b"{}", JSON_HEADERS)).status == 204
+        await engine.aclose()
+        await engine.aclose()
