@@ -29,13 +29,13 @@ from pathlib import Path
 import anyio
 import httpx2
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchrun.budget import CostBudget, cost_of
 from batchrun.checkpoint import Checkpoint, CheckpointError, OutputLock, RangeSet
 from batchrun.client import FatalRunError, Sender
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
+from batchrun.handoff import RecordBuffer, RequestFeed
 from batchrun.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request, RowError
@@ -271,21 +271,30 @@ class _Stages:
         progress = Progress(
             total=checkpoint.total_rows or 0, initial=len(checkpoint.done), enabled=config.progress
         )
-        requests, requests_out = anyio.create_memory_object_stream[Request](config.concurrency)
-        records, records_out = anyio.create_memory_object_stream[Record](config.concurrency * 2)
+        feed = RequestFeed(
+            low_water=max(config.concurrency, _READ_CHUNK), workers=config.concurrency
+        )
+        # Room for one part while the previous one is being written, and every worker's record.
+        results = RecordBuffer(
+            flush_rows=config.flush_rows, limit=config.flush_rows + 2 * config.concurrency
+        )
         # A copy: the writer adds to the checkpoint's set while the reader consults this one.
         skip = RangeSet(checkpoint.done.ranges())
         writer_done = anyio.Event()
         try:
             async with anyio.create_task_group() as outer:
-                outer.start_soon(self._write, records_out, progress, writer_done)
-                async with records, anyio.create_task_group() as work:
-                    outer.start_soon(self._grace_timer, work.cancel_scope)
-                    work.start_soon(self._read, skip, requests, records.clone(), work.cancel_scope)
-                    for _ in range(config.concurrency):
-                        work.start_soon(self._work, requests_out.clone(), records.clone())
-                    requests_out.close()
-                # Every sender of records is closed now: the writer drains, commits, finishes.
+                outer.start_soon(self._write, results, writer_done)
+                try:
+                    async with anyio.create_task_group() as work:
+                        outer.start_soon(self._grace_timer, work.cancel_scope)
+                        work.start_soon(
+                            self._read, skip, feed, results, progress, work.cancel_scope
+                        )
+                        for _ in range(config.concurrency):
+                            work.start_soon(self._work, feed, results, progress)
+                finally:
+                    # Every producer of records is done: the writer drains, commits, finishes.
+                    results.close()
                 await writer_done.wait()
                 outer.cancel_scope.cancel()  # the grace timer
         finally:
@@ -294,8 +303,9 @@ class _Stages:
     async def _read(
         self,
         skip: RangeSet,
-        requests: MemoryObjectSendStream[Request],
-        records: MemoryObjectSendStream[Record],
+        feed: RequestFeed,
+        results: RecordBuffer,
+        progress: Progress,
         work_scope: anyio.CancelScope,
     ) -> None:
         config, control = self.config, self.control
@@ -306,30 +316,31 @@ class _Stages:
             max_row_bytes=config.max_row_bytes,
         )
         try:
-            async with requests, records:
-                while not control.stopping:
-                    chunk = await anyio.to_thread.run_sync(_take, rows, _READ_CHUNK)
-                    if not chunk:
-                        break
-                    for item in chunk:
-                        if isinstance(item, RowError):
-                            await records.send(_bad_row_record(item))
-                        else:
-                            await requests.send(item)
+            while not control.stopping:
+                await feed.wait_hungry()
+                if control.stopping or feed.abandoned:
+                    break  # a stop, or every worker has stopped: nothing more to hand out
+                chunk = await anyio.to_thread.run_sync(_take, rows, _READ_CHUNK)
+                if not chunk:
+                    break
+                requests = []
+                for item in chunk:
+                    if isinstance(item, RowError):
+                        await self._put(_bad_row_record(item), results, progress)
+                    else:
+                        requests.append(item)
+                feed.extend(requests)
         except InputError as exc:
             control.stop(str(exc), fatal=True)
             work_scope.cancel()
-        except anyio.BrokenResourceError:
-            pass  # every worker has stopped (a stop was requested): nothing more to hand out
         finally:
+            feed.close()
             rows.close()
 
-    async def _work(
-        self, requests: MemoryObjectReceiveStream[Request], records: MemoryObjectSendStream[Record]
-    ) -> None:
+    async def _work(self, feed: RequestFeed, results: RecordBuffer, progress: Progress) -> None:
         control, budget = self.control, self.budget
-        async with requests, records:
-            async for request in requests:
+        try:
+            while (request := await feed.get()) is not None:
                 if control.stopping:
                     return
                 reserved = 0.0
@@ -346,40 +357,26 @@ class _Stages:
                     return  # a reservation left behind no longer matters: the run is stopping
                 if budget is not None:
                     budget.settle(reserved, record.cost_usd)
-                await records.send(record)
+                await self._put(record, results, progress)
+        finally:
+            feed.leave()
 
-    async def _write(
-        self,
-        records: MemoryObjectReceiveStream[Record],
-        progress: Progress,
-        done: anyio.Event,
-    ) -> None:
-        flush_rows, interval = self.config.flush_rows, self.config.flush_interval_s
-        buffer: list[Record] = []
+    async def _put(self, record: Record, results: RecordBuffer, progress: Progress) -> None:
+        await results.put(record)
+        self.totals.add(record)
+        progress.update(self.totals)
+
+    async def _write(self, results: RecordBuffer, done: anyio.Event) -> None:
+        interval = self.config.flush_interval_s
         next_flush = anyio.current_time() + interval
-        async with records:
-            while True:
-                try:
-                    record = records.receive_nowait()
-                except anyio.WouldBlock:
-                    with anyio.move_on_after(max(0.0, next_flush - anyio.current_time())):
-                        try:
-                            record = await records.receive()
-                        except anyio.EndOfStream:
-                            break
-                        self._take(record, buffer, progress)
-                        if len(buffer) < flush_rows:
-                            continue
-                except anyio.EndOfStream:
-                    break
-                else:
-                    self._take(record, buffer, progress)
-                    if len(buffer) < flush_rows and anyio.current_time() < next_flush:
-                        continue
-                await self._commit(buffer)
-                buffer = []
-                next_flush = anyio.current_time() + interval
-            await self._commit(buffer)
+        while True:
+            await results.wait(max(0.0, next_flush - anyio.current_time()))
+            records = results.take()
+            if records:
+                await self._commit(records)
+            next_flush = anyio.current_time() + interval
+            if results.closed and len(results) == 0:
+                break
         done.set()
 
     async def _commit(self, buffer: list[Record]) -> None:
@@ -398,11 +395,6 @@ class _Stages:
                     f"{exc.strerror or exc}; once that is fixed, run the same command to resume",
                     fatal=True,
                 )
-
-    def _take(self, record: Record, buffer: list[Record], progress: Progress) -> None:
-        buffer.append(record)
-        self.totals.add(record)
-        progress.update(self.totals)
 
     async def _grace_timer(self, work_scope: anyio.CancelScope) -> None:
         assert self.control._stop_event is not None
