@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller counts (overhead 5,000 requests, memory 20k vs 200k rows, limits 30 s)",
+        help="smaller counts (overhead 5,000 requests, concurrency 6,000, memory 20k vs 200k "
+        "rows, limits 30 s)",
     )
     parser.add_argument(
         "--only", type=_names, metavar="NAME[,NAME]", help="run only these benchmarks"

@@ -113,10 +113,16 @@ class Context:
         return self._start("batchrun", argv)
 
     def bare_run(
-        self, input_path: Path, base_url: str, concurrency: int, *, clients: int = 1
+        self,
+        input_path: Path,
+        base_url: str,
+        concurrency: int,
+        *,
+        client: str = "aiohttp",
+        clients: int = 1,
     ) -> Child:
         argv = [sys.executable, "-m", "bench.bare", str(input_path), base_url]
-        argv += ["--concurrency", str(concurrency), "--clients", str(clients)]
+        argv += ["--concurrency", str(concurrency), "--client", client, "--clients", str(clients)]
         return self._start("bare", argv)
 
     def batchrun(self, *args: str) -> Child:

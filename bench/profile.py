@@ -1,7 +1,8 @@
 """Where batchrun's CPU goes per request, under the overhead benchmark's load.
 
     python -m bench.profile [--target batchrun|bare] [--requests N] [--concurrency C]
-                            [--latency-ms MS] [--clients K] [--raw PATH]
+                            [--latency-ms MS] [--client aiohttp|httpx2] [--clients K]
+                            [--raw PATH]
 
 Starts the mock (its own core), starts the client under test on the other core, attaches py-spy
 to it from the mock's core (`py-spy record --pid --nonblocking`: pausing the client to sample it
@@ -83,6 +84,27 @@ RULES: list[Rule] = [
     ),
     ("httpx2: other (request flow, locks, events)", ("httpx2/", "httpcore2/"), None),
     (
+        "aiohttp: timeouts (timer handles per request)",
+        ("TimeoutHandle", "TimerContext", "ceil_timeout"),
+        None,
+    ),
+    (
+        "aiohttp: connection pool",
+        ("BaseConnector.", "TCPConnector.", "Connection.", "_release_connection"),
+        None,
+    ),
+    (
+        "aiohttp: request building, headers, payload",
+        ("ClientRequest.__init__", "update_", "Payload", "_build_url", "_prepare_headers"),
+        None,
+    ),
+    (
+        "aiohttp: HTTP write and parse",
+        ("http_writer", "http_parser", "ResponseHandler.data_received", "ClientResponse.start"),
+        None,
+    ),
+    ("aiohttp: other (session flow, streams)", ("aiohttp/",), None),
+    (
         "memory streams between stages",
         ("MemoryObjectSendStream", "MemoryObjectReceiveStream", "MemoryObjectItemReceiver"),
         None,
@@ -91,7 +113,11 @@ RULES: list[Rule] = [
     ("reader loop: hand-off to workers", ("_Stages._read", "_read (batchrun"), None),
     ("worker: rest of Sender.send / _work", ("Sender.", "_work (b"), None),
     ("anyio worker threads (to_thread)", ("WorkerThread", "run_sync_in_worker_thread"), None),
-    ("event loop: epoll, scheduling, callbacks", ("_run_once", "selector"), None),
+    (
+        "event loop: epoll, scheduling, callbacks (uvloop: native, Runner.run)",
+        ("_run_once", "selector", "Runner.run (asyncio"),
+        None,
+    ),
 ]
 _IDLE_LEAVES = ("Condition.wait", "Event.wait", "Queue.get", "Lock.acquire (threading")
 OTHER = "other (stacks py-spy caught only partly)"
@@ -137,7 +163,9 @@ def _profile(args: argparse.Namespace, ctx: Context, py_spy: str) -> str:
     flags = ["--latency-ms", str(args.latency_ms)] if args.latency_ms else []
     with ctx.mock(*flags) as mock:
         if args.target == "bare":
-            child = ctx.bare_run(path, mock.base_url, args.concurrency, clients=args.clients)
+            child = ctx.bare_run(
+                path, mock.base_url, args.concurrency, client=args.client, clients=args.clients
+            )
         else:
             out = ctx.out_dir("profile")
             child = ctx.batchrun_run(
@@ -187,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument(
+        "--client", choices=("aiohttp", "httpx2"), default="aiohttp", help="bare only"
+    )
     parser.add_argument("--clients", type=int, default=1, help="bare only: split the pool")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=3, help="leaf functions shown per stage")

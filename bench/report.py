@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["Row", "commit", "machine", "median", "met", "render", "to_json"]
 
-_PACKAGES = ("batchrun", "httpx2", "anyio", "pyarrow")
+_PACKAGES = ("batchrun", "aiohttp", "uvloop", "httpx2", "anyio", "pyarrow")
 
 
 @dataclass(slots=True, kw_only=True)
