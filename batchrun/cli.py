@@ -7,6 +7,7 @@ before anything was sent, 3 stopped early and resumable (Ctrl-C, SIGTERM, refuse
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -238,6 +239,11 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             handle_signals=True,
         )
+        # This process is ours: collect garbage less often. Each request leaves hundreds of
+        # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850
+        # times in a 20,000-request run at 2,000 in flight, 1.7 s of its ~10 s of CPU; at 10,000,
+        # ~210 times and 0.45 s.
+        gc.set_threshold(10_000, 10, 10)
         summary = run_sync(config)
     except (ValueError, InputError, CheckpointError) as exc:
         return _usage_error(str(exc))
