@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -99,6 +100,25 @@ def _config(exc: Exception) -> TransportError:
     return TransportError("config", f"cannot send requests: {exc}")
 
 
+def _untrusted(error: BaseException) -> TransportError:
+    """A certificate that does not verify: no retry or wait will change it, so the run stops."""
+    return TransportError(
+        "config",
+        f"cannot send requests: the server's TLS certificate is not trusted ({error}); "
+        "if a proxy or a private CA signs it, point SSL_CERT_FILE at that CA's PEM file",
+    )
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind an httpx2 ConnectError, if that is what it is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 # ---------------------------------------------------------------------------------- aiohttp
 
 
@@ -108,7 +128,8 @@ class AiohttpEngine:
     `timeout_s` bounds a whole exchange (connect, send, wait, read), as `--timeout` says.
     Proxies come from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), looked up once per
     URL: aiohttp's own `trust_env` reads ~/.netrc in a thread on every request (measured: a third
-    of the client's CPU at 2,000 in flight).
+    of the client's CPU at 2,000 in flight). TLS trusts what httpx2 trusts (its SSL context: the
+    system's certificates, or SSL_CERT_FILE / SSL_CERT_DIR).
     """
 
     def __init__(self, *, connections: int, timeout_s: float) -> None:
@@ -120,7 +141,9 @@ class AiohttpEngine:
     def _open(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop that is running then.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._connections, limit_per_host=0),
+            connector=aiohttp.TCPConnector(
+                limit=self._connections, limit_per_host=0, ssl=httpx2.create_ssl_context()
+            ),
             timeout=self._timeout,
             headers={"user-agent": USER_AGENT},
         )
@@ -164,6 +187,8 @@ def _aiohttp_error(exc: aiohttp.ClientError) -> TransportError:
         return _config(exc)
     if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
         return _config(exc)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _untrusted(exc.certificate_error)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return _timed_out("connect timeout", looks_down=True)
     if isinstance(exc, aiohttp.ServerTimeoutError):
@@ -241,7 +266,8 @@ def _httpx2_error(exc: httpx2.RequestError) -> TransportError:
         phase = next((p for kind, p in _HTTPX2_TIMEOUT_PHASES if isinstance(exc, kind)), "timeout")
         return _timed_out(phase, looks_down=isinstance(exc, httpx2.ConnectTimeout))
     if isinstance(exc, httpx2.ConnectError):
-        return _cannot_connect(detail)
+        cause = _certificate_error(exc)
+        return _untrusted(cause) if cause is not None else _cannot_connect(detail)
     if isinstance(exc, httpx2.ReadError):
         return _closed(_CLOSED_READING, detail)
     if isinstance(exc, httpx2.WriteError):

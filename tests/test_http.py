@@ -16,11 +16,14 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import trustme
 
 from batchrun import __version__
 from batchrun.http import AiohttpEngine, HttpEngine, Httpx2Engine, TransportError, env_proxy
@@ -66,7 +69,7 @@ async def engine_for(name: str, *, timeout_s: float = 2.0) -> AsyncIterator[Http
 
 
 @asynccontextmanager
-async def serving(handler: Handler) -> AsyncIterator[str]:
+async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """A URL on 127.0.0.1 whose connections `handler` serves; every connection closed on exit."""
     open_connections: dict[asyncio.StreamWriter, asyncio.Task[object]] = {}
 
@@ -80,10 +83,10 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(connection, "127.0.0.1", 0)
+    server = await asyncio.start_server(connection, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}/v1/chat/completions"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1/chat/completions"
     finally:
         server.close()
         await server.wait_closed()
@@ -227,6 +230,48 @@ async def test_a_failure_reads_the_same_whichever_engine_sent_it(failure: Failur
     errors = {name: await failure_of(name, failure) for name in ENGINES}
     seen = {name: (e.kind, e.looks_down, shape(e.message)) for name, e in errors.items()}
     assert seen["aiohttp"] == seen["httpx2"], {name: e.message for name, e in errors.items()}
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1 signed by a throwaway CA, and that CA's PEM file."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return server, ca_file
+
+
+@pytest.mark.anyio
+async def test_https_trusts_the_ca_that_ssl_cert_file_names(
+    engine_name: str, tls_server: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca_file = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    async with serving(answering(ok), tls=server) as url, engine_for(engine_name) as engine:
+        reply = await engine.post(url, b"{}", JSON_HEADERS)
+    assert (reply.status, reply.content) == (200, b"{}")
+
+
+@pytest.mark.anyio
+async def test_an_untrusted_certificate_is_a_configuration_error_not_an_outage(
+    engine_name: str, tls_server: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = tls_server
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    async with serving(answering(b""), tls=server) as url, engine_for(engine_name) as engine:
+        with pytest.raises(TransportError) as raised:
+            await engine.post(url, b"{}", JSON_HEADERS)
+    error = raised.value
+    assert (error.kind, error.looks_down) == ("config", False)
+    assert error.message.startswith("cannot send requests: the server's TLS certificate"), error
+    assert "CERTIFICATE_VERIFY_FAILED" in error.message or "verify failed" in error.message
 
 
 # -- proxies and closing ------------------------------------------------------------------------
