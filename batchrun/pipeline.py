@@ -1,11 +1,12 @@
 """The one task group that wires the stages together, and the run's start and end.
 
-    reader ──(requests, bounded)──► N workers ──(records, bounded)──► writer
-       └──────────── bad rows as error records ──────────────────────►┘
+    reader ──(RequestFeed, bounded)──► N workers ──(RecordBuffer, bounded)──► writer
+       └──────────── bad rows as error records ─────────────────────────────►┘
 
 Guarantees:
-- Every task is owned by one task group; streams are bounded, so a fast reader waits for the
-  workers and memory depends on concurrency and flush size only.
+- Every task is owned by one task group; the hand-offs (`batchrun.handoff`) are bounded, so a
+  fast reader waits for the workers, and the workers for the writer, and memory depends on
+  concurrency and flush size only.
 - A stop (Ctrl-C, SIGTERM, a fatal error such as a refused key, or `RunControl.stop`) ends
   dispatching at once; requests in flight get `grace_s` to finish; then whatever reached the
   writer is committed and the checkpoint written. A second Ctrl-C exits immediately: what is
