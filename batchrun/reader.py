@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from batchrun.checkpoint import RangeSet
 from batchrun.models import Request, RowError
 from batchrun.usage import max_output_tokens, rough_prompt_tokens
+from batchrun.zstd import ZstdReader
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -100,63 +101,10 @@ def open_input(path: Path) -> IO[bytes]:
         if name.endswith(".gz"):
             return gzip.open(path, "rb")  # type: ignore[return-value]
         if name.endswith(".zst") or name.endswith(".zstd"):
-            return io.BufferedReader(_ZstdReader(path.open("rb")))
+            return io.BufferedReader(ZstdReader(path.open("rb")))
         return path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot open input file {path}: {exc.strerror or exc}") from exc
-
-
-class _ZstdReader(io.RawIOBase):
-    """Decompresses every frame of a .zst stream, and fails on a truncated or corrupt one.
-
-    zstandard's own `stream_reader` ends quietly at a truncated frame, which would lose rows.
-    """
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        import zstandard
-
-        self._raw = raw
-        self._error = zstandard.ZstdError
-        self._dctx = zstandard.ZstdDecompressor()
-        self._frame = self._dctx.decompressobj()
-        self._in_frame = False
-        self._out = b""
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while self._pos >= len(self._out):
-            data = self._raw.read(1 << 16)
-            if not data:
-                if self._in_frame:
-                    raise EOFError("the zstd stream ends in the middle of a frame (truncated?)")
-                return 0
-            self._out, self._pos = self._decompress(data), 0
-        n = min(len(buffer), len(self._out) - self._pos)
-        buffer[:n] = self._out[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-    def _decompress(self, data: bytes) -> bytes:
-        out = []
-        try:
-            while data:
-                self._in_frame = True
-                out.append(self._frame.decompress(data))
-                if not self._frame.eof:
-                    break
-                data = self._frame.unused_data
-                self._frame = self._dctx.decompressobj()
-                self._in_frame = False
-        except self._error as exc:
-            raise OSError(f"invalid zstd data: {exc}") from exc
-        return b"".join(out)
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
 
 
 def iter_rows(
