@@ -36,6 +36,16 @@ def chat_rows(n: int, *, prefix: str = "req") -> list[dict[str, Any]]:
     ]
 
 
+def faulty_rows(n: int, faults: dict[int, tuple[str, int | None]]) -> list[dict[str, Any]]:
+    """`n` chat rows; row i asks the mock for `kind` the first `times` times (None: always)."""
+    rows = chat_rows(n)
+    for i, (kind, times) in faults.items():
+        rows[i]["body"]["mock_fault"] = kind
+        if times is not None:
+            rows[i]["body"]["mock_fault_times"] = times
+    return rows
+
+
 def read_results(out: Path) -> list[dict[str, Any]]:
     table = ds.dataset(out / "results", format="parquet").to_table()
     return sorted(table.to_pylist(), key=lambda r: r["row"])

@@ -10,7 +10,6 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
@@ -18,7 +17,7 @@ import pytest
 import batchrun
 from batchrun.config import HTTP_CLIENTS
 from batchrun.mock import MockConfig, MockServer
-from tests.helpers import chat_rows, completion, read_results, write_jsonl
+from tests.helpers import chat_rows, completion, faulty_rows, read_results, write_jsonl
 from tests.torture import (
     assert_all_ok,
     chat_requests,
@@ -31,16 +30,6 @@ from tests.torture import (
 
 RIGHT_KEY = "sk-test-right-key-0123456789abcdef"
 WRONG_KEY = "sk-test-wrong-key-9876543210fedcba"
-
-
-def faulty_rows(n: int, faults: dict[int, tuple[str, int | None]]) -> list[dict[str, Any]]:
-    """`n` chat rows; row i asks the mock for `kind` the first `times` times (None: always)."""
-    rows = chat_rows(n)
-    for i, (kind, times) in faults.items():
-        rows[i]["body"]["mock_fault"] = kind
-        if times is not None:
-            rows[i]["body"]["mock_fault_times"] = times
-    return rows
 
 
 # ------------------------------------------------------------------------------------ 429 storms

@@ -20,7 +20,7 @@ import pytest
 
 import batchrun
 from batchrun.mock import MockConfig, MockServer
-from tests.helpers import chat_rows, completion, write_jsonl
+from tests.helpers import chat_rows, completion, faulty_rows, write_jsonl
 from tests.torture import (
     ROOT,
     batchrun_cmd,
@@ -50,15 +50,6 @@ def leaks(secret: str, out: Path, *printed: str) -> list[str]:
     for i, stream in enumerate(printed):
         found += [f"printed stream {i}: {n}" for n in needles if n in stream]
     return found
-
-
-def _rows_with(faults: dict[int, tuple[str, int | None]], n: int) -> list[dict[str, Any]]:
-    rows = chat_rows(n)
-    for i, (kind, times) in faults.items():
-        rows[i]["body"]["mock_fault"] = kind
-        if times is not None:
-            rows[i]["body"]["mock_fault_times"] = times
-    return rows
 
 
 _EVERY_ROW_FAULT = {
@@ -100,7 +91,7 @@ def normal(tmp: Path, server: MockServer, out: Path) -> tuple[str, str, str]:
 
 
 def every_row_fault(tmp: Path, server: MockServer, out: Path) -> tuple[str, str, str]:
-    done = _run(write_jsonl(tmp / "in.jsonl", _rows_with(_EVERY_ROW_FAULT, 20)), out, server)
+    done = _run(write_jsonl(tmp / "in.jsonl", faulty_rows(20, _EVERY_ROW_FAULT)), out, server)
     assert done.returncode == 0, done.stderr
     assert "errors by type" in done.stdout
     return KEY, done.stdout, done.stderr
