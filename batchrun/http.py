@@ -97,14 +97,15 @@ def _one_line(text: str) -> str:
 
 
 def _config(exc: Exception) -> TransportError:
-    return TransportError("config", f"cannot send requests: {exc}")
+    return TransportError("config", f"cannot send requests: {_one_line(str(exc))}")
 
 
 def _untrusted(error: BaseException) -> TransportError:
     """A certificate that does not verify: no retry or wait will change it, so the run stops."""
+    detail = _one_line(str(error))
     return TransportError(
         "config",
-        f"cannot send requests: the server's TLS certificate is not trusted ({error}); "
+        f"cannot send requests: the server's TLS certificate is not trusted ({detail}); "
         "if a proxy or a private CA signs it, point SSL_CERT_FILE at that CA's PEM file",
     )
 
@@ -180,12 +181,18 @@ def env_proxy(url: str) -> str | None:
     return urllib.request.getproxies_environment().get(parts.scheme)
 
 
+_AIOHTTP_CONFIG_ERRORS = (
+    aiohttp.InvalidURL,
+    aiohttp.NonHttpUrlClientError,
+    aiohttp.ClientProxyConnectionError,
+    aiohttp.ClientHttpProxyError,
+)
+
+
 def _aiohttp_error(exc: aiohttp.ClientError) -> TransportError:
     """aiohttp's exceptions in batchrun's words (the most specific classes first)."""
     detail = _one_line(str(exc))
-    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
-        return _config(exc)
-    if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
+    if isinstance(exc, _AIOHTTP_CONFIG_ERRORS):
         return _config(exc)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _untrusted(exc.certificate_error)
@@ -255,13 +262,13 @@ _HTTPX2_TIMEOUT_PHASES: tuple[tuple[type[httpx2.TimeoutException], str], ...] = 
 
 def _httpx2_error(exc: httpx2.RequestError) -> TransportError:
     """httpx2's exceptions in batchrun's words."""
-    detail = str(exc)
+    detail = _one_line(str(exc))
     if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL, httpx2.ProxyError)):
         return _config(exc)
     if isinstance(exc, httpx2.DecodingError):  # a body its Content-Encoding does not decode
-        return TransportError("decoding", f"undecodable response body: {exc}")
+        return TransportError("decoding", f"undecodable response body: {detail}")
     if isinstance(exc, httpx2.TooManyRedirects):
-        return TransportError("redirects", f"too many redirects: {exc}")
+        return TransportError("redirects", f"too many redirects: {detail}")
     if isinstance(exc, httpx2.TimeoutException):
         phase = next((p for kind, p in _HTTPX2_TIMEOUT_PHASES if isinstance(exc, kind)), "timeout")
         return _timed_out(phase, looks_down=isinstance(exc, httpx2.ConnectTimeout))
