@@ -4,10 +4,8 @@ import batchrun
 summary = batchrun.run_sync(batchrun.RunConfig(input_path="in.jsonl", out_dir="out"))
 """
 
-# Before the imports below: submodules read it (the HTTP User-Agent).
-__version__ = "0.1.0"
-
 from batchrun.checkpoint import CheckpointError, OutputLockedError
+from batchrun.common.version import __version__
 from batchrun.config import RunConfig
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.pipeline import RunControl, RunSummary, run, run_sync
@@ -24,6 +22,7 @@ __all__ = [
     "RunConfig",
     "RunControl",
     "RunSummary",
+    "__version__",
     "run",
     "run_sync",
 ]

@@ -478,7 +478,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _quota(args: argparse.Namespace) -> int:
-    from batchrun.client import FatalRunError
+    from batchrun.common.errors import FatalRunError
     from batchrun.config import DEFAULT_BASE_URL
     from batchrun.quota import fetch_quota_sync, render_quota
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +29,9 @@ from typing import Any
 
 import anyio
 
+from batchrun.common.errors import FatalRunError
+from batchrun.common.secrets import redact
+from batchrun.common.urls import join_url
 from batchrun.http import HttpEngine, TransportError, TransportErrorKind
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
@@ -44,35 +46,10 @@ from batchrun.retry import (
 )
 from batchrun.usage import Usage, parse_usage
 
-__all__ = ["CostFn", "FatalRunError", "Sender", "join_url", "redact"]
+__all__ = ["CostFn", "Sender"]
 
 CostFn = Callable[[str | None, Usage], float | None]
 _OUTAGE_STATUSES = {502, 503, 504}
-_KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9*_\-.]{4,}")
-
-
-class FatalRunError(Exception):
-    """A failure that no other row can avoid either: stop dispatching, keep the rest resumable."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove the API key, and anything shaped like one, from text that will be stored or shown."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    return _KEY_PATTERN.sub("sk-[redacted]", text)
-
-
-def join_url(base_url: str, path: str) -> str:
-    """`https://host/v1` + `/v1/chat/completions` -> `https://host/v1/chat/completions`."""
-    base = base_url.rstrip("/")
-    if base.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
-        path = path[3:]
-    return base + path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,7 +31,7 @@ from typing import Literal, Protocol
 import aiohttp
 import httpx2
 
-from batchrun import __version__
+from batchrun.common.version import __version__
 from batchrun.transport import ShardedTransport
 
 __all__ = [

@@ -32,8 +32,10 @@ import httpx2
 from anyio.abc import TaskStatus
 
 from batchrun.budget import CostBudget, cost_of
-from batchrun.checkpoint import Checkpoint, CheckpointError, OutputLock, RangeSet
-from batchrun.client import FatalRunError, Sender
+from batchrun.checkpoint import Checkpoint, CheckpointError, OutputLock
+from batchrun.client import Sender
+from batchrun.common.errors import FatalRunError
+from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
 from batchrun.handoff import RecordBuffer, RequestFeed

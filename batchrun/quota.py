@@ -27,7 +27,9 @@ from typing import Any
 import anyio
 import httpx2
 
-from batchrun.client import FatalRunError, join_url, redact
+from batchrun.common.errors import FatalRunError
+from batchrun.common.secrets import redact
+from batchrun.common.urls import join_url
 
 __all__ = ["UNLIMITED_USD", "Quota", "fetch_quota", "fetch_quota_sync", "render_quota"]
 

@@ -31,7 +31,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.checkpoint import RangeSet
+from batchrun.common.ranges import RangeSet
 from batchrun.models import Request, RowError
 from batchrun.usage import max_output_tokens, rough_prompt_tokens
 from batchrun.zstd import ZstdReader

@@ -26,7 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.checkpoint import Checkpoint, RangeSet, fsync_dir
+from batchrun.checkpoint import Checkpoint, fsync_dir
+from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
 
 __all__ = ["RESULTS_DIR", "RESULT_SCHEMA", "ResultWriter", "part_name"]

@@ -15,7 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrun import client as client_mod
-from batchrun.client import FatalRunError, Sender, join_url, redact
+from batchrun.client import Sender
+from batchrun.common.errors import FatalRunError
+from batchrun.common.secrets import redact
+from batchrun.common.urls import join_url
 from batchrun.http import Httpx2Engine
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from batchrun.client import FatalRunError
+from batchrun.common.errors import FatalRunError
 from batchrun.mock import MockConfig, MockServer
 from batchrun.quota import Quota, fetch_quota, fetch_quota_sync
 from tests.helpers import TEST_KEY

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrun import reader as reader_mod
-from batchrun.checkpoint import RangeSet
+from batchrun.common.ranges import RangeSet
 from batchrun.models import Request, RowError
 from batchrun.reader import (
     DEFAULT_ENDPOINT,

@@ -10,7 +10,8 @@ import pytest
 
 from batchrun import checkpoint as checkpoint_mod
 from batchrun import writer as writer_mod
-from batchrun.checkpoint import Checkpoint, Fingerprint, RangeSet
+from batchrun.checkpoint import Checkpoint, Fingerprint
+from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
 from batchrun.writer import ResultWriter
 
