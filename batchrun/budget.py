@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 
 from batchrun.cost import PriceBook
+from batchrun.endpoints.usage import Usage
 from batchrun.models import Request
-from batchrun.usage import Usage
 
 __all__ = ["CostBudget", "cost_of"]
 

@@ -32,6 +32,7 @@ import anyio
 from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
+from batchrun.endpoints.usage import Usage, parse_usage
 from batchrun.http import HttpEngine, TransportError, TransportErrorKind
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
@@ -44,7 +45,6 @@ from batchrun.retry import (
     classify_response,
     parse_retry_after_s,
 )
-from batchrun.usage import Usage, parse_usage
 
 __all__ = ["CostFn", "Sender"]
 

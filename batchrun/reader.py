@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.common.ranges import RangeSet
+from batchrun.endpoints.usage import max_output_tokens, rough_prompt_tokens
 from batchrun.models import Request, RowError
-from batchrun.usage import max_output_tokens, rough_prompt_tokens
 from batchrun.zstd import ZstdReader
 
 __all__ = [

@@ -144,8 +144,8 @@ def limits(ctx: Context) -> list[Row]:
     )
     found = _rows(f"--rpm {_RPM}, {rpm_rows:,} req", "requests", rpm)
 
+    from batchrun.endpoints.usage import max_output_tokens, rough_prompt_tokens
     from batchrun.mock.payloads import estimate_chat_prompt_tokens
-    from batchrun.usage import max_output_tokens, rough_prompt_tokens
 
     body = chat_body(0, content_chars=_TPM_CONTENT_CHARS, max_tokens=_TPM_MAX_TOKENS)
     mock_charge = estimate_chat_prompt_tokens(body["messages"], None) + _TPM_MAX_TOKENS

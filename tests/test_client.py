@@ -19,10 +19,10 @@ from batchrun.client import Sender
 from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
+from batchrun.endpoints.usage import Usage
 from batchrun.http import Httpx2Engine
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
-from batchrun.usage import Usage
 from batchrun.writer import records_to_table
 
 KEY = "sk-test-1234567890abcdef"

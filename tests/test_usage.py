@@ -1,4 +1,4 @@
-"""batchrun.usage: usage out of every response shape; the limiter's cheap token estimates."""
+"""batchrun.endpoints.usage: usage out of every response shape; the cheap token estimates."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.usage import (
+from batchrun.endpoints.usage import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Usage,
     max_output_tokens,
