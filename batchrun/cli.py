@@ -196,10 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from batchrun.checkpoint import CheckpointError
     from batchrun.config import DEFAULT_BASE_URL, RunConfig
+    from batchrun.inputs.reader import InputError
     from batchrun.pipeline import EXIT_STOPPED, run_sync
     from batchrun.preflight import QuotaError
     from batchrun.progress import render_summary
-    from batchrun.reader import InputError
 
     _log_to_stderr(quiet=args.quiet)
 
@@ -440,7 +440,7 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 def _estimate(args: argparse.Namespace) -> int:
     from batchrun.cost import PriceBook
     from batchrun.estimate import estimate_file, save_estimate
-    from batchrun.reader import InputError
+    from batchrun.inputs.reader import InputError
     from batchrun.render import render_estimate
     from batchrun.tokens import OutputRule
 

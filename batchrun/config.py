@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchrun.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
+from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 
 __all__ = ["DEFAULT_BASE_URL", "HTTP_CLIENTS", "RunConfig"]
 

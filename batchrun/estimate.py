@@ -38,8 +38,8 @@ from typing import Any
 
 from batchrun.checkpoint import atomic_write_bytes
 from batchrun.cost import PriceBook
+from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
 from batchrun.models import RowError
-from batchrun.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
 from batchrun.tokens import (
     DEFAULT_OUTPUT_RULE,
     OutputRule,
@@ -367,7 +367,7 @@ def estimate_file(
 ) -> Estimate:
     """Stream `path` through the reader (as `run` does) and estimate every row.
 
-    Raises `batchrun.reader.InputError` when the file as a whole cannot be read.
+    Raises `batchrun.inputs.reader.InputError` when the file as a whole cannot be read.
     """
     builder = EstimateBuilder(prices, model_override=model_override, rule=rule, input=str(path))
     add = builder.add

@@ -40,11 +40,11 @@ from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
 from batchrun.handoff import RecordBuffer, RequestFeed
 from batchrun.http import AiohttpEngine, HttpEngine, Httpx2Engine
+from batchrun.inputs.reader import InputError, iter_requests
 from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.preflight import Interrupted, check_quota, prepare_output
 from batchrun.progress import Progress, RunTotals
-from batchrun.reader import InputError, iter_requests
 from batchrun.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]

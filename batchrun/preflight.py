@@ -22,9 +22,9 @@ from batchrun.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
 from batchrun.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
-from batchrun.idcheck import scan_ids, sweep_scan_dirs
+from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
+from batchrun.inputs.reader import InputError, iter_ids, iter_rows
 from batchrun.quota import fetch_quota
-from batchrun.reader import InputError, iter_ids, iter_rows
 from batchrun.render import format_usd
 from batchrun.writer import RESULTS_DIR
 

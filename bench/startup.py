@@ -47,8 +47,8 @@ _RESPONSE = json.dumps(
 def _prepare_resume(ctx: Context, input_path: Path, total: int, done: int) -> Path:
     """An output directory holding rows 0..done-1 of `input_path`, as batchrun commits them."""
     from batchrun.checkpoint import Checkpoint, fingerprint_file
+    from batchrun.inputs.reader import DEFAULT_ENDPOINT
     from batchrun.models import Record
-    from batchrun.reader import DEFAULT_ENDPOINT
     from batchrun.writer import ResultWriter
 
     out = ctx.out_dir("resume")

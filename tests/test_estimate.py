@@ -25,7 +25,7 @@ from batchrun.estimate import (
     load_estimate,
     save_estimate,
 )
-from batchrun.reader import ParsedRow, iter_rows
+from batchrun.inputs.reader import ParsedRow, iter_rows
 from batchrun.render import render_estimate
 from batchrun.tokens import OutputRule, count_request_tokens, expected_output_tokens
 from tests.helpers import write_jsonl

@@ -1,4 +1,4 @@
-"""batchrun.idcheck: row count and duplicate custom_ids, on disk, confirmed against real ids."""
+"""batchrun.inputs.idcheck: row count and duplicate custom_ids, on disk, checked on real ids."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun import idcheck as idcheck_mod
-from batchrun.idcheck import scan_ids
-from batchrun.reader import iter_ids, iter_rows
+from batchrun.inputs import idcheck as idcheck_mod
+from batchrun.inputs.idcheck import scan_ids
+from batchrun.inputs.reader import iter_ids, iter_rows
 
 
 def _write(path: Path, ids: list[str | None], *, blank_every: int = 0) -> Path:
@@ -156,7 +156,7 @@ def test_large_scan_spills_under_the_given_directory_and_finds_duplicates_across
 
 
 def test_stale_scan_directories_are_swept(tmp_path: Path) -> None:
-    from batchrun.idcheck import sweep_scan_dirs
+    from batchrun.inputs.idcheck import sweep_scan_dirs
 
     stale = tmp_path / ".batchrun-ids-killed"
     stale.mkdir()

@@ -1,4 +1,4 @@
-"""batchrun.reader: JSONL (plain, .gz, .zst) and Parquet rows, and every bad-input case."""
+"""batchrun.inputs.reader: JSONL (plain, .gz, .zst) and Parquet rows, and every bad-input case."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import reader as reader_mod
 from batchrun.common.ranges import RangeSet
-from batchrun.models import Request, RowError
-from batchrun.reader import (
+from batchrun.inputs import reader as reader_mod
+from batchrun.inputs.reader import (
     DEFAULT_ENDPOINT,
     InputError,
     ParsedRow,
@@ -25,6 +24,7 @@ from batchrun.reader import (
     iter_requests,
     iter_rows,
 )
+from batchrun.models import Request, RowError
 
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

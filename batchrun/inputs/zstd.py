@@ -1,4 +1,4 @@
-"""A .zst input as one byte stream, for `batchrun.reader.open_input`."""
+"""A .zst input as one byte stream, for `batchrun.inputs.reader.open_input`."""
 
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 
 from batchrun.common.ranges import RangeSet
 from batchrun.endpoints.usage import max_output_tokens, rough_prompt_tokens
+from batchrun.inputs.zstd import ZstdReader
 from batchrun.models import Request, RowError
-from batchrun.zstd import ZstdReader
 
 __all__ = [
     "DEFAULT_ENDPOINT",
