@@ -32,7 +32,6 @@ import aiohttp
 import httpx2
 
 from batchrun.common.version import __version__
-from batchrun.transport import ShardedTransport
 
 __all__ = [
     "USER_AGENT",
@@ -236,7 +235,10 @@ class Httpx2Engine:
         return cls(
             httpx2.AsyncClient(
                 timeout=httpx2.Timeout(timeout_s),
-                transport=transport or ShardedTransport(connections=connections),
+                transport=transport,
+                limits=httpx2.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                ),
                 headers={"user-agent": USER_AGENT},
             )
         )
