@@ -26,7 +26,7 @@ class RunConfig:
     burst_s: float = 1.0
     max_retries: int = 5
     timeout_s: float = 300.0
-    http_client: str = "aiohttp"  # or "httpx2" (see batchrun.http)
+    http_client: str = "aiohttp"  # or "httpx2" (see batchrun.send.http)
     max_outage_s: float = 300.0
     flush_rows: int = 5000
     flush_interval_s: float = 10.0

@@ -33,18 +33,18 @@ from anyio.abc import TaskStatus
 
 from batchrun.budget import CostBudget, cost_of
 from batchrun.checkpoint import Checkpoint, CheckpointError, OutputLock
-from batchrun.client import Sender
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
 from batchrun.handoff import RecordBuffer, RequestFeed
-from batchrun.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.inputs.reader import InputError, iter_requests
-from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.preflight import Interrupted, check_quota, prepare_output
 from batchrun.progress import Progress, RunTotals
+from batchrun.send.client import Sender
+from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
+from batchrun.send.limiter import Limiter
 from batchrun.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]

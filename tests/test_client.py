@@ -1,4 +1,4 @@
-"""batchrun.client: Sender.send through httpx2.MockTransport, a real Limiter on a fake clock."""
+"""batchrun.send.client: Sender.send through httpx2.MockTransport, a real Limiter, a fake clock."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import client as client_mod
-from batchrun.client import Sender
 from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
 from batchrun.endpoints.usage import Usage
-from batchrun.http import Httpx2Engine
-from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
+from batchrun.send import client as client_mod
+from batchrun.send.client import Sender
+from batchrun.send.http import Httpx2Engine
+from batchrun.send.limiter import Limiter
 from batchrun.writer import records_to_table
 
 KEY = "sk-test-1234567890abcdef"

@@ -26,8 +26,8 @@ import pytest
 import trustme
 
 from batchrun import __version__
-from batchrun.http import AiohttpEngine, HttpEngine, Httpx2Engine, TransportError, env_proxy
 from batchrun.mock import MockConfig, MockServer
+from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine, TransportError, env_proxy
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

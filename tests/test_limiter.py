@@ -1,4 +1,4 @@
-"""batchrun.limiter: budgets, pauses and fairness, on a fake clock (plus one real-time test)."""
+"""batchrun.send.limiter: budgets, pauses and fairness on a fake clock (and one real-time test)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun import limiter as limiter_mod
-from batchrun.limiter import Limiter, TokenBucket
+from batchrun.send import limiter as limiter_mod
+from batchrun.send.limiter import Limiter, TokenBucket
 
 
 class FakeClock:

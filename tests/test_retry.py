@@ -1,4 +1,4 @@
-"""batchrun.retry: durations, retry-after, backoff, and the classify_response ladder."""
+"""batchrun.send.retry: durations, retry-after, backoff, and the classify_response ladder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun.models import ErrorType
-from batchrun.retry import (
+from batchrun.send.retry import (
     FATAL,
     MAX_RETRY_AFTER_S,
     RETRY,

@@ -4,10 +4,10 @@ Inputs: a `Request`. Output: its final `Record` (status "ok" or "error"), or `Fa
 when the failure concerns the whole run (bad key, no quota); that row then stays pending.
 
 Guarantees:
-- Only the engine's `TransportError` (see `batchrun.http`) counts as a failed exchange; anything
-  else (a bug) propagates instead of being retried as if it were a network error.
-- Retries follow `batchrun.retry`; 429s and `retry-after` pause every worker through the limiter,
-  and after such a pause one request goes first as a probe (see `batchrun.limiter`).
+- Only the engine's `TransportError` (see `batchrun.send.http`) counts as a failed exchange;
+  anything else (a bug) propagates instead of being retried as if it were a network error.
+- Retries follow `batchrun.send.retry`; 429s and `retry-after` pause every worker through the
+  limiter, and after such a pause one request goes first as a probe (see `batchrun.send.limiter`).
 - An outage (connection refused, 502/503/504 from every request) pauses every worker and does not
   use up rows' retries, for up to `max_outage_s`; then rows fail as usual. A row's failure counts
   as an outage only while no request sent since that row's trouble began has succeeded: a row
@@ -33,10 +33,10 @@ from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
 from batchrun.endpoints.usage import Usage, parse_usage
-from batchrun.http import HttpEngine, TransportError, TransportErrorKind
-from batchrun.limiter import Limiter
 from batchrun.models import ErrorType, Record, Request
-from batchrun.retry import (
+from batchrun.send.http import HttpEngine, TransportError, TransportErrorKind
+from batchrun.send.limiter import Limiter
+from batchrun.send.retry import (
     FATAL,
     RETRY,
     STOP,

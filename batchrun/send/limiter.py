@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 
-from batchrun.retry import parse_duration_s
+from batchrun.send.retry import parse_duration_s
 
 __all__ = ["Limiter", "TokenBucket"]
 
