@@ -4,12 +4,12 @@ import batchrun
 summary = batchrun.run_sync(batchrun.RunConfig(input_path="in.jsonl", out_dir="out"))
 """
 
-from batchrun.checkpoint import CheckpointError, OutputLockedError
 from batchrun.common.version import __version__
 from batchrun.config import RunConfig
 from batchrun.inputs.reader import InputError
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.pipeline import RunControl, RunSummary, run, run_sync
+from batchrun.store.checkpoint import CheckpointError, OutputLockedError
 
 __all__ = [
     "CheckpointError",

@@ -194,12 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from batchrun.checkpoint import CheckpointError
     from batchrun.config import DEFAULT_BASE_URL, RunConfig
     from batchrun.inputs.reader import InputError
     from batchrun.pipeline import EXIT_STOPPED, run_sync
     from batchrun.preflight import QuotaError
     from batchrun.progress import render_summary
+    from batchrun.store.checkpoint import CheckpointError
 
     _log_to_stderr(quiet=args.quiet)
 

@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrun.checkpoint import atomic_write_bytes
 from batchrun.cost import PriceBook
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
 from batchrun.models import RowError
+from batchrun.store.checkpoint import atomic_write_bytes
 from batchrun.tokens import (
     DEFAULT_OUTPUT_RULE,
     OutputRule,

@@ -32,7 +32,6 @@ import httpx2
 from anyio.abc import TaskStatus
 
 from batchrun.budget import CostBudget, cost_of
-from batchrun.checkpoint import Checkpoint, CheckpointError, OutputLock
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
@@ -45,7 +44,8 @@ from batchrun.progress import Progress, RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.send.limiter import Limiter
-from batchrun.writer import ResultWriter
+from batchrun.store.checkpoint import Checkpoint, CheckpointError, OutputLock
+from batchrun.store.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 

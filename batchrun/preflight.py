@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import httpx2
 
-from batchrun.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.config import RunConfig
 from batchrun.cost import PriceBook
 from batchrun.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
@@ -26,7 +25,8 @@ from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.inputs.reader import InputError, iter_ids, iter_rows
 from batchrun.quota import fetch_quota
 from batchrun.render import format_usd
-from batchrun.writer import RESULTS_DIR
+from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
+from batchrun.store.writer import RESULTS_DIR
 
 __all__ = ["Interrupted", "Prepared", "QuotaError", "check_quota", "prepare_output"]
 

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchrun.estimate import Estimate, EstimateError, load_estimate
-from batchrun.writer import RESULT_SCHEMA, RESULTS_DIR
+from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
 __all__ = [
     "Comparison",

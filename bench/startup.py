@@ -46,10 +46,10 @@ _RESPONSE = json.dumps(
 
 def _prepare_resume(ctx: Context, input_path: Path, total: int, done: int) -> Path:
     """An output directory holding rows 0..done-1 of `input_path`, as batchrun commits them."""
-    from batchrun.checkpoint import Checkpoint, fingerprint_file
     from batchrun.inputs.reader import DEFAULT_ENDPOINT
     from batchrun.models import Record
-    from batchrun.writer import ResultWriter
+    from batchrun.store.checkpoint import Checkpoint, fingerprint_file
+    from batchrun.store.writer import ResultWriter
 
     out = ctx.out_dir("resume")
     out.mkdir(parents=True)
@@ -104,7 +104,7 @@ def _first_request_s(ctx: Context, mock: MockServer, child: Child, timeout_s: fl
 def _check_resumed(ctx: Context, out: Path, done: int) -> str:
     import pyarrow.parquet as pq
 
-    from batchrun.checkpoint import Checkpoint
+    from batchrun.store.checkpoint import Checkpoint
 
     checkpoint = Checkpoint.load(out)
     if checkpoint is None:

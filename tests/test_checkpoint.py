@@ -1,4 +1,4 @@
-"""batchrun.checkpoint: the checkpoint file, the input fingerprint, the output lock."""
+"""batchrun.store.checkpoint: the checkpoint file, the input fingerprint, the output lock."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import checkpoint as checkpoint_mod
-from batchrun.checkpoint import (
+from batchrun.common.ranges import RangeSet
+from batchrun.store import checkpoint as checkpoint_mod
+from batchrun.store.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
     CheckpointError,
@@ -23,7 +24,6 @@ from batchrun.checkpoint import (
     atomic_write_bytes,
     fingerprint_file,
 )
-from batchrun.common.ranges import RangeSet
 
 # ------------------------------------------------------------------------------------- checkpoint
 
@@ -272,7 +272,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from batchrun.checkpoint import OutputLock
+    from batchrun.store.checkpoint import OutputLock
     lock = OutputLock(Path(sys.argv[1]))
     lock.acquire()
     print("locked", flush=True)
@@ -285,7 +285,7 @@ _TRY = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from batchrun.checkpoint import OutputLock, OutputLockedError
+    from batchrun.store.checkpoint import OutputLock, OutputLockedError
     try:
         OutputLock(Path(sys.argv[1])).acquire()
     except OutputLockedError as exc:

@@ -23,7 +23,7 @@ from batchrun.send import client as client_mod
 from batchrun.send.client import Sender
 from batchrun.send.http import Httpx2Engine
 from batchrun.send.limiter import Limiter
-from batchrun.writer import records_to_table
+from batchrun.store.writer import records_to_table
 
 KEY = "sk-test-1234567890abcdef"
 BASE = "https://api.example.test/v1"

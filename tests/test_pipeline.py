@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 import batchrun
-from batchrun.checkpoint import Checkpoint
+from batchrun.store.checkpoint import Checkpoint
 from tests.helpers import TEST_KEY, chat_rows, openai_handler, read_results, write_jsonl
 
 
@@ -173,7 +173,7 @@ def test_orphan_part_is_adopted_not_resent(tmp_path: Path) -> None:
     checkpoint = Checkpoint.load(out)
     assert checkpoint is not None and checkpoint.parts == 3
     checkpoint.parts = 2
-    checkpoint.done = batchrun.checkpoint.RangeSet([(0, 8)])
+    checkpoint.done = batchrun.store.checkpoint.RangeSet([(0, 8)])
     checkpoint.save(out)
 
     handler2, seen2 = openai_handler()

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun import writer as writer_mod
 from batchrun.mock import MockConfig, MockServer
+from batchrun.store import writer as writer_mod
 from tests.helpers import chat_rows, write_jsonl
 from tests.torture import (
     ROOT,

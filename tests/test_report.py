@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.checkpoint import Checkpoint, Fingerprint
 from batchrun.cost import PriceBook
 from batchrun.estimate import ESTIMATE_NAME, estimate_file, save_estimate
 from batchrun.models import Record
 from batchrun.render import render_report
 from batchrun.report import LogHistogram, ReportError, build_report
-from batchrun.writer import ResultWriter
+from batchrun.store.checkpoint import Checkpoint, Fingerprint
+from batchrun.store.writer import ResultWriter
 from tests.helpers import TEST_KEY, chat_rows, openai_handler, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""batchrun.writer: part files committed atomically, then the checkpoint; a failed commit."""
+"""batchrun.store.writer: part files committed atomically, then the checkpoint; a failed commit."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun import checkpoint as checkpoint_mod
-from batchrun import writer as writer_mod
-from batchrun.checkpoint import Checkpoint, Fingerprint
 from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
-from batchrun.writer import ResultWriter
+from batchrun.store import checkpoint as checkpoint_mod
+from batchrun.store import writer as writer_mod
+from batchrun.store.checkpoint import Checkpoint, Fingerprint
+from batchrun.store.writer import ResultWriter
 
 
 def new_checkpoint(out: Path) -> Checkpoint:

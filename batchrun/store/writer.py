@@ -26,9 +26,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.checkpoint import Checkpoint, fsync_dir
 from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
+from batchrun.store.checkpoint import Checkpoint, fsync_dir
 
 __all__ = ["RESULTS_DIR", "RESULT_SCHEMA", "ResultWriter", "part_name"]
 
