@@ -438,11 +438,11 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from batchrun.cost import PriceBook
-    from batchrun.estimate import estimate_file, save_estimate
+    from batchrun.cost.estimate import estimate_file, save_estimate
+    from batchrun.cost.pricebook import PriceBook
+    from batchrun.cost.tokens import OutputRule
     from batchrun.inputs.reader import InputError
     from batchrun.render import render_estimate
-    from batchrun.tokens import OutputRule
 
     try:
         rule = OutputRule(
@@ -466,8 +466,8 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from batchrun.cost.report import ReportError, build_report
     from batchrun.render import render_report
-    from batchrun.report import ReportError, build_report
 
     try:
         report = build_report(args.out)
@@ -480,7 +480,7 @@ def _report(args: argparse.Namespace) -> int:
 def _quota(args: argparse.Namespace) -> int:
     from batchrun.common.errors import FatalRunError
     from batchrun.config import DEFAULT_BASE_URL
-    from batchrun.quota import fetch_quota_sync, render_quota
+    from batchrun.cost.quota import fetch_quota_sync, render_quota
 
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     api_key = os.environ.get(args.api_key_env) or None

@@ -31,11 +31,11 @@ import anyio
 import httpx2
 from anyio.abc import TaskStatus
 
-from batchrun.budget import CostBudget, cost_of
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
-from batchrun.cost import PriceBook
+from batchrun.cost.budget import CostBudget, cost_of
+from batchrun.cost.pricebook import PriceBook
 from batchrun.handoff import RecordBuffer, RequestFeed
 from batchrun.inputs.reader import InputError, iter_requests
 from batchrun.models import ErrorType, Record, Request, RowError

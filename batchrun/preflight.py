@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import httpx2
 
 from batchrun.config import RunConfig
-from batchrun.cost import PriceBook
-from batchrun.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
+from batchrun.cost.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
+from batchrun.cost.pricebook import PriceBook
+from batchrun.cost.quota import fetch_quota
 from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.inputs.reader import InputError, iter_ids, iter_rows
-from batchrun.quota import fetch_quota
 from batchrun.render import format_usd
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.store.writer import RESULTS_DIR

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from batchrun.estimate import Estimate
-from batchrun.report import Report
+from batchrun.cost.estimate import Estimate
+from batchrun.cost.report import Report
 
 __all__ = ["format_table", "format_usd", "render_estimate", "render_report"]
 

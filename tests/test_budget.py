@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 import pytest
 
 import batchrun
-from batchrun.budget import CostBudget
-from batchrun.cost import Price, PriceBook
+from batchrun.cost.budget import CostBudget
+from batchrun.cost.pricebook import Price, PriceBook
 from batchrun.mock import MockConfig, MockServer
 from batchrun.models import Request
 from tests.helpers import TEST_KEY, chat_rows, openai_handler, read_results, write_jsonl

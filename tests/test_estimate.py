@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from batchrun import tokenizer_files, tokens
 from batchrun.cli import main
-from batchrun.cost import Price, PriceBook, PriceTier
-from batchrun.estimate import (
+from batchrun.cost import tokenizer_files, tokens
+from batchrun.cost.estimate import (
     ESTIMATE_NAME,
     Estimate,
     EstimateBuilder,
@@ -25,9 +24,10 @@ from batchrun.estimate import (
     load_estimate,
     save_estimate,
 )
+from batchrun.cost.pricebook import Price, PriceBook, PriceTier
+from batchrun.cost.tokens import OutputRule, count_request_tokens, expected_output_tokens
 from batchrun.inputs.reader import ParsedRow, iter_rows
 from batchrun.render import render_estimate
-from batchrun.tokens import OutputRule, count_request_tokens, expected_output_tokens
 from tests.helpers import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent

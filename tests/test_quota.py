@@ -14,8 +14,8 @@ import httpx2
 import pytest
 
 from batchrun.common.errors import FatalRunError
+from batchrun.cost.quota import Quota, fetch_quota, fetch_quota_sync
 from batchrun.mock import MockConfig, MockServer
-from batchrun.quota import Quota, fetch_quota, fetch_quota_sync
 from tests.helpers import TEST_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

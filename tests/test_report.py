@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.cost import PriceBook
-from batchrun.estimate import ESTIMATE_NAME, estimate_file, save_estimate
+from batchrun.cost.estimate import ESTIMATE_NAME, estimate_file, save_estimate
+from batchrun.cost.pricebook import PriceBook
+from batchrun.cost.report import LogHistogram, ReportError, build_report
 from batchrun.models import Record
 from batchrun.render import render_report
-from batchrun.report import LogHistogram, ReportError, build_report
 from batchrun.store.checkpoint import Checkpoint, Fingerprint
 from batchrun.store.writer import ResultWriter
 from tests.helpers import TEST_KEY, chat_rows, openai_handler, write_jsonl

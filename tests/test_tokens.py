@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from batchrun import image_tokens as images
-from batchrun import tokenizer_files, tokens
-from batchrun.image_tokens import PatchRule, TileRule, image_size_from_data_url, image_tokens
-from batchrun.tokens import (
+from batchrun.cost import image_tokens as images
+from batchrun.cost import tokenizer_files, tokens
+from batchrun.cost.image_tokens import PatchRule, TileRule, image_size_from_data_url, image_tokens
+from batchrun.cost.tokens import (
     OutputRule,
     count_request_tokens,
     expected_output_tokens,

@@ -3,7 +3,7 @@
 - `rough_prompt_tokens` is the cheap estimate the rate limiter charges before a response says the
   real figure (characters / 4 plus message overheads, a fixed figure per image). It runs once per
   row on the hot path, so it walks the body once and never tokenizes; `batchrun estimate` uses the
-  exact tokenizers in `batchrun.tokens` instead.
+  exact tokenizers in `batchrun.cost.tokens` instead.
 - `parse_usage` reads the usage out of any response shape (chat, embeddings, completions,
   responses API); every field is optional and a missing or malformed one is `None`, never an error.
 """

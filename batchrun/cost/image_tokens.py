@@ -1,6 +1,6 @@
 """How many prompt tokens an image costs, by the rules in OpenAI's vision guide.
 
-Two published rules, chosen per model family by `batchrun.tokens`:
+Two published rules, chosen per model family by `batchrun.cost.tokens`:
 
 - tiles (gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3, gpt-4-turbo): `detail: "low"` costs the base
   tokens alone. Otherwise the image is scaled down to fit in 2048x2048, then scaled down so that its

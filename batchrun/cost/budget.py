@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from batchrun.cost import PriceBook
+from batchrun.cost.pricebook import PriceBook
 from batchrun.endpoints.usage import Usage
 from batchrun.models import Request
 

@@ -5,8 +5,8 @@
                                                                         ├─► to_json() / from_json()
                                                                         └─► save_estimate(OUT)
 
-Per (model, endpoint) an `Estimate` holds: rows; prompt tokens (`batchrun.tokens`, the model's own
-tiktoken encoding and OpenAI's message overheads); max output tokens (`max_tokens` /
+Per (model, endpoint) an `Estimate` holds: rows; prompt tokens (`batchrun.cost.tokens`, the
+model's own tiktoken encoding and OpenAI's message overheads); max output tokens (`max_tokens` /
 `max_completion_tokens` x `n`) summed over the rows that set one, and how many did not; expected
 output tokens by a stated `OutputRule`; cost in USD from the `PriceBook`:
 
@@ -36,11 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrun.cost import PriceBook
-from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
-from batchrun.models import RowError
-from batchrun.store.checkpoint import atomic_write_bytes
-from batchrun.tokens import (
+from batchrun.cost.pricebook import PriceBook
+from batchrun.cost.tokens import (
     DEFAULT_OUTPUT_RULE,
     OutputRule,
     count_request_tokens,
@@ -48,6 +45,9 @@ from batchrun.tokens import (
     max_output_tokens,
     tokenizer_for,
 )
+from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
+from batchrun.models import RowError
+from batchrun.store.checkpoint import atomic_write_bytes
 
 __all__ = [
     "ESTIMATE_NAME",

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrun.estimate import Estimate, EstimateError, load_estimate
+from batchrun.cost.estimate import Estimate, EstimateError, load_estimate
 from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
 __all__ = [

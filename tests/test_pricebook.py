@@ -12,8 +12,8 @@ import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices.types import ModelPrice, Tier, TieredPrices
 
-from batchrun.cost import Price, PriceBook, PriceFileError
-from batchrun.prices import _database_rates
+from batchrun.cost.pricebook import Price, PriceBook, PriceFileError
+from batchrun.cost.prices import _database_rates
 
 
 @pytest.fixture(autouse=True)

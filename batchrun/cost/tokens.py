@@ -7,14 +7,14 @@
 Which tokenizer (`tokenizer_for`): o200k_base for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3 and
 o4 families (with -mini/-nano, dated snapshots, `chatgpt-4o-latest`), cl100k_base for gpt-4,
 gpt-4-turbo, gpt-3.5-turbo and the embedding models; a provider prefix (`openai/gpt-4o`) is
-ignored. The encoding files come from this machine only (`batchrun.tokenizer_files`). When
+ignored. The encoding files come from this machine only (`batchrun.cost.tokenizer_files`). When
 o200k_base is not there, those models are counted with cl100k_base and the result says so. Unknown
 models get a heuristic: ceil(characters / 4) per text, with the same overheads.
 
 How a chat request is counted (OpenAI cookbook, "How to count tokens with tiktoken", whose figures
 the tests reproduce): 3 tokens per message plus the tokens of each string field (role, content,
 name...), +1 when `name` is set, +3 priming the reply. Content parts: text by the tokenizer, images
-by `batchrun.image_tokens` (size read from `data:` URLs; remote images assumed high detail
+by `batchrun.cost.image_tokens` (size read from `data:` URLs; remote images assumed high detail
 1024x1024). Tool definitions by the cookbook's `num_tokens_for_tools` recipe. Parts with no
 published rule (assistant `tool_calls`, `response_format` schemas, nested tool parameters) are
 estimated from their JSON text; audio and file parts are not counted. Either makes the count
@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any, TypeGuard
 
-from batchrun.image_tokens import (
+from batchrun.cost.image_tokens import (
     DEFAULT_IMAGE_SIZE,
     PatchRule,
     TileRule,
     image_size_from_data_url,
     image_tokens,
 )
-from batchrun.tokenizer_files import TIKTOKEN_DIR_ENV, load_encoding
+from batchrun.cost.tokenizer_files import TIKTOKEN_DIR_ENV, load_encoding
 
 __all__ = [
     "DEFAULT_OUTPUT_RULE",

@@ -5,7 +5,7 @@
 
 Prices come from the user's price file first (it overrides the database per model, because gateways
 bill their own rates), then from the genai-prices database as shipped (never updated over the
-network); see `batchrun.prices`. A model with no known price costs None, never 0.0.
+network); see `batchrun.cost.prices`. A model with no known price costs None, never 0.0.
 
 Billing follows OpenAI's usage object: `cached_tokens` are part of `prompt_tokens` and are billed at
 the cached-input rate when one is known, else at the input rate; reasoning tokens are part of
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batchrun.prices import (
+from batchrun.cost.prices import (
     Price,
     PriceFileError,
     PriceTier,
