@@ -8,7 +8,8 @@ from batchrun.common.version import __version__
 from batchrun.config import RunConfig
 from batchrun.inputs.reader import InputError
 from batchrun.models import ErrorType, Record, Request, RowError
-from batchrun.pipeline import RunControl, RunSummary, run, run_sync
+from batchrun.runner.pipeline import RunControl, run, run_sync
+from batchrun.runner.summary import RunSummary
 from batchrun.store.checkpoint import CheckpointError, OutputLockedError
 
 __all__ = [

@@ -196,9 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from batchrun.config import DEFAULT_BASE_URL, RunConfig
     from batchrun.inputs.reader import InputError
-    from batchrun.pipeline import EXIT_STOPPED, run_sync
-    from batchrun.preflight import QuotaError
-    from batchrun.progress import render_summary
+    from batchrun.runner.pipeline import run_sync
+    from batchrun.runner.preflight import QuotaError
+    from batchrun.runner.summary import EXIT_STOPPED, render_summary
     from batchrun.store.checkpoint import CheckpointError
 
     _log_to_stderr(quiet=args.quiet)
@@ -442,7 +442,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from batchrun.cost.pricebook import PriceBook
     from batchrun.cost.tokens import OutputRule
     from batchrun.inputs.reader import InputError
-    from batchrun.render import render_estimate
+    from batchrun.runner.render import render_estimate
 
     try:
         rule = OutputRule(
@@ -467,7 +467,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from batchrun.cost.report import ReportError, build_report
-    from batchrun.render import render_report
+    from batchrun.runner.render import render_report
 
     try:
         report = build_report(args.out)

@@ -122,7 +122,7 @@ async def run(
 
 
 def _loop_options() -> dict[str, object]:
-    """As `batchrun.pipeline.run_sync` chooses (not imported: batchrun's imports cost CPU)."""
+    """As `batchrun.runner.pipeline.run_sync` chooses (not imported: its imports cost CPU)."""
     try:
         import uvloop  # noqa: F401
     except ImportError:

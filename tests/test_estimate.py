@@ -27,7 +27,7 @@ from batchrun.cost.estimate import (
 from batchrun.cost.pricebook import Price, PriceBook, PriceTier
 from batchrun.cost.tokens import OutputRule, count_request_tokens, expected_output_tokens
 from batchrun.inputs.reader import ParsedRow, iter_rows
-from batchrun.render import render_estimate
+from batchrun.runner.render import render_estimate
 from tests.helpers import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from batchrun.handoff import RecordBuffer, RequestFeed
 from batchrun.models import Record, Request
+from batchrun.runner.handoff import RecordBuffer, RequestFeed
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from batchrun.cost.estimate import ESTIMATE_NAME, estimate_file, save_estimate
 from batchrun.cost.pricebook import PriceBook
 from batchrun.cost.report import LogHistogram, ReportError, build_report
 from batchrun.models import Record
-from batchrun.render import render_report
+from batchrun.runner.render import render_report
 from batchrun.store.checkpoint import Checkpoint, Fingerprint
 from batchrun.store.writer import ResultWriter
 from tests.helpers import TEST_KEY, chat_rows, openai_handler, write_jsonl

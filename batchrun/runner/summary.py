@@ -1,23 +1,22 @@
-"""What a run has done so far, shown on a progress bar while it runs and in a summary at the end.
+"""What a run did: totals kept as records arrive, the summary it returns, the lines it prints.
 
-`RunTotals` is written by the writer task alone (it sees every record), never by the workers.
+`RunTotals` is updated on the event loop as each record is handed to the writer, never from a
+thread; `RunSummary` is what `batchrun.run` returns; `render_summary` is the text `batchrun run`
+prints at the end.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
 
 from batchrun.models import Record
 
-if TYPE_CHECKING:
-    from batchrun.pipeline import RunSummary
+__all__ = ["EXIT_OK", "EXIT_STOPPED", "RunSummary", "RunTotals", "render_summary"]
 
-__all__ = ["Progress", "RunTotals", "render_summary"]
-
-_REFRESH_S = 0.5
+EXIT_OK = 0
+EXIT_STOPPED = 3
 
 
 @dataclass(slots=True)
@@ -65,41 +64,25 @@ class RunTotals:
         return time.monotonic() - self.started_at
 
 
-class Progress:
-    """A tqdm bar on stderr, only when it is a terminal and the run is not quiet."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSummary:
+    out_dir: Path
+    total_rows: int
+    done_rows: int
+    ok: int  # over the whole output, this run and earlier ones
+    errors: int
+    session: RunTotals  # this run only
+    elapsed_s: float
+    stopped: str | None  # why the run stopped early, None when it finished
+    fatal: bool = False
 
-    def __init__(self, *, total: int, initial: int, enabled: bool) -> None:
-        self._bar: Any = None
-        self._next_refresh = 0.0
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
+    @property
+    def finished(self) -> bool:
+        return self.stopped is None and self.done_rows >= self.total_rows
 
-            self._bar = tqdm(
-                total=total, initial=initial, unit="row", dynamic_ncols=True, smoothing=0.1
-            )
-
-    def update(self, totals: RunTotals) -> None:
-        if self._bar is None:
-            return
-        self._bar.update(1)
-        now = time.monotonic()
-        if now >= self._next_refresh:
-            self._next_refresh = now + _REFRESH_S
-            elapsed = max(totals.elapsed_s(), 1e-9)
-            postfix = {
-                "ok": totals.ok,
-                "err": totals.errors,
-                "retries": totals.retries,
-                "req/s": f"{totals.requests / elapsed:,.1f}",
-                "tok/s": f"{totals.total_tokens / elapsed:,.0f}",
-            }
-            if totals.cost_usd:
-                postfix["cost"] = f"${totals.cost_usd:,.4f}"
-            self._bar.set_postfix(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.finished else EXIT_STOPPED
 
 
 def render_summary(summary: RunSummary, *, command: str) -> str:

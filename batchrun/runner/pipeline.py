@@ -4,7 +4,7 @@
        └──────────── bad rows as error records ─────────────────────────────►┘
 
 Guarantees:
-- Every task is owned by one task group; the hand-offs (`batchrun.handoff`) are bounded, so a
+- Every task is owned by one task group; the hand-offs (`batchrun.runner.handoff`) are bounded, so a
   fast reader waits for the workers, and the workers for the writer, and memory depends on
   concurrency and flush size only.
 - A stop (Ctrl-C, SIGTERM, a fatal error such as a refused key, or `RunControl.stop`) ends
@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 
 import anyio
 import httpx2
@@ -36,11 +35,12 @@ from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
 from batchrun.cost.budget import CostBudget, cost_of
 from batchrun.cost.pricebook import PriceBook
-from batchrun.handoff import RecordBuffer, RequestFeed
 from batchrun.inputs.reader import InputError, iter_requests
 from batchrun.models import ErrorType, Record, Request, RowError
-from batchrun.preflight import Interrupted, check_quota, prepare_output
-from batchrun.progress import Progress, RunTotals
+from batchrun.runner.handoff import RecordBuffer, RequestFeed
+from batchrun.runner.preflight import Interrupted, check_quota, prepare_output
+from batchrun.runner.progress import Progress
+from batchrun.runner.summary import EXIT_STOPPED, RunSummary, RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.send.limiter import Limiter
@@ -50,8 +50,6 @@ from batchrun.store.writer import ResultWriter
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 
 _READ_CHUNK = 256
-EXIT_OK = 0
-EXIT_STOPPED = 3
 
 
 @dataclass(slots=True)
@@ -72,27 +70,6 @@ class RunControl:
             self.fatal = fatal
             if self._stop_event is not None:
                 self._stop_event.set()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunSummary:
-    out_dir: Path
-    total_rows: int
-    done_rows: int
-    ok: int  # over the whole output, this run and earlier ones
-    errors: int
-    session: RunTotals  # this run only
-    elapsed_s: float
-    stopped: str | None  # why the run stopped early, None when it finished
-    fatal: bool = False
-
-    @property
-    def finished(self) -> bool:
-        return self.stopped is None and self.done_rows >= self.total_rows
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_OK if self.finished else EXIT_STOPPED
 
 
 def run_sync(

@@ -24,7 +24,7 @@ from batchrun.cost.pricebook import PriceBook
 from batchrun.cost.quota import fetch_quota
 from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.inputs.reader import InputError, iter_ids, iter_rows
-from batchrun.render import format_usd
+from batchrun.runner.render import format_usd
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.store.writer import RESULTS_DIR
 
