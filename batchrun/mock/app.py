@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from batchrun.mock import payloads
+import batchrun.mock.payloads as payloads
 from batchrun.mock.config import MockConfig
 from batchrun.mock.faults import (
     INVALID_API_KEY,
