@@ -1,0 +1,168 @@
+"""What every input format shares: the parsed row, the file-level error, opening a file, and the
+checks a request body passes before it is sent.
+
+Readers (`batchrun.inputs.reader` for request files, `batchrun.inputs.tables` for records under a
+template) build on these, so a body is judged by the same rules whichever way it was made.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from batchrun.inputs.zstd import ZstdReader
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_MAX_ROW_BYTES",
+    "READ_ERRORS",
+    "InputError",
+    "ParsedRow",
+    "RowProblem",
+    "check_body",
+    "drop_nulls",
+    "dumps",
+    "json_type",
+    "open_input",
+    "row_id",
+    "storable_text",
+]
+
+DEFAULT_ENDPOINT = "/v1/chat/completions"
+DEFAULT_MAX_ROW_BYTES = 16 * 1024 * 1024
+# The field each endpoint cannot do without; other endpoints are passed through unchecked.
+_REQUIRED_FIELD: dict[str, tuple[str, type | tuple[type, ...]]] = {
+    "/v1/chat/completions": ("messages", list),
+    "/v1/embeddings": ("input", (str, list)),
+    "/v1/completions": ("prompt", (str, list)),
+    "/v1/responses": ("input", (str, list)),
+}
+_INT_FIELDS = ("max_tokens", "max_completion_tokens", "n")
+# What reading a damaged compressed file raises, besides OSError (the .zst reader raises OSError).
+READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class InputError(Exception):
+    """The input file as a whole cannot be read: nothing is sent (exit code 2)."""
+
+
+class RowProblem(Exception):
+    """One row cannot be sent; the message says why (the caller adds where)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRow:
+    """A row whose JSON is valid and whose body has the shape its endpoint needs."""
+
+    row: int
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+    raw_body: bytes
+    line: int | None
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """Open a file for binary reading, decompressing `.gz` / `.zst` on the fly."""
+    if not path.exists():
+        raise InputError(f"input file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"input is a directory, not a file: {path}")
+    try:
+        name = path.name.lower()
+        if name.endswith(".gz"):
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        if name.endswith(".zst") or name.endswith(".zstd"):
+            return io.BufferedReader(ZstdReader(path.open("rb")))
+        return path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot open input file {path}: {exc.strerror or exc}") from exc
+
+
+def row_id(value: Any, row: int, *, name: str = "custom_id") -> str:
+    """A row's id from `value` (its row number when None); `name` is the field, for messages."""
+    if value is None:
+        return str(row)
+    if isinstance(value, str) and value:
+        return storable_text(name, value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    got = "an empty string" if value == "" else json_type(value)
+    raise RowProblem(f"'{name}' must be a non-empty string, got {got}")
+
+
+def storable_text(name: str, value: str) -> str:
+    """`value`, if it can be stored: JSON's `\\ud800` escapes decode to text UTF-8 cannot hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowProblem(
+            f"'{name}' is not valid Unicode: a lone surrogate at character {exc.start}"
+        ) from None
+    return value
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    """`body` as compact JSON; a lone surrogate (no UTF-8 form) is sent escaped, as it stood."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+def check_body(body: dict[str, Any], url: str) -> None:
+    """RowProblem unless `body` has what `url` needs and its common fields have the right types."""
+    required = _REQUIRED_FIELD.get(url)
+    if required is not None:
+        name, kind = required
+        value = body.get(name)
+        if value is None:
+            raise RowProblem(f"the body has no '{name}' (required by {url})")
+        if not isinstance(value, kind) or (isinstance(value, list) and not value):
+            raise RowProblem(f"'{name}' must be a non-empty {_kind_name(kind)}")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RowProblem(f"'model' must be a string, got {json_type(model)}")
+    if model is not None:
+        storable_text("model", model)
+    for name in _INT_FIELDS:
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise RowProblem(f"'{name}' must be a non-negative integer, got {value!r}")
+
+
+def drop_nulls(value: Any) -> Any:
+    """`value` without the null fields of its objects, at any depth."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names: dict[type, str] = {list: "array", str: "string"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
