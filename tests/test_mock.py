@@ -755,11 +755,31 @@ def test_go_down_refuses_connections_then_recovers_on_the_same_port() -> None:
         ({"api_key": "two words"}, "api_key"),
         ({"embedding_dim": 0}, "embedding_dim"),
         ({"models": ()}, "models"),
+        ({"record_bodies": 1}, "record_bodies"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=f"MockConfig.{field}"):
         MockConfig(**kwargs)
+
+
+def test_record_bodies_keeps_each_body_byte_for_byte_until_reset() -> None:
+    sent = [
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user",'
+        b'"content":"caf\xc3\xa9 \\"{{x}}\\"\\n"}]}',
+        b'{"model": "m", "input": "spaced  out"}',
+    ]
+    recording = MockServer(MockConfig(record_bodies=True))
+    with recording as server, httpx2.Client(base_url=server.base_url, timeout=5.0) as client:
+        assert client.post("/chat/completions", content=sent[0]).status_code == 200
+        assert client.post("/embeddings", content=sent[1]).status_code == 200
+        client.get("/models")  # no body: not an API request that carries one
+        assert server.bodies() == sent
+        server.reset()
+        assert server.bodies() == []
+    with MockServer(MockConfig()) as server, httpx2.Client(base_url=server.base_url) as client:
+        client.post("/chat/completions", content=sent[0])
+        assert server.bodies() == []  # off by default: memory must not grow in benchmarks
 
 
 def test_config_is_frozen_and_copies_faults() -> None:

@@ -120,6 +120,7 @@ class MockApp:
         self._rate_limited: Counter[str] = Counter()
         self._tokens: Counter[str] = Counter()
         self._resets = 0
+        self._bodies: list[bytes] = []
 
     # -- control (called on the loop's thread) ------------------------------------------------
 
@@ -147,6 +148,11 @@ class MockApp:
             },
             "connections": len(self._connections),
         }
+
+    def bodies(self) -> list[bytes]:
+        """The raw body of every API request since start or the last reset, in arrival order
+        (empty unless `record_bodies`)."""
+        return list(self._bodies)
 
     def reset(self) -> None:
         """Back to the just-started state: counters, limits, fault memory and random draws."""
@@ -228,6 +234,8 @@ class MockApp:
 
     def _api(self, request: HttpRequest, make_job: Callable[[dict[str, Any]], _Job]) -> Reply:
         request_id = b"x-request-id: req_%024x\r\n" % next(self._ids)
+        if self.config.record_bodies:
+            self._bodies.append(request.body)
         if not self._authorized(request):
             return Reply(401, INVALID_API_KEY, headers=request_id)
         try:

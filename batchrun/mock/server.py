@@ -193,6 +193,10 @@ class MockServer:
         """The counters, as `GET /mock/stats` returns them."""
         return self._call(lambda: self._running().app.stats())
 
+    def bodies(self) -> list[bytes]:
+        """The raw API request bodies received, in order (`MockConfig(record_bodies=True)`)."""
+        return self._call(lambda: self._running().app.bodies())
+
     def reset(self) -> None:
         """Zero the counters and return to the just-started state (as `POST /mock/reset`)."""
         self._call(lambda: self._running().app.reset())
