@@ -32,14 +32,15 @@ from batchrun.endpoints.usage import max_output_tokens, rough_prompt_tokens
 from batchrun.inputs.rows import (
     DEFAULT_ENDPOINT,
     DEFAULT_MAX_ROW_BYTES,
-    READ_ERRORS,
     InputError,
     ParsedRow,
     RowProblem,
     check_body,
     drop_nulls,
     dumps,
+    json_object,
     json_type,
+    jsonl_lines,
     open_input,
     row_id,
     storable_text,
@@ -57,7 +58,6 @@ __all__ = [
     "open_input",
 ]
 
-_BOM = b"\xef\xbb\xbf"
 _PARQUET_BATCH_ROWS = 2048
 
 
@@ -115,26 +115,9 @@ def iter_requests(
 def _iter_jsonl(
     path: Path, endpoint: str, skip: RangeSet | None, max_row_bytes: int, raw: bool
 ) -> Iterator[ParsedRow | RowError]:
-    for row, line_no, line in _jsonl_lines(path):
+    for row, line_no, line in jsonl_lines(path):
         if skip is None or row not in skip:
             yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
-
-
-def _jsonl_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """`(row, line number, line)` of every non-blank line, without BOM or surrounding space."""
-    row = 0
-    with open_input(path) as f:
-        try:
-            for line_no, line in enumerate(f, start=1):
-                if line_no == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM) :]
-                line = line.strip()
-                if line:
-                    yield row, line_no, line
-                    row += 1
-        except READ_ERRORS as exc:
-            # A truncated .gz or a read error half way: the rows so far stand, the file does not.
-            raise InputError(f"cannot read {path} after line {row}: {exc}") from exc
 
 
 def _parse_jsonl_row(
@@ -150,35 +133,9 @@ def _parse_jsonl_row(
             f"{max_row_bytes:,} bytes (--max-row-bytes)",
         )
     try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return RowError(
-            row=row,
-            custom_id=str(row),
-            line=line_no,
-            message=f"{where}: not valid UTF-8 (byte {exc.start})",
-        )
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return RowError(
-            row=row,
-            custom_id=str(row),
-            line=line_no,
-            message=f"{where}: invalid JSON: {exc.msg} at column {exc.colno}",
-        )
-    except (ValueError, RecursionError) as exc:
-        # Valid JSON that Python still refuses: an integer over 4,300 digits, nesting too deep.
-        return RowError(
-            row=row, custom_id=str(row), line=line_no, message=f"{where}: unreadable JSON: {exc}"
-        )
-    if not isinstance(obj, dict):
-        return RowError(
-            row=row,
-            custom_id=str(row),
-            line=line_no,
-            message=f"{where}: expected a JSON object, got {json_type(obj)}",
-        )
+        obj = json_object(line)
+    except RowProblem as exc:
+        return RowError(row=row, custom_id=str(row), line=line_no, message=f"{where}: {exc}")
     custom_id = str(row)
     try:
         if "body" in obj or "custom_id" in obj or "url" in obj:
@@ -301,7 +258,7 @@ def iter_ids(path: Path) -> Iterator[tuple[int, str]]:
                 yield row, (str(value) if value is not None else str(row))
                 row += 1
         return
-    for row, _, line in _jsonl_lines(path):
+    for row, _, line in jsonl_lines(path):
         yield row, _line_id(line, row)
 
 

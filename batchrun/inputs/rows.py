@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,8 +28,11 @@ __all__ = [
     "check_body",
     "drop_nulls",
     "dumps",
+    "json_object",
     "json_type",
+    "jsonl_lines",
     "open_input",
+    "required_field",
     "row_id",
     "storable_text",
 ]
@@ -42,6 +46,7 @@ _REQUIRED_FIELD: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "/v1/completions": ("prompt", (str, list)),
     "/v1/responses": ("input", (str, list)),
 }
+_BOM = b"\xef\xbb\xbf"
 _INT_FIELDS = ("max_tokens", "max_completion_tokens", "n")
 # What reading a damaged compressed file raises, besides OSError (the .zst reader raises OSError).
 READ_ERRORS = (OSError, EOFError, zlib.error)
@@ -84,6 +89,41 @@ def open_input(path: Path) -> IO[bytes]:
         raise InputError(f"cannot open input file {path}: {exc.strerror or exc}") from exc
 
 
+def jsonl_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """`(row, line number, line)` of every non-blank line, without BOM or surrounding space."""
+    row = 0
+    with open_input(path) as f:
+        try:
+            for line_no, line in enumerate(f, start=1):
+                if line_no == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM) :]
+                line = line.strip()
+                if line:
+                    yield row, line_no, line
+                    row += 1
+        except READ_ERRORS as exc:
+            # A truncated .gz or a read error half way: the rows so far stand, the file does not.
+            raise InputError(f"cannot read {path} after line {row}: {exc}") from exc
+
+
+def json_object(line: bytes) -> dict[str, Any]:
+    """The JSON object on `line`; RowProblem when it is not UTF-8, not JSON, or not an object."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RowProblem(f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RowProblem(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        # Valid JSON that Python still refuses: an integer over 4,300 digits, nesting too deep.
+        raise RowProblem(f"unreadable JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RowProblem(f"expected a JSON object, got {json_type(obj)}")
+    return obj
+
+
 def row_id(value: Any, row: int, *, name: str = "custom_id") -> str:
     """A row's id from `value` (its row number when None); `name` is the field, for messages."""
     if value is None:
@@ -114,6 +154,12 @@ def dumps(body: dict[str, Any]) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         return json.dumps(body, separators=(",", ":")).encode()
+
+
+def required_field(url: str) -> str | None:
+    """The body field `url` cannot do without (None: the endpoint is passed through unchecked)."""
+    required = _REQUIRED_FIELD.get(url)
+    return required[0] if required else None
 
 
 def check_body(body: dict[str, Any], url: str) -> None:
