@@ -222,7 +222,9 @@ def _no_body_column(tmp: Path) -> tuple[Path, str]:
     pq.write_table(pa.table({"prompt": ["a", "b"], "id": [1, 2]}), path)
     return path, re.escape(
         f"{path} has no 'body' column (columns: prompt, id); batchrun needs a 'body' column "
-        "holding each request body as a JSON string or struct"
+        "holding each request body as a JSON string or struct; if its rows are records, say how "
+        "to build each request from its columns with --template FILE, or --model M --prompt "
+        "'{{ column }}'"
     )
 
 

@@ -1,10 +1,13 @@
 """Streaming rows out of the input file and turning each into a `Request` or a `RowError`.
 
-Inputs:
+Inputs without a template are requests:
 - JSONL, plain or compressed (`.gz`, `.zst`): each non-blank line is one row. A line is either an
   OpenAI Batch API line `{"custom_id", "method", "url", "body"}` or a bare request body
   `{"model", "messages", ...}` sent to the default endpoint.
 - Parquet: a `body` column (JSON string or struct), optional `custom_id` and `url` columns.
+With a template (`batchrun.inputs.template`) every row is a record whose columns fill it:
+JSONL of objects, CSV, TSV, Parquet of any columns (`batchrun.inputs.tables`). A CSV or TSV
+without a template is refused, naming the flags that give one.
 
 Guarantees:
 - The file is read line by line / batch by batch; memory does not depend on its size.
@@ -45,6 +48,8 @@ from batchrun.inputs.rows import (
     row_id,
     storable_text,
 )
+from batchrun.inputs.tables import iter_template_ids, iter_template_rows, table_format
+from batchrun.inputs.template import Template
 from batchrun.models import Request, RowError
 
 __all__ = [
@@ -61,13 +66,6 @@ __all__ = [
 _PARQUET_BATCH_ROWS = 2048
 
 
-def _format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".parquet") or name.endswith(".pq"):
-        return "parquet"
-    return "jsonl"
-
-
 def iter_rows(
     path: Path,
     *,
@@ -75,16 +73,33 @@ def iter_rows(
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     raw: bool = True,
+    template: Template | None = None,
 ) -> Iterator[ParsedRow | RowError]:
     """Every row of the input not in `skip`, in file order, parsed and checked.
 
     With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`
-    is then empty): for passes that only look at the rows, such as estimating.
+    is then empty): for passes that only look at the rows, such as estimating. A template's
+    bodies are always serialised: their size is part of whether the row can be sent.
     """
-    if _format(path) == "parquet":
+    if template is not None:
+        yield from iter_template_rows(
+            path, template, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes
+        )
+        return
+    kind = table_format(path)
+    if kind == "parquet":
         yield from _iter_parquet(path, endpoint, skip)
-    else:
+    elif kind == "jsonl":
         yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw)
+    else:
+        raise InputError(_needs_template(path, f"a {kind.upper()} file holds records"))
+
+
+def _needs_template(path: Path, what: str) -> str:
+    return (
+        f"{path}: {what}, not requests; say how to build each request from its columns with "
+        "--template FILE, or --model M --prompt '{{ column }}' (see batchrun run --help)"
+    )
 
 
 def iter_requests(
@@ -93,9 +108,13 @@ def iter_requests(
     endpoint: str = DEFAULT_ENDPOINT,
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+    template: Template | None = None,
 ) -> Generator[Request | RowError, None, None]:
     """`iter_rows` turned into what the workers send."""
-    for item in iter_rows(path, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes):
+    rows = iter_rows(
+        path, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes, template=template
+    )
+    for item in rows:
         if isinstance(item, RowError):
             yield item
             continue
@@ -194,7 +213,9 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
     if "body" not in schema.names:
         raise InputError(
             f"{path} has no 'body' column (columns: {', '.join(schema.names) or 'none'}); "
-            "batchrun needs a 'body' column holding each request body as a JSON string or struct"
+            "batchrun needs a 'body' column holding each request body as a JSON string or struct; "
+            "if its rows are records, say how to build each request from its columns with "
+            "--template FILE, or --model M --prompt '{{ column }}'"
         )
     body_type = schema.field("body").type
     if not (pa.types.is_string(body_type) or pa.types.is_large_string(body_type)) and not (
@@ -244,9 +265,20 @@ def _parse_parquet_row(
     return ParsedRow(row=row, custom_id=cid, url=url, body=parsed, raw_body=raw, line=None)
 
 
-def iter_ids(path: Path) -> Iterator[tuple[int, str]]:
+def iter_ids(
+    path: Path,
+    *,
+    template: Template | None = None,
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+) -> Iterator[tuple[int, str]]:
     """`(row, custom_id)` of every row, cheaply (for the duplicate check and the row count)."""
-    if _format(path) == "parquet":
+    if template is not None:
+        yield from iter_template_ids(path, template, max_row_bytes=max_row_bytes)
+        return
+    kind = table_format(path)
+    if kind not in ("parquet", "jsonl"):
+        raise InputError(_needs_template(path, f"a {kind.upper()} file holds records"))
+    if kind == "parquet":
         pf = _open_parquet(path)
         if "custom_id" not in pf.schema_arrow.names:
             for r in range(pf.metadata.num_rows):
