@@ -7,6 +7,7 @@ summary = batchrun.run_sync(batchrun.RunConfig(input_path="in.jsonl", out_dir="o
 from batchrun.common.version import __version__
 from batchrun.config import RunConfig
 from batchrun.inputs.reader import InputError
+from batchrun.inputs.template import Template, TemplateError, load_template, shortcut_template
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.runner.pipeline import RunControl, run, run_sync
 from batchrun.runner.summary import RunSummary
@@ -23,7 +24,11 @@ __all__ = [
     "RunConfig",
     "RunControl",
     "RunSummary",
+    "Template",
+    "TemplateError",
     "__version__",
+    "load_template",
     "run",
     "run_sync",
+    "shortcut_template",
 ]

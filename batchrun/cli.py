@@ -12,18 +12,38 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchrun.config import HTTP_CLIENTS
+
+if TYPE_CHECKING:
+    from batchrun.inputs.template import Template
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
 
-_RUN_EPILOG = """\
+_INPUT_HELP = """\
 input formats:
   JSONL (.jsonl, .jsonl.gz, .jsonl.zst): one request per line, either an OpenAI Batch API line
   {"custom_id", "method", "url", "body"} or a bare request body {"model", "messages", ...}.
   Parquet: a 'body' column (JSON string or struct), optional 'custom_id' and 'url' columns.
+  With --template FILE or --prompt, rows are records and the template builds each request from
+  their columns: CSV / TSV (.csv, .tsv, also .gz / .zst; every value text, an empty cell null),
+  JSONL of objects, Parquet of any columns. A template file (TOML or JSON):
+    id = "question_id"                      # optional: the id column (else the row number)
+    endpoint = "/v1/chat/completions"       # optional: else --endpoint
+    [body]
+    model = "gpt-4o-mini"
+    messages = [{ role = "user", content = "Answer briefly: {{ question }}" }]
+  Placeholders are Jinja2; values go in as JSON string values, never as JSON source. A string
+  that is exactly "{{ column }}" keeps the value's type (number, list). A row that cannot fill
+  the template (missing column, null, bad type) is a bad_input record naming the line.
+"""
+
+_RUN_EPILOG = (
+    _INPUT_HELP
+    + """
 
 resuming:
   Run the same command again with the same --out: finished rows are skipped, nothing is sent twice.
@@ -32,6 +52,7 @@ exit codes:
   0 finished (failed rows are recorded as errors)   2 bad usage or input, nothing sent
   3 stopped early (Ctrl-C, SIGTERM, refused key, no quota): run the same command to resume
 """
+)
 
 
 def _positive_int(text: str) -> int:
@@ -71,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("input", type=Path, help="JSONL (.jsonl/.gz/.zst) or Parquet file")
+    run.add_argument("input", type=Path, help="JSONL, Parquet, or with a template CSV / TSV")
     run.add_argument("--out", type=Path, required=True, help="output directory (resumable)")
     run.add_argument(
         "--base-url",
@@ -170,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the token/cost estimate made on a new output's first pass over the input",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    _add_template_arguments(run, model=True)
 
     mock = commands.add_parser(
         "mock-server",
@@ -182,6 +204,61 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(mock)
     _add_bill_commands(commands)
     return parser
+
+
+def _add_template_arguments(parser: argparse.ArgumentParser, *, model: bool) -> None:
+    group = parser.add_argument_group(
+        "templates", "build each request from the columns of a table (see input formats)"
+    )
+    group.add_argument(
+        "--template", type=Path, metavar="FILE", help="TOML or JSON template: endpoint, id, body"
+    )
+    if model:
+        group.add_argument("--model", metavar="M", help="with --prompt: the model of every request")
+    group.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="instead of a file: the user message, e.g. '{{ question }}' (needs --model)",
+    )
+    group.add_argument("--system", metavar="TEXT", help="with --prompt: a system message")
+    group.add_argument(
+        "--max-tokens", type=_positive_int, metavar="N", help="with --prompt: max_tokens"
+    )
+    group.add_argument(
+        "--id-column", metavar="NAME", help="the column holding each row's id (custom_id)"
+    )
+
+
+def _template(args: argparse.Namespace) -> Template | None:
+    """The template the flags give (a file, or the --prompt shortcuts), or None."""
+    from batchrun.inputs.template import load_template, shortcut_template
+
+    if args.template is not None and args.prompt is not None:
+        raise ValueError("--template and --prompt both say how to build each request; give one")
+    extras = [f for f, v in (("--system", args.system), ("--max-tokens", args.max_tokens)) if v]
+    if args.template is not None:
+        if extras:
+            raise ValueError(f"{' and '.join(extras)} {_go(extras)} with --prompt; with "
+                             "--template, put them in the template's body")  # fmt: skip
+        return load_template(args.template, id_column=args.id_column)
+    if args.prompt is not None:
+        return shortcut_template(
+            model=args.model or "",
+            prompt=args.prompt,
+            system=args.system,
+            max_tokens=args.max_tokens,
+            endpoint=args.endpoint,
+            id_column=args.id_column,
+        )
+    if args.id_column is not None:
+        extras.append("--id-column")
+    if extras:
+        raise ValueError(f"{' and '.join(extras)} {_go(extras)} with --prompt or --template")
+    return None
+
+
+def _go(flags: list[str]) -> str:
+    return "goes" if len(flags) == 1 else "go"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,9 +292,15 @@ def _run(args: argparse.Namespace) -> int:
             f"note: ${args.api_key_env} is not set; sending requests without an API key",
             file=sys.stderr,
         )
+    if args.model is not None and args.prompt is None:
+        return _usage_error(
+            "--model goes with --prompt (it is the model of the requests --prompt builds); "
+            "with --template, the model is in the template's body"
+        )
     try:
         config = RunConfig(
             input_path=args.input,
+            template=_template(args),
             out_dir=args.out,
             base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
             api_key=api_key,
@@ -304,7 +387,8 @@ exact:
 """
 
 _ESTIMATE_EPILOG = (
-    """\
+    _INPUT_HELP
+    + """
 units:
   tokens: prompt tokens as the API counts them; max output = max_completion_tokens (else
   max_tokens) x n, summed over the rows that set one ("+N no max": rows that set none);
@@ -370,7 +454,7 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         epilog=_ESTIMATE_EPILOG,
         formatter_class=raw,
     )
-    estimate.add_argument("input", type=Path, help="JSONL (.jsonl/.gz/.zst) or Parquet file")
+    estimate.add_argument("input", type=Path, help="JSONL, Parquet, or with a template CSV / TSV")
     estimate.add_argument(
         "--model", metavar="M", help="count and price every row as model M (a what-if)"
     )
@@ -403,6 +487,9 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     estimate.add_argument(
         "--out", type=Path, help="also save OUT/estimate.json, for `batchrun report OUT`"
     )
+    # --model is already the what-if above; with --prompt it is also the body's model, which
+    # counts and prices the same.
+    _add_template_arguments(estimate, model=False)
 
     report = commands.add_parser(
         "report",
@@ -451,7 +538,12 @@ def _estimate(args: argparse.Namespace) -> int:
         )
         prices = PriceBook.load(args.prices)  # PriceFileError is a ValueError
         estimate = estimate_file(
-            args.input, endpoint=args.endpoint, prices=prices, model_override=args.model, rule=rule
+            args.input,
+            endpoint=args.endpoint,
+            prices=prices,
+            model_override=args.model,
+            rule=rule,
+            template=_template(args),
         )
     except (InputError, ValueError) as exc:
         return _usage_error(str(exc))

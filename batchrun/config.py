@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
+from batchrun.inputs.template import Template
 
 __all__ = ["DEFAULT_BASE_URL", "HTTP_CLIENTS", "RunConfig"]
 
@@ -20,6 +21,7 @@ class RunConfig:
     base_url: str = DEFAULT_BASE_URL
     api_key: str | None = field(default=None, repr=False)
     endpoint: str = DEFAULT_ENDPOINT
+    template: Template | None = None  # rows are records that fill it (inputs.template)
     concurrency: int = 50
     max_requests_per_minute: float | None = None
     max_tokens_per_minute: float | None = None
@@ -64,12 +66,24 @@ class RunConfig:
             object.__setattr__(self, "prices_file", Path(self.prices_file))
         if self.max_tokens_per_minute is not None:
             _positive("max_tokens_per_minute", self.max_tokens_per_minute)
+        if self.template is not None and not isinstance(self.template, Template):
+            raise ValueError(
+                "template must be a Template (batchrun.load_template or shortcut_template), "
+                f"got {type(self.template).__name__}"
+            )
         if not self.endpoint.startswith("/"):
             raise ValueError(
                 f"endpoint must be a path such as /v1/chat/completions: {self.endpoint!r}"
             )
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://: {self.base_url!r}")
+
+    @property
+    def effective_endpoint(self) -> str:
+        """Where rows without a url of their own go: the template's endpoint, else `endpoint`."""
+        if self.template is not None and self.template.endpoint is not None:
+            return self.template.endpoint
+        return self.endpoint
 
 
 def _positive(name: str, value: float) -> None:

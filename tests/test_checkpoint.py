@@ -121,7 +121,19 @@ def test_check_resumable_accepts_same_input_and_settings() -> None:
     cp = _checkpoint()
     cp.check_resumable(
         Fingerprint(size=123, digest="ab" * 32, method="sha256"),
-        {"endpoint": "/v1/chat/completions", "unrelated": 1},
+        {"endpoint": "/v1/chat/completions", "unrelated": None},
+    )
+
+
+def test_check_resumable_refuses_a_setting_the_output_was_started_without() -> None:
+    cp = _checkpoint()  # written before templates existed: no "template" key
+    with pytest.raises(CheckpointError) as info:
+        cp.check_resumable(
+            cp.fingerprint, {"endpoint": "/v1/chat/completions", "template": "ab12" * 16}
+        )
+    assert str(info.value) == (
+        "--template was not set when this output was started and is a template with sha256 "
+        "ab12ab12ab12 now; use the same value to resume, or a new --out directory"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import random
 import signal
@@ -10,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +207,174 @@ def test_samples_run_through_the_mock(tmp_path: Path, mock: MockServer, sample: 
         endpoints = {r["endpoint"] for r in records}
         assert endpoints == {"/v1/chat/completions", "/v1/embeddings"}
         assert {r["finish_reason"] for r in records} >= {"stop", "tool_calls"}
+
+
+# --- tables and templates ---------------------------------------------------------------------
+
+TRICKY_QUESTIONS = [
+    'What does "quoted" mean, and why?',
+    "First line\nsecond line\r\nthird line",
+    "Unicode: 日本語, café, emoji 🎉, \u05e9\u05dc\u05d5\u05dd",
+    "Injection? {{ question }} {% for x in y %}{% endfor %} {# c #}",
+    '"}], "model": "gpt-4o", "x": [{"a": "',
+    "Tab\there, backslash \\ and a NUL-free ending",
+]
+ASK_TEMPLATE = """\
+id = "qid"
+
+[body]
+model = "gpt-4o-mini"
+max_tokens = 64
+messages = [
+  { role = "system", content = "Answer in one line." },
+  { role = "user", content = "{{ question }}" },
+]
+"""
+
+
+def _questions_csv(path: Path, questions: list[str]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["qid", "question", "topic"])
+        writer.writerows([[f"q-{i}", q, "t"] for i, q in enumerate(questions)])
+    return path
+
+
+def _wire(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _asked(question: str) -> dict[str, Any]:
+    return {
+        "model": "gpt-4o-mini",
+        "max_tokens": 64,
+        "messages": [
+            {"role": "system", "content": "Answer in one line."},
+            {"role": "user", "content": question},
+        ],
+    }
+
+
+@pytest.fixture
+def recording() -> Iterator[MockServer]:
+    with MockServer(MockConfig(port=0, record_bodies=True)) as server:
+        yield server
+
+
+def test_a_csv_through_a_template_reaches_the_server_intact(
+    tmp_path: Path, recording: MockServer
+) -> None:
+    path = _questions_csv(tmp_path / "questions.csv", TRICKY_QUESTIONS)
+    template = tmp_path / "ask.toml"
+    template.write_text(ASK_TEMPLATE, encoding="utf-8")
+    out = tmp_path / "out"
+    done = run_cli(
+        "run", path, "--out", out, "--base-url", recording.base_url, "--template", template
+    )
+    assert done.returncode == 0, done.stderr
+    expected = [_wire(_asked(q)) for q in TRICKY_QUESTIONS]
+    assert sorted(recording.bodies()) == sorted(expected)  # byte for byte, each exactly once
+    records = read_results(out)
+    assert [(r["row"], r["custom_id"], r["status"]) for r in records] == [
+        (i, f"q-{i}", "ok") for i in range(len(TRICKY_QUESTIONS))
+    ]
+
+    # The shortcuts build the same requests, so they resume the same output: nothing to do.
+    recording.reset()
+    shortcut = (
+        "--model", "gpt-4o-mini", "--max-tokens", "64", "--system", "Answer in one line.",
+        "--prompt", "{{ question }}", "--id-column", "qid",
+    )  # fmt: skip
+    again = run_cli("run", path, "--out", out, "--base-url", recording.base_url, *shortcut)
+    assert again.returncode == 0, again.stderr
+    assert "this run: 0 rows" in again.stdout and recording.bodies() == []
+
+    fresh = tmp_path / "fresh"
+    short = run_cli("run", path, "--out", fresh, "--base-url", recording.base_url, *shortcut)
+    assert short.returncode == 0, short.stderr
+    # The same requests; only the order of the body's keys is the shortcut's own.
+    received = sorted(json.loads(body)["messages"][1]["content"] for body in recording.bodies())
+    assert received == sorted(TRICKY_QUESTIONS)
+    assert all(json.loads(body) in map(_asked, TRICKY_QUESTIONS) for body in recording.bodies())
+
+
+def test_template_errors_become_row_errors_and_the_run_goes_on(
+    tmp_path: Path, recording: MockServer
+) -> None:
+    path = tmp_path / "questions.csv"
+    path.write_text(
+        "qid,question\n"
+        "a,first\n"
+        "b,\n"  # empty: null where the prompt needs text
+        'c,"two\nlines"\n'
+        "d,too,many,fields\n"
+        ",no id\n"
+        "f,last\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    done = run_cli(
+        "run", path, "--out", out, "--base-url", recording.base_url,
+        "--model", "gpt-4o-mini", "--prompt", "Q: {{ question }}", "--id-column", "qid",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = read_results(out)
+    assert [(r["row"], r["custom_id"], r["status"], r["error_type"]) for r in records] == [
+        (0, "a", "ok", None),
+        (1, "b", "error", "bad_input"),
+        (2, "c", "ok", None),
+        (3, "3", "error", "bad_input"),
+        (4, "4", "error", "bad_input"),
+        (5, "f", "ok", None),
+    ]
+    assert [r["error_message"] for r in records if r["status"] == "error"] == [
+        "line 3: messages[0].content: column 'question' is null (empty)",
+        "line 6: the record has 4 fields, the header has 2 (a value with the delimiter in it "
+        "must be quoted)",
+        "line 7: the id column 'qid' is null (empty)",
+    ]
+    sent = sorted(json.loads(b)["messages"][0]["content"] for b in recording.bodies())
+    assert sent == ["Q: first", "Q: last", "Q: two\nlines"]  # only the rows that could be built
+
+
+def test_a_changed_template_is_refused_on_resume(tmp_path: Path, mock: MockServer) -> None:
+    path = _questions_csv(tmp_path / "questions.csv", ["one", "two"])
+    out = tmp_path / "out"
+    first = ("--model", "gpt-4o-mini", "--prompt", "{{ question }}")
+    assert run_cli("run", path, "--out", out, "--base-url", mock.base_url, *first).returncode == 0
+    changed = run_cli(
+        "run", path, "--out", out, "--base-url", mock.base_url,
+        "--model", "gpt-4o-mini", "--prompt", "Briefly: {{ question }}",
+    )  # fmt: skip
+    assert changed.returncode == 2
+    assert "--template was a template with sha256 " in changed.stderr
+    assert "use the same value to resume, or a new --out directory" in changed.stderr
+    plain = run_cli("run", path, "--out", out, "--base-url", mock.base_url)
+    assert plain.returncode == 2
+    assert "when this output was started and is not set now" in plain.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "m"), "--model goes with --prompt"),
+        (("--prompt", "{{ question }}"), "--prompt needs --model"),
+        (("--system", "s", "--id-column", "q"), "--system and --id-column go with --prompt or"),
+        (("--id-column", "qid"), "--id-column goes with --prompt or --template"),
+        (("--template", "t.toml", "--max-tokens", "5"), "--max-tokens goes with --prompt; with"),
+        (("--template", "t.toml", "--prompt", "x"), "--template and --prompt both say how"),
+        (("--model", "m", "--prompt", "{{ qestion }}"), "has no column 'qestion'"),
+        (("--model", "m", "--prompt", "{{ q"), "--prompt: messages[0].content: template syntax"),
+        (("--model", "m", "--prompt", "x", "--id-column", "nope"), "has no column 'nope'"),
+        (("--template", "missing.toml"), "cannot read the template missing.toml"),
+        ((), "a CSV file holds records, not requests"),
+    ],
+)
+def test_template_usage_errors_exit_2_before_sending(
+    tmp_path: Path, mock: MockServer, args: tuple[str, ...], message: str
+) -> None:
+    path = _questions_csv(tmp_path / "questions.csv", ["one"])
+    done = run_cli("run", path, "--out", tmp_path / "out", "--base-url", mock.base_url, *args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert mock.stats()["requests"]["total"] == 0

@@ -335,3 +335,56 @@ def test_help_explains_units_and_exact(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["estimate", "--help"])
     assert "exact:" in capsys.readouterr().out
+
+
+def test_estimate_of_a_template_counts_what_run_will_send(tmp_path: Path, price_file: Path) -> None:
+    questions = ["What is 2+2?", 'Say "hello"\nin French', "日本語で答えて", None, "Last one?"]
+    path = tmp_path / "questions.csv"
+    path.write_text(
+        "qid,question\n"
+        + "".join(
+            f'q{i},"{q.replace(chr(34), chr(34) * 2)}"\n' if q else f"q{i},\n"
+            for i, q in enumerate(questions)
+        ),
+        encoding="utf-8",
+    )
+    template = tmp_path / "ask.toml"
+    template.write_text(
+        'id = "qid"\n[body]\nmodel = "gpt-4o-mini"\nmax_tokens = 30\n'
+        'messages = [{ role = "system", content = "Be brief." },\n'
+        '            { role = "user", content = "{{ question }}" }]\n',
+        encoding="utf-8",
+    )
+    # The same requests, rendered by hand as bare bodies.
+    bare = write_jsonl(
+        tmp_path / "bare.jsonl",
+        [
+            {
+                "model": "gpt-4o-mini",
+                "max_tokens": 30,
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": q},
+                ],
+            }
+            for q in questions
+            if q is not None
+        ],
+    )
+    done = _cli(path, "--template", template, "--prices", price_file, "--json")
+    assert done.returncode == 0, done.stderr
+    by_template = Estimate.from_json(done.stdout)
+    by_hand = estimate_file(bare, prices=PriceBook.load(price_file))
+    assert by_template.groups == by_hand.groups  # tokens and costs of exactly those bodies
+    assert by_template.bad_rows == 1
+    assert by_template.bad_row_examples[0].message == (  # question 1 spans lines 3 and 4
+        "line 6: messages[1].content: column 'question' is null (empty)"
+    )
+    shortcut = _cli(
+        path, "--model", "gpt-4o-mini", "--max-tokens", "30", "--system", "Be brief.",
+        "--prompt", "{{ question }}", "--prices", price_file, "--json",
+    )  # fmt: skip
+    assert shortcut.returncode == 0, shortcut.stderr
+    assert Estimate.from_json(shortcut.stdout).groups == by_hand.groups
+    no_template = _cli(path, "--prices", price_file)
+    assert no_template.returncode == 2 and "--template FILE" in no_template.stderr

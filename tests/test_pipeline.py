@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import httpx2
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import batchrun
@@ -196,3 +198,36 @@ def test_key_never_written_anywhere(tmp_path: Path) -> None:
         if file.is_file():
             assert TEST_KEY.encode() not in file.read_bytes(), file
     assert TEST_KEY not in repr(_config(tmp_path, path))
+
+
+def test_a_parquet_table_through_a_template(tmp_path: Path) -> None:
+    path = tmp_path / "questions.parquet"
+    pq.write_table(pa.table({"id": [7, 8, 9], "q": ["one", None, "three"], "n": [1, 2, 3]}), path)
+    template = batchrun.Template(
+        {
+            "model": "gpt-4o-mini",
+            "n": "{{ n }}",
+            "messages": [{"role": "user", "content": "{{ q }}"}],
+        },
+        endpoint="/v1/chat/completions",
+        id_column="id",
+    )
+    handler, seen = openai_handler()
+    config = _config(tmp_path, path, template=template, endpoint="/v1/embeddings")
+    assert config.effective_endpoint == "/v1/chat/completions"  # the template's wins
+    summary = batchrun.run_sync(config, transport=httpx2.MockTransport(handler))
+    assert summary.finished and summary.ok == 2 and summary.errors == 1
+    records = read_results(tmp_path / "out")
+    assert [(r["custom_id"], r["status"]) for r in records] == [
+        ("7", "ok"), ("8", "error"), ("9", "ok")
+    ]  # fmt: skip
+    assert records[1]["error_message"] == "row 1: messages[0].content: column 'q' is null (empty)"
+    assert sorted((b["n"], b["messages"][0]["content"]) for b in seen) == [(1, "one"), (3, "three")]
+    checkpoint = Checkpoint.load(tmp_path / "out")
+    assert checkpoint is not None
+    assert checkpoint.settings == {"endpoint": "/v1/chat/completions", "template": template.digest}
+
+
+def test_run_config_refuses_a_template_that_is_not_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"template must be a Template .* got str"):
+        _config(tmp_path, tmp_path / "in.csv", template="ask.toml")

@@ -46,6 +46,7 @@ from batchrun.cost.tokens import (
     tokenizer_for,
 )
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
+from batchrun.inputs.template import Template
 from batchrun.models import RowError
 from batchrun.store.checkpoint import atomic_write_bytes
 
@@ -364,14 +365,16 @@ def estimate_file(
     prices: PriceBook,
     model_override: str | None = None,
     rule: OutputRule = DEFAULT_OUTPUT_RULE,
+    template: Template | None = None,
 ) -> Estimate:
-    """Stream `path` through the reader (as `run` does) and estimate every row.
+    """Stream `path` through the reader (as `run` does) and estimate every row; with a
+    template, the bodies it renders, the same ones `run` sends.
 
     Raises `batchrun.inputs.reader.InputError` when the file as a whole cannot be read.
     """
     builder = EstimateBuilder(prices, model_override=model_override, rule=rule, input=str(path))
     add = builder.add
-    for item in iter_rows(path, endpoint=endpoint):
+    for item in iter_rows(path, endpoint=endpoint, template=template):
         add(item)
     return builder.result()
 

@@ -20,8 +20,10 @@ Guarantees:
   type error) raises `RowProblem` naming the leaf and the column; the caller adds the line.
 - Every leaf is compiled once, when the template is loaded; a syntax error is a
   `TemplateError` (a ValueError) naming the file and the leaf, before anything is read.
-- `digest` identifies what the template sends (endpoint, id column, body), not how it was
-  given: a file and the equivalent command-line shortcuts have the same digest.
+- `digest` identifies what the template builds (the id column and the body), not how it was
+  given: a file and the equivalent command-line shortcuts have the same digest. The endpoint
+  is not part of it: a run records the endpoint rows go to (the template's, else --endpoint)
+  on its own, so the same requests to the same endpoint resume whichever way they were named.
 """
 
 from __future__ import annotations
@@ -147,7 +149,8 @@ _ENV = _environment()
 
 
 class Template:
-    """A loaded, compiled template (see the module docstring). Equal when the digests are."""
+    """A loaded, compiled template (see the module docstring); equal when digest and endpoint
+    are."""
 
     __slots__ = (
         "_render",
@@ -186,7 +189,7 @@ class Template:
         self._render = _compile(dict(body), "body", source, names, uses)
         self.columns = frozenset(names)  # the columns the body names directly
         self.all_columns = uses[0]  # it reads `columns[...]`: any column may be needed
-        spec = {"endpoint": endpoint, "id": id_column, "body": body}
+        spec = {"id": id_column, "body": body}
         canonical = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         self.digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -206,10 +209,12 @@ class Template:
         return body
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Template) and other.digest == self.digest
+        if not isinstance(other, Template):
+            return NotImplemented
+        return (other.digest, other.endpoint) == (self.digest, self.endpoint)
 
     def __hash__(self) -> int:
-        return hash(self.digest)
+        return hash((self.digest, self.endpoint))
 
     def __repr__(self) -> str:
         return f"<Template {self.source} sha256:{self.digest[:12]}>"
@@ -265,7 +270,8 @@ def shortcut_template(
     """The template `--model M --prompt P [--system S] [--max-tokens N]` stand for.
 
     Chat: `{"model", "messages": [system?, user], "max_tokens"?}`; embeddings:
-    `{"model", "input"}`. The same body written in a file has the same digest."""
+    `{"model", "input"}`. It names no endpoint of its own: rows go to `endpoint` (--endpoint),
+    as with a template file that names none. The same body in a file has the same digest."""
     source = "--prompt"
     if not model:
         raise TemplateError("--prompt needs --model: the model each request is sent to")
@@ -284,7 +290,7 @@ def shortcut_template(
             f"--prompt builds chat or embeddings requests, not {endpoint} ones; "
             "write a template file (--template) for that endpoint"
         )
-    return Template(body, endpoint=endpoint, id_column=id_column, source=source)
+    return Template(body, id_column=id_column, source=source)
 
 
 # --- compiling ------------------------------------------------------------------------------

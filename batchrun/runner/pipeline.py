@@ -294,6 +294,7 @@ class _Stages:
             endpoint=config.endpoint,
             skip=skip,
             max_row_bytes=config.max_row_bytes,
+            template=config.template,
         )
         try:
             while not control.stopping:

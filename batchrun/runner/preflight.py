@@ -6,7 +6,8 @@ Guarantees:
   (nothing is sent if there are any) and, unless turned off, estimates tokens and cost; the
   estimate is stored in `OUT/estimate.json` for `batchrun report`. A resumed output skips the pass:
   its checkpoint already holds the row count and the input's fingerprint.
-- A resumed output is checked against its checkpoint: a changed input or endpoint is refused.
+- A resumed output is checked against its checkpoint: a changed input, endpoint or template is
+  refused.
 - The gateway quota is asked once per run; a server without the quota endpoints is fine.
 """
 
@@ -55,7 +56,11 @@ def prepare_output(
     The first pass over a new output checks `should_stop` as it goes and raises `Interrupted`.
     """
     fingerprint = fingerprint_file(config.input_path)
-    settings = {"endpoint": config.endpoint}
+    template = config.template
+    settings = {
+        "endpoint": config.effective_endpoint,
+        "template": template.digest if template is not None else None,
+    }
     checkpoint = Checkpoint.load(config.out_dir)
     if checkpoint is not None:
         checkpoint.check_resumable(fingerprint, settings)
@@ -73,7 +78,8 @@ def prepare_output(
         nonlocal passes
         passes += 1
         if builder is None or passes > 1:
-            return _stoppable(iter_ids(config.input_path), should_stop)
+            ids = iter_ids(config.input_path, template=template, max_row_bytes=config.max_row_bytes)
+            return _stoppable(ids, should_stop)
         return _stoppable(_estimating_pass(config, builder), should_stop)
 
     # The scan's bucket files live in OUT (locked by this run), so one killed mid-scan leaves
@@ -125,6 +131,7 @@ def _estimating_pass(config: RunConfig, builder: EstimateBuilder) -> Iterator[tu
         endpoint=config.endpoint,
         max_row_bytes=config.max_row_bytes,
         raw=False,
+        template=config.template,
     ):
         builder.add(item)
         yield item.row, item.custom_id

@@ -2,7 +2,7 @@
 
 `OUT/checkpoint.json` holds:
 - the input's fingerprint (a changed input file is refused on resume),
-- the settings that change what a row means (the default endpoint),
+- the settings that change what a row means (the endpoint, the template's digest),
 - `parts`: how many result part files are committed (`part-000000.parquet` .. `parts - 1`),
 - `done`: the finished input row numbers as sorted, merged `[start, end)` ranges.
 
@@ -189,13 +189,24 @@ class Checkpoint:
                 f"now {fingerprint.size} bytes, sha256 {fingerprint.digest[:12]}). "
                 "Use a new --out directory for a different input."
             )
-        for key, old in self.settings.items():
-            new = settings.get(key)
+        # A setting the checkpoint lacks was not set then (an output older than the setting):
+        # resuming it with the setting given would change what its rows mean.
+        for key in {**self.settings, **settings}:
+            old, new = self.settings.get(key), settings.get(key)
             if new != old:
                 raise CheckpointError(
-                    f"--{key.replace('_', '-')} was {old!r} when this output was started and is "
-                    f"{new!r} now; use the same value to resume, or a new --out directory"
+                    f"--{key.replace('_', '-')} was {_shown(key, old)} when this output was "
+                    f"started and is {_shown(key, new)} now; use the same value to resume, or a "
+                    "new --out directory"
                 )
+
+
+def _shown(key: str, value: Any) -> str:
+    if value is None:
+        return "not set"
+    if key == "template" and isinstance(value, str):
+        return f"a template with sha256 {value[:12]}"  # the digest of what it sends
+    return repr(value)
 
 
 class OutputLock:
