@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import limits, startup, throughput
+from bench import limits, startup, tables, throughput
 from bench.context import Context, Settings
 from bench.procs import BenchError, stop_all
 from bench.report import Row, commit, machine, render, to_json
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "overhead": throughput.overhead,
     "concurrency": throughput.concurrency,
     "memory": throughput.memory,
+    "template": tables.template_memory,
     "limits": limits.limits,
     "resume": startup.resume,
     "estimate": startup.estimate,
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller counts (overhead 5,000 requests, concurrency 6,000, memory 20k vs 200k "
-        "rows, limits 30 s)",
+        help="smaller counts (overhead 5,000 requests, concurrency 6,000, memory and template "
+        "20k vs 200k rows, limits 30 s)",
     )
     parser.add_argument(
         "--only", type=_names, metavar="NAME[,NAME]", help="run only these benchmarks"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL", "chat_body", "write_chat_rows"]
+__all__ = ["MODEL", "QUESTION_TEMPLATE", "chat_body", "write_chat_rows", "write_question_csv"]
 
 MODEL = "gpt-4o-mini"
 _WORDS = (
@@ -32,6 +32,35 @@ _BATCH_ROWS = 10_000
 def _content(row: int, content_chars: int) -> str:
     prefix = f"Row {row}: "
     return (prefix + _FILLER[: max(0, content_chars - len(prefix))])[:content_chars]
+
+
+# The template the CSV benchmark sends every row through: a system message, a user message
+# with two columns in it, a JSON-typed max_tokens.
+QUESTION_TEMPLATE = """\
+id = "qid"
+
+[body]
+model = "gpt-4o-mini"
+max_tokens = 16
+messages = [
+  { role = "system", content = "Answer in one word." },
+  { role = "user", content = "Topic {{ topic }}. {{ question }}" },
+]
+"""
+# Quotes doubled and a comma inside the quoted value: the CSV parser's quoted path, every row.
+_CSV_LINE = 'q-%09d,"Row %d: what is the ""capital"" of country %d, in one word?",geo-%d\n'
+
+
+def write_question_csv(path: Path, rows: int) -> Path:
+    """A CSV `qid,question,topic` of `rows` rows (about 75 bytes each) for QUESTION_TEMPLATE."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8", buffering=1 << 20) as f:
+        f.write("qid,question,topic\n")
+        for start in range(0, rows, _BATCH_ROWS):
+            end = min(rows, start + _BATCH_ROWS)
+            f.writelines(_CSV_LINE % (r, r, r % 200, r % 7) for r in range(start, end))
+    tmp.replace(path)
+    return path
 
 
 def chat_body(row: int, *, content_chars: int, max_tokens: int) -> dict[str, Any]:

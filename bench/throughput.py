@@ -16,7 +16,7 @@ from bench.procs import BenchError, Child, MockServer
 from bench.report import Row, median, met
 from bench.sampler import StatsSampler, counters
 
-__all__ = ["concurrency", "memory", "overhead"]
+__all__ = ["Figures", "concurrency", "measure", "memory", "overhead"]
 
 _MIN_RATE = 50.0  # req/s below which a run is considered stuck (sets the timeouts)
 
@@ -40,7 +40,7 @@ class Figures:
         )
 
 
-def _measure(
+def measure(
     ctx: Context, mock: MockServer, child: Child, rows: int, *, every_s: float = 0.5
 ) -> Figures:
     sampler = StatsSampler(mock, every_s=every_s)
@@ -75,7 +75,7 @@ def _run_one(
     else:
         child = ctx.bare_run(path, mock.base_url, concurrency, client=kind)
     try:
-        figures = _measure(ctx, mock, child, input_rows, every_s=every_s)
+        figures = measure(ctx, mock, child, input_rows, every_s=every_s)
     finally:
         if out is not None:
             ctx.remove(out)
@@ -271,7 +271,7 @@ def memory(ctx: Context) -> list[Row]:
             out = ctx.out_dir("memory")
             child = ctx.batchrun_run(path, out, mock.base_url, "--concurrency", str(c))
             try:
-                figures = _measure(ctx, mock, child, rows, every_s=1.0)
+                figures = measure(ctx, mock, child, rows, every_s=1.0)
             finally:
                 ctx.remove(out)
             ctx.log(f"  batchrun {figures.show()}")
