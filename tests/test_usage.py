@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from batchrun.endpoints.usage import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Usage,
+    claude_usage,
+    gemini_usage,
     max_output_tokens,
     parse_usage,
     rough_prompt_tokens,
@@ -290,3 +292,75 @@ def test_estimate_of_a_body_without_text_is_small() -> None:
 )
 def test_max_output_tokens(url: str, body: dict[str, Any], expected: int) -> None:
     assert max_output_tokens(url, body) == expected
+
+
+# -------------------------------------------------------------------- native Claude and Gemini
+
+
+def test_claude_usage_adds_the_cache_back_to_the_input() -> None:
+    body = {
+        "usage": {
+            "input_tokens": 20,
+            "cache_creation_input_tokens": 1000,
+            "cache_read_input_tokens": 3000,
+            "output_tokens": 50,
+        }
+    }
+    assert claude_usage(body) == Usage(
+        prompt_tokens=4020,
+        completion_tokens=50,
+        total_tokens=4070,
+        cached_tokens=3000,
+        cache_write_tokens=1000,
+    )
+
+
+def test_claude_usage_without_cache_fields() -> None:
+    usage = claude_usage({"usage": {"input_tokens": 12, "output_tokens": 3}})
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (12, 3, None)
+
+
+def test_gemini_usage_counts_thoughts_as_output_and_tool_prompts_as_input() -> None:
+    body = {
+        "usageMetadata": {
+            "promptTokenCount": 100,
+            "toolUsePromptTokenCount": 7,
+            "candidatesTokenCount": 40,
+            "thoughtsTokenCount": 300,
+            "cachedContentTokenCount": 64,
+            "totalTokenCount": 447,
+        }
+    }
+    assert gemini_usage(body) == Usage(
+        prompt_tokens=107,
+        completion_tokens=340,
+        total_tokens=447,
+        cached_tokens=64,
+        reasoning_tokens=300,
+    )
+
+
+def test_gpt_image_usage_splits_image_input_tokens() -> None:
+    body = {
+        "usage": {
+            "input_tokens": 350,
+            "input_tokens_details": {"text_tokens": 50, "image_tokens": 300},
+            "output_tokens": 4160,
+            "total_tokens": 4510,
+        }
+    }
+    usage = parse_usage(body)
+    assert (usage.prompt_tokens, usage.image_input_tokens, usage.completion_tokens) == (
+        350,
+        300,
+        4160,
+    )
+
+
+@pytest.mark.parametrize("reader", [claude_usage, gemini_usage])
+@pytest.mark.parametrize(
+    "body", [None, [], {}, {"usage": "x", "usageMetadata": 3}, {"usage": {"input_tokens": "1"}}]
+)
+def test_native_usage_of_a_malformed_body_is_empty(reader: Any, body: Any) -> None:
+    usage = reader(body)
+    assert usage.prompt_tokens is None and usage.completion_tokens is None

@@ -4,8 +4,15 @@
   real figure (characters / 4 plus message overheads, a fixed figure per image). It runs once per
   row on the hot path, so it walks the body once and never tokenizes; `batchrun estimate` uses the
   exact tokenizers in `batchrun.cost.tokens` instead.
-- `parse_usage` reads the usage out of any response shape (chat, embeddings, completions,
-  responses API); every field is optional and a missing or malformed one is `None`, never an error.
+- `parse_usage` reads the usage out of any OpenAI-shaped response (chat, embeddings,
+  completions, responses API, gpt-image-1); `claude_usage` and `gemini_usage` read Anthropic's and
+  Google's native shapes into the same figures. Every field is optional and a missing or
+  malformed one is `None`, never an error.
+- The figures mean the same for every family: `prompt_tokens` is every input token billed
+  (Anthropic's cache reads and writes included, though its `input_tokens` leaves them out),
+  `cached_tokens` the part of it read from a cache, `completion_tokens` every output token
+  billed (Gemini's thinking tokens included, though `candidatesTokenCount` leaves them out),
+  `reasoning_tokens` the part of it spent thinking.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
+    "USAGE_READERS",
     "Usage",
+    "claude_usage",
+    "gemini_usage",
     "max_output_tokens",
     "parse_usage",
     "rough_prompt_tokens",
@@ -36,6 +46,8 @@ class Usage:
     total_tokens: int | None = None
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_tokens: int | None = None  # Anthropic's cache_creation_input_tokens
+    image_input_tokens: int | None = None  # gpt-image-1: input_tokens_details.image_tokens
 
 
 def _text_chars(value: Any, *, nested: bool = False) -> tuple[int, int]:
@@ -141,10 +153,62 @@ def parse_usage(response: Any) -> Usage:
         if isinstance(completion_details, dict)
         else None
     )
+    images = _int(prompt_details.get("image_tokens")) if isinstance(prompt_details, dict) else None
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=total,
         cached_tokens=cached,
         reasoning_tokens=reasoning,
+        image_input_tokens=images,
     )
+
+
+def claude_usage(response: Any) -> Usage:
+    """Anthropic's `usage`: `input_tokens` excludes the cache reads and writes, so they are
+    added back to give every input token billed."""
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return Usage()
+    fresh = _int(usage.get("input_tokens"))
+    written = _int(usage.get("cache_creation_input_tokens"))
+    read = _int(usage.get("cache_read_input_tokens"))
+    completion = _int(usage.get("output_tokens"))
+    prompt = None if fresh is None else fresh + (written or 0) + (read or 0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=None if prompt is None else prompt + (completion or 0),
+        cached_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
+def gemini_usage(response: Any) -> Usage:
+    """Google's `usageMetadata`, counted as the gateway bills it: prompt = prompt + tool-use
+    prompt tokens, completion = candidates + thoughts."""
+    meta = response.get("usageMetadata") if isinstance(response, dict) else None
+    if not isinstance(meta, dict):
+        return Usage()
+    prompt = _int(meta.get("promptTokenCount"))
+    tool_prompt = _int(meta.get("toolUsePromptTokenCount")) or 0
+    candidates = _int(meta.get("candidatesTokenCount"))
+    thoughts = _int(meta.get("thoughtsTokenCount"))
+    completion = None
+    if candidates is not None or thoughts is not None:
+        completion = (candidates or 0) + (thoughts or 0)
+    if prompt is not None:
+        prompt += tool_prompt
+    total = _int(meta.get("totalTokenCount"))
+    if total is None and prompt is not None:
+        total = prompt + (completion or 0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cached_tokens=_int(meta.get("cachedContentTokenCount")),
+        reasoning_tokens=thoughts,
+    )
+
+
+USAGE_READERS = {"openai": parse_usage, "claude": claude_usage, "gemini": gemini_usage}
