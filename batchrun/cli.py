@@ -479,10 +479,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def _quota(args: argparse.Namespace) -> int:
     from batchrun.common.errors import FatalRunError
-    from batchrun.config import DEFAULT_BASE_URL
+    from batchrun.config import DEFAULT_BASE_URL, check_base_url
     from batchrun.cost.quota import fetch_quota_sync, render_quota
 
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    try:
+        check_base_url(base_url)
+    except ValueError as exc:
+        return _usage_error(str(exc))
     api_key = os.environ.get(args.api_key_env) or None
     if api_key is None:
         print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchrun.common.urls import endpoint_in_base_url
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 
-__all__ = ["DEFAULT_BASE_URL", "HTTP_CLIENTS", "RunConfig"]
+__all__ = ["DEFAULT_BASE_URL", "HTTP_CLIENTS", "RunConfig", "check_base_url"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 HTTP_CLIENTS = ("aiohttp", "httpx2")
@@ -70,6 +71,18 @@ class RunConfig:
             )
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://: {self.base_url!r}")
+        check_base_url(self.base_url)
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse a full endpoint given as the base URL: every row would be a 404 "Invalid URL"."""
+    found = endpoint_in_base_url(base_url)
+    if found is not None:
+        endpoint, base = found
+        raise ValueError(
+            f"base_url (--base-url) {base_url} ends with the endpoint {endpoint}: give the API's "
+            f"base URL, {base}; batchrun adds the endpoint (--endpoint, or each row's url)"
+        )
 
 
 def _positive(name: str, value: float) -> None:

@@ -236,6 +236,7 @@ class _Stages:
             max_retries=config.max_retries,
             max_outage_s=config.max_outage_s,
             cost_fn=lambda model, usage: cost_of(prices, model, usage),
+            workers=config.concurrency,
         )
         self.budget = (
             CostBudget(
@@ -338,6 +339,7 @@ class _Stages:
                 if budget is not None:
                     budget.settle(reserved, record.cost_usd)
                 await self._put(record, results, progress)
+            self.sender.input_done()  # the feed is closed and empty: no more rows will come
         finally:
             feed.leave()
 
