@@ -348,7 +348,8 @@ units:
   vLLM, llama.cpp) gives one line saying the quota is unknown.
 
 exit codes:
-  0 shown, or unknown for this server   2 bad usage   3 the server refused the key (HTTP 401)
+  0 shown, or unknown for this server   2 bad usage
+  3 the server refused the key (HTTP 401), or could not be reached
 """
 
 
@@ -480,7 +481,7 @@ def _report(args: argparse.Namespace) -> int:
 def _quota(args: argparse.Namespace) -> int:
     from batchrun.common.errors import FatalRunError
     from batchrun.config import DEFAULT_BASE_URL, check_base_url
-    from batchrun.cost.quota import fetch_quota_sync, render_quota
+    from batchrun.cost.quota import Unreachable, fetch_quota_sync, render_quota
 
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     try:
@@ -496,7 +497,7 @@ def _quota(args: argparse.Namespace) -> int:
         print(f"batchrun: error: {exc.message}", file=sys.stderr)
         return EXIT_KEY_REFUSED
     print(render_quota(quota, base_url, as_json=args.json))
-    return 0
+    return EXIT_KEY_REFUSED if isinstance(quota, Unreachable) else 0
 
 
 _BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota}

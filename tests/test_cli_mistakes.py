@@ -7,7 +7,15 @@ requests the server saw, and that nothing was lost: a stopped run leaves every r
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import re
+import select
+import socket
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +24,7 @@ import pytest
 
 from batchrun.mock import MockConfig, MockServer
 from tests.helpers import chat_rows, write_jsonl
-from tests.torture import chat_requests, parts, run_cli
+from tests.torture import ROOT, batchrun_cmd, chat_requests, cli_env, parts, run_cli
 
 ROWS = 200
 
@@ -97,3 +105,62 @@ def test_every_row_answered_404_invalid_url_stops_after_20_and_resumes(
     assert f"finished: {ROWS} of {ROWS} rows done" in resumed.stdout
     assert f"whole output: {ROWS} ok, 0 errors" in resumed.stdout
     assert chat_requests(mock) == ROWS  # each row sent once to the right URL
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_on_a_terminal(*args: str | Path, timeout_s: float = 60) -> tuple[int, str]:
+    """`batchrun ARGS` with stderr on a pseudo-terminal (so the bar draws); exit code, stderr."""
+    primary, secondary = pty.openpty()
+    # A real terminal's size: tqdm draws nothing on a terminal 0 columns wide.
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    proc = subprocess.Popen(
+        batchrun_cmd(*args), cwd=ROOT, env=cli_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=secondary,
+    )  # fmt: skip
+    os.close(secondary)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(primary)
+    return proc.wait(timeout=timeout_s), seen.decode("utf-8", "replace")
+
+
+def test_a_server_that_cannot_be_reached_is_named_on_the_bar_and_in_the_quota_line(
+    tmp_path: Path,
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(20))
+    host = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    started = time.monotonic()
+    code, stderr = run_on_a_terminal(
+        "run", path, "--out", tmp_path / "out", "--base-url", f"http://{host}/v1",
+        "--max-outage", "3", "--max-retries", "0", "--no-estimate",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert code == 0  # past --max-outage the rows fail as connection_error (documented)
+    text = re.sub(r"\s+", " ", stderr)
+    # The quota line no longer claims "no billing endpoints" for a server it never reached.
+    assert "quota: unknown: the server could not be reached (ConnectError: " in text
+    assert "billing endpoints" not in text
+    # Logged once with the engine's words, and on the bar itself while it is waited out...
+    assert f"cannot connect to {host} ([Errno 111] Connect call failed" in text
+    assert f"cannot connect to {host}, waiting up to 3 s (--max-outage): " in text
+    # ...whose clock kept moving while no row came back (it froze at [00:00<?] before).
+    clocks = [int(s) for s in re.findall(r"\| 0/20 \[00:(\d\d)<", text)]
+    assert clocks and max(clocks) >= 2, text[-2000:]
+    assert elapsed < 60

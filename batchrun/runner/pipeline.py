@@ -265,6 +265,11 @@ class _Stages:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._write, results, writer_done)
+                outer.start_soon(
+                    progress.keep_time,
+                    self.sender.outage_note,
+                    lambda: self.sender.outage_note(detail=True),
+                )
                 try:
                     async with anyio.create_task_group() as work:
                         outer.start_soon(self._grace_timer, work.cancel_scope)
@@ -277,7 +282,7 @@ class _Stages:
                     # Every producer of records is done: the writer drains, commits, finishes.
                     results.close()
                 await writer_done.wait()
-                outer.cancel_scope.cancel()  # the grace timer
+                outer.cancel_scope.cancel()  # the grace timer and the bar's clock
         finally:
             progress.close()
 

@@ -21,7 +21,7 @@ import httpx2
 from batchrun.config import RunConfig
 from batchrun.cost.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
 from batchrun.cost.pricebook import PriceBook
-from batchrun.cost.quota import fetch_quota
+from batchrun.cost.quota import Unreachable, fetch_quota
 from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.inputs.reader import InputError, iter_ids, iter_rows
 from batchrun.runner.render import format_usd
@@ -149,6 +149,9 @@ async def check_quota(http: httpx2.AsyncClient, config: RunConfig, prepared: Pre
     Raises `FatalRunError` for a refused key, `QuotaError` for a short balance when required.
     """
     quota = await fetch_quota(http, config.base_url, config.api_key)
+    if isinstance(quota, Unreachable):
+        log.info("quota: unknown: the server could not be reached (%s)", quota.detail)
+        return
     if quota is None:
         log.info("quota: unknown for this server (no one-api/new-api billing endpoints)")
         return

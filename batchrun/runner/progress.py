@@ -1,30 +1,77 @@
-"""The progress bar on stderr while a run goes: rows done, ok / errors, req/s, tok/s, cost."""
+"""The progress bar on stderr while a run goes: rows done, ok / errors, req/s, tok/s, cost.
+
+`tick` is called on a clock (every half second) whether rows arrive or not, so that the bar's
+elapsed time keeps moving while nothing comes back, and a note (the server cannot be reached)
+shows in front of it.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import anyio
 
 from batchrun.runner.summary import RunTotals
 
 __all__ = ["Progress"]
 
 _REFRESH_S = 0.5
+log = logging.getLogger("batchrun")
 
 
 class Progress:
     """A tqdm bar on stderr, only when it is a terminal and the run is not quiet."""
 
-    def __init__(self, *, total: int, initial: int, enabled: bool) -> None:
+    def __init__(
+        self, *, total: int, initial: int, enabled: bool, stream: TextIO | None = None
+    ) -> None:
         self._bar: Any = None
         self._next_refresh = 0.0
-        if enabled and sys.stderr.isatty():
+        self._note: str | None = None
+        stream = sys.stderr if stream is None else stream
+        if enabled and stream.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=total, initial=initial, unit="row", dynamic_ncols=True, smoothing=0.1
+                total=total,
+                initial=initial,
+                unit="row",
+                dynamic_ncols=True,
+                smoothing=0.1,
+                file=stream,
             )
+
+    async def keep_time(
+        self, note: Callable[[], str | None], detail: Callable[[], str | None]
+    ) -> None:
+        """Until cancelled: redraw every half second with `note()` in front, and log
+        `detail()` once when a note appears (a quiet run, or stderr not a terminal, sees it
+        too) and once when it goes. A display clock: it decides nothing."""
+        shown = False
+        started = 0.0
+        while True:
+            await anyio.sleep(_REFRESH_S)
+            current = note()
+            if current is not None and not shown:
+                shown, started = True, time.monotonic()
+                log.warning("%s", detail() or current)
+            elif current is None and shown:
+                shown = False
+                log.info("the server answers again, after %.0f s", time.monotonic() - started)
+            self.tick(current)
+
+    def tick(self, note: str | None) -> None:
+        """Redraw (the elapsed time moves on) with `note` in front, or none."""
+        if self._bar is None:
+            return
+        if note != self._note:
+            self._note = note
+            self._bar.set_description_str(note or "", refresh=False)
+        self._bar.refresh()
 
     def update(self, totals: RunTotals) -> None:
         if self._bar is None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,9 @@ class Sender:
         self._clock = clock
         self._urls: dict[str, str] = {}
         self._outage_since: float | None = None
+        self._outage_cause = ""  # what the latest "looks down" failure was
+        self._outage_detail = ""  # and in the engine's or the server's words
+        self._host = urllib.parse.urlsplit(base_url).netloc or base_url
         # When the latest request that got an ok answer was sent (limiter clock): tells an outage
         # from one row's bad luck.
         self._last_ok_sent_at = -math.inf
@@ -154,6 +158,8 @@ class Sender:
                     raise self._fatal
                 outage = False
                 if failure.looks_down:
+                    self._outage_cause = self._cause(failure)
+                    self._outage_detail = failure.verdict.message.split(": ", 1)[-1]
                     if trouble_since is None:
                         trouble_since = failure.sent_at
                     # Down for everyone only if nothing sent since this row's trouble began got
@@ -249,6 +255,26 @@ class Sender:
         if self._fatal is None:
             self._fatal = FatalRunError(fatal.kind, redact(fatal.message, self._api_key))
         self._wrong_url.release()
+
+    def outage_note(self, *, detail: bool = False) -> str | None:
+        """While the server looks down for everyone, one line saying so (with the engine's or
+        the server's words if `detail`); None otherwise."""
+        if self._outage_since is None:
+            return None
+        cause = self._outage_cause
+        if detail and self._outage_detail:
+            cause += f" ({redact(self._outage_detail, self._api_key)})"
+        limit = f"{self._max_outage_s:g} s (--max-outage)"
+        if self._clock() - self._outage_since < self._max_outage_s:
+            return f"{cause}, waiting up to {limit}"
+        return f"{cause} for over {limit}: rows now fail as their retries run out"
+
+    def _cause(self, failure: _Failure) -> str:
+        if failure.status is not None:
+            return f"{self._host} answers HTTP {failure.status}"
+        if failure.verdict.error_type == ErrorType.TIMEOUT:
+            return f"cannot connect to {self._host} in time"
+        return f"cannot connect to {self._host}"
 
     def _in_outage(self) -> bool:
         now = self._clock()
