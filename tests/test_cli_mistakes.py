@@ -8,6 +8,7 @@ requests the server saw, and that nothing was lost: a stopped run leaves every r
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -164,3 +165,24 @@ def test_a_server_that_cannot_be_reached_is_named_on_the_bar_and_in_the_quota_li
     clocks = [int(s) for s in re.findall(r"\| 0/20 \[00:(\d\d)<", text)]
     assert clocks and max(clocks) >= 2, text[-2000:]
     assert elapsed < 60
+
+
+def test_a_json_array_is_refused_by_run_and_estimate_before_anything(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    path = tmp_path / "requests.jsonl"
+    path.write_text(json.dumps([row["body"] for row in chat_rows(342)]))
+    out = tmp_path / "out"
+    result, elapsed = timed_run(path, "--out", out, "--base-url", mock.base_url)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"batchrun: error: {path} holds one JSON array, not JSON Lines (one request object per "
+        "line); convert it: python -c "
+    )
+    assert result.stdout == ""  # it used to say "finished: 342 of 342 rows done, 0 ok"
+    assert elapsed < 30
+    assert requests_seen(mock) == 0
+    assert not out.exists()
+    estimate = run_cli("estimate", path)
+    assert estimate.returncode == 2
+    assert "holds one JSON array, not JSON Lines" in estimate.stderr

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_MAX_ROW_BYTES",
     "InputError",
     "ParsedRow",
+    "is_parquet_name",
     "iter_ids",
     "iter_requests",
     "iter_rows",
@@ -83,11 +84,13 @@ class _RowProblem(Exception):
     pass
 
 
+def is_parquet_name(path: Path) -> bool:
+    """The input is read as Parquet by its name (`.parquet`, `.pq`), else as JSON Lines."""
+    return path.name.lower().endswith((".parquet", ".pq"))
+
+
 def _format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".parquet") or name.endswith(".pq"):
-        return "parquet"
-    return "jsonl"
+    return "parquet" if is_parquet_name(path) else "jsonl"
 
 
 def open_input(path: Path) -> IO[bytes]:
@@ -114,7 +117,7 @@ def iter_rows(
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     raw: bool = True,
-) -> Iterator[ParsedRow | RowError]:
+) -> Generator[ParsedRow | RowError, None, None]:
     """Every row of the input not in `skip`, in file order, parsed and checked.
 
     With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`

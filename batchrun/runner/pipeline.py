@@ -36,6 +36,7 @@ from batchrun.config import RunConfig
 from batchrun.cost.budget import CostBudget, cost_of
 from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError, iter_requests
+from batchrun.inputs.sniff import check_sendable
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.preflight import Interrupted, check_quota, prepare_output
@@ -44,7 +45,12 @@ from batchrun.runner.summary import EXIT_STOPPED, RunSummary, RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.send.limiter import Limiter
-from batchrun.store.checkpoint import Checkpoint, CheckpointError, OutputLock
+from batchrun.store.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    OutputLock,
+    discard_unused_output,
+)
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
@@ -101,7 +107,8 @@ async def run(
 ) -> RunSummary:
     """Send every pending row of `config.input_path`; store results in `config.out_dir`.
 
-    Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending.
+    Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending;
+    an output directory this call created is then removed again.
     `transport` replaces the network (e.g. `httpx2.MockTransport` in tests).
     """
     control = control or RunControl()
@@ -109,7 +116,13 @@ async def run(
     out = config.out_dir
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")
+    await anyio.to_thread.run_sync(
+        lambda: check_sendable(
+            config.input_path, endpoint=config.endpoint, max_row_bytes=config.max_row_bytes
+        )
+    )
     prices = await anyio.to_thread.run_sync(PriceBook.load, config.prices_file)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -131,6 +144,8 @@ async def run(
             finally:
                 signals.cancel_scope.cancel()
     if failure is not None:
+        if created and isinstance(failure, (InputError, CheckpointError)):
+            discard_unused_output(out)  # refused before anything was sent: leave nothing
         raise failure
     total_rows = (checkpoint.total_rows or 0) if checkpoint else 0
     return RunSummary(
