@@ -1,7 +1,8 @@
 """Command-line interface: parses arguments and calls the library, nothing else.
 
 Exit codes: 0 finished (rows that failed are recorded as errors), 2 bad usage or bad input found
-before anything was sent, 3 stopped early and resumable (Ctrl-C, SIGTERM, refused key, no quota).
+before anything was sent, 3 stopped early and resumable (Ctrl-C, SIGTERM, refused key, no quota),
+4 finished with rows in error under --fail-on-errors.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ resuming:
 exit codes:
   0 finished (failed rows are recorded as errors)   2 bad usage or input, nothing sent
   3 stopped early (Ctrl-C, SIGTERM, refused key, no quota): run the same command to resume
+  4 finished, but rows ended in error (only with --fail-on-errors)
 """
 
 
@@ -169,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the token/cost estimate made on a new output's first pass over the input",
     )
+    run.add_argument(
+        "--fail-on-errors",
+        action="store_true",
+        help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
 
     mock = commands.add_parser(
@@ -238,6 +245,7 @@ def _run(args: argparse.Namespace) -> int:
             estimate=not args.no_estimate,
             progress=not args.quiet,
             handle_signals=True,
+            fail_on_errors=args.fail_on_errors,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850

@@ -40,6 +40,7 @@ class RunConfig:
     require_quota: bool = False
     progress: bool = False
     handle_signals: bool = False
+    fail_on_errors: bool = False  # exit code 4 when the finished output holds error records
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))

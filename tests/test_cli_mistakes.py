@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.mock import MockConfig, MockServer
-from tests.helpers import chat_rows, write_jsonl
+from tests.helpers import chat_rows, faulty_rows, read_results, write_jsonl
 from tests.torture import ROOT, batchrun_cmd, chat_requests, cli_env, parts, run_cli
 
 ROWS = 200
@@ -186,3 +186,51 @@ def test_a_json_array_is_refused_by_run_and_estimate_before_anything(
     estimate = run_cli("estimate", path)
     assert estimate.returncode == 2
     assert "holds one JSON array, not JSON Lines" in estimate.stderr
+
+
+# ---------------------------------------------------------------------------------- honest ends
+
+
+def test_fail_on_errors_exits_4_when_rows_ended_in_error_and_0_without_it(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    rows = faulty_rows(30, {3: ("400", None), 7: ("400", None)})
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    plain = run_cli("run", path, "--out", tmp_path / "a", "--base-url", mock.base_url, "-q")
+    assert plain.returncode == 0, plain.stderr  # the documented default stays
+    strict, elapsed = timed_run(
+        path, "--out", tmp_path / "b", "--base-url", mock.base_url, "-q", "--fail-on-errors"
+    )
+    assert strict.returncode == 4, strict.stderr
+    assert "finished: 30 of 30 rows done\n" in strict.stdout
+    assert "  2 rows ended in error: exit code 4 (--fail-on-errors)" in strict.stdout
+    assert elapsed < 30
+    assert chat_requests(mock) == 60  # each row once per output, the 400s not retried
+    clean = write_jsonl(tmp_path / "clean.jsonl", chat_rows(5))
+    ok = run_cli("run", clean, "--out", tmp_path / "c", "--base-url", mock.base_url, "-q",
+                 "--fail-on-errors")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_resume_shows_the_whole_outputs_figures_on_the_bar_and_in_the_summary(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(ROWS))
+    out = tmp_path / "out"
+    args = ("run", path, "--out", out, "--base-url", mock.base_url, "--concurrency", "4")
+    first = run_cli(*args, "--max-cost", "0.0003")  # stops part way: exit 3, resumable
+    assert first.returncode == 3, first.stderr
+    done = int(re.search(r"([\d,]+) of 200 rows done", first.stdout).group(1))  # type: ignore[union-attr]
+    assert 0 < done < ROWS
+    code, stderr = run_on_a_terminal(*args)
+    assert code == 0
+    text = re.sub(r"\s+", " ", stderr)
+    assert f"resuming: {done} of {ROWS} rows done" in text
+    final = re.sub(r"\s+", " ", stderr.rstrip().rsplit("\r", 1)[-1])
+    # The bar ends where the summary does: whole-output ok and cost, this run's share beside it.
+    assert f"{ROWS}/{ROWS} [" in final and f"ok={ROWS}, err=0" in final, final
+    whole = re.search(r"cost=\$([\d.]+), run cost=\$([\d.]+)", final)
+    assert whole is not None, final
+    total_cost = sum(r["cost_usd"] for r in read_results(out))
+    assert abs(float(whole.group(1)) - total_cost) < 1e-4
+    assert float(whole.group(2)) < float(whole.group(1))

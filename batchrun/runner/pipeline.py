@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -40,7 +41,7 @@ from batchrun.inputs.sniff import check_sendable
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.preflight import Interrupted, check_quota, prepare_output
-from batchrun.runner.progress import Progress
+from batchrun.runner.progress import Earlier, Progress
 from batchrun.runner.summary import EXIT_STOPPED, RunSummary, RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
@@ -56,6 +57,7 @@ from batchrun.store.writer import ResultWriter
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 
 _READ_CHUNK = 256
+log = logging.getLogger("batchrun")
 
 
 @dataclass(slots=True)
@@ -132,13 +134,16 @@ async def run(
     started = time.monotonic()
     totals = RunTotals()
     checkpoint: Checkpoint | None = None
+    done_before = 0
     failure: Exception | None = None
     with OutputLock(out):
         async with anyio.create_task_group() as signals:
             if config.handle_signals:
                 await signals.start(_watch_signals, control)
             try:
-                checkpoint = await _prepare_and_send(config, control, totals, prices, transport)
+                checkpoint, done_before = await _prepare_and_send(
+                    config, control, totals, prices, transport
+                )
             except Exception as exc:
                 failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup
             finally:
@@ -158,6 +163,9 @@ async def run(
         elapsed_s=time.monotonic() - started,
         stopped=control.reason,
         fatal=control.fatal,
+        cost_usd=checkpoint.cost_usd if checkpoint else 0.0,
+        done_before=done_before,
+        fail_on_errors=config.fail_on_errors,
     )
 
 
@@ -167,17 +175,21 @@ async def _prepare_and_send(
     totals: RunTotals,
     prices: PriceBook,
     transport: httpx2.AsyncBaseTransport | None,
-) -> Checkpoint | None:
-    """The run inside the output lock; None when stopped before the output was set up."""
+) -> tuple[Checkpoint | None, int]:
+    """The run inside the output lock: the checkpoint (None when stopped before the output was
+    set up) and how many rows were done when this run began."""
     try:
         prepared = await anyio.to_thread.run_sync(
             lambda: prepare_output(config, prices, should_stop=lambda: control.stopping)
         )
     except Interrupted:
-        return None
+        return None, 0
     checkpoint = prepared.checkpoint
     writer = ResultWriter(config.out_dir, checkpoint)
     await anyio.to_thread.run_sync(writer.recover)
+    done_before = len(checkpoint.done)
+    if done_before:
+        log.info("resuming: %s of %s rows done", f"{done_before:,}", f"{checkpoint.total_rows:,}")
     if len(checkpoint.done) < (checkpoint.total_rows or 0) and not control.stopping:
         try:
             if config.check_quota:
@@ -190,7 +202,7 @@ async def _prepare_and_send(
         else:
             async with _http_engine(config, transport) as engine:
                 await _Stages(config, control, writer, totals, engine, prices).run()
-    return checkpoint
+    return checkpoint, done_before
 
 
 @contextlib.asynccontextmanager
@@ -264,8 +276,16 @@ class _Stages:
     async def run(self) -> None:
         config = self.config
         checkpoint = self.writer.checkpoint
+        earlier = Earlier(
+            ok=checkpoint.counts.get("ok", 0),
+            errors=checkpoint.counts.get("error", 0),
+            cost_usd=checkpoint.cost_usd,
+        )
         progress = Progress(
-            total=checkpoint.total_rows or 0, initial=len(checkpoint.done), enabled=config.progress
+            total=checkpoint.total_rows or 0,
+            initial=len(checkpoint.done),
+            enabled=config.progress,
+            earlier=earlier,
         )
         feed = RequestFeed(
             low_water=max(config.concurrency, _READ_CHUNK), workers=config.concurrency
