@@ -14,6 +14,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from batchrun.common.argparsing import (
+    Parser,
+    command_as_typed,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from batchrun.common.version import __version__
 from batchrun.config import HTTP_CLIENTS
 
 __all__ = ["main"]
@@ -36,33 +46,13 @@ exit codes:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="batchrun",
         description="Run bulk requests against OpenAI-compatible APIs: rate-limited, resumable, "
         "results in Parquet.",
     )
+    parser.add_argument("--version", action="version", version=f"batchrun {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser(
@@ -93,23 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--api-key", help=argparse.SUPPRESS)
     run.add_argument(
-        "--concurrency", type=_positive_int, default=50, help="requests in flight (default: 50)"
+        "--concurrency", type=positive_int, default=50, help="requests in flight (default: 50)"
     )
-    run.add_argument("--rpm", type=_positive_float, help="max requests per minute")
+    run.add_argument("--rpm", type=positive_float, help="max requests per minute")
     run.add_argument(
         "--tpm",
-        type=_positive_float,
+        type=positive_float,
         help="max tokens per minute (charged: estimated prompt + max output, then corrected)",
     )
     run.add_argument(
         "--max-retries",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=5,
         help="retries per row for retryable failures (default: 5)",
     )
     run.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         metavar="SECONDS",
         help="per-request timeout, from connecting to the last byte of the answer (default: 300)",
@@ -123,27 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--flush-rows",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         help="rows per committed Parquet part (default: 5000)",
     )
     run.add_argument(
         "--flush-interval",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="commit at least this often (default: 10)",
     )
     run.add_argument(
         "--grace",
-        type=float,
+        type=non_negative_float,
         default=10.0,
         metavar="SECONDS",
         help="on Ctrl-C/SIGTERM, how long requests in flight may finish (default: 10)",
     )
     run.add_argument(
         "--max-outage",
-        type=float,
+        type=non_negative_float,
         default=300.0,
         metavar="SECONDS",
         help="how long to wait out a server that is down before rows fail (default: 300)",
@@ -156,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-cost",
-        type=_positive_float,
+        type=positive_float,
         metavar="USD",
         help="stop dispatching before this output's total spend (spent + in flight at worst) "
         "would pass USD; exit 3, resumable",
@@ -262,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
         # Only before sending (the run itself turns Ctrl-C into a graceful stop).
         print("\ninterrupted before anything was sent", file=sys.stderr)
         return EXIT_STOPPED
-    print(render_summary(summary, command=_resume_command()))
+    print(render_summary(summary, command=command_as_typed()))
     return summary.exit_code
 
 
@@ -275,10 +265,6 @@ def _log_to_stderr(*, quiet: bool) -> None:
     logger = logging.getLogger("batchrun")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
-
-
-def _resume_command() -> str:
-    return "batchrun " + " ".join(sys.argv[1:]) if sys.argv[1:] else "the same command"
 
 
 def _mock_server(args: argparse.Namespace) -> int:
@@ -361,14 +347,7 @@ exit codes:
 """
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     estimate = commands.add_parser(
         "estimate",
@@ -397,14 +376,14 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     estimate.add_argument("--json", action="store_true", help="print one JSON document")
     estimate.add_argument(
         "--expected-output-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.5,
         metavar="F",
         help="expected output tokens as a share of each row's max (default: %(default)s)",
     )
     estimate.add_argument(
         "--output-without-max",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=256,
         metavar="N",
         help="expected output tokens per choice of a row that sets no max (default: 256)",

@@ -13,9 +13,11 @@ import os
 import pty
 import re
 import select
+import shlex
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -234,3 +236,74 @@ def test_a_resume_shows_the_whole_outputs_figures_on_the_bar_and_in_the_summary(
     total_cost = sum(r["cost_usd"] for r in read_results(out))
     assert abs(float(whole.group(1)) - total_cost) < 1e-4
     assert float(whole.group(2)) < float(whole.group(1))
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+def test_version() -> None:
+    from batchrun import __version__
+
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"batchrun {__version__}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (("--rmp", "500"), "unrecognized arguments: --rmp 500 (--rmp: did you mean --rpm?)"),
+        (("--concurrensy=8",), "(--concurrensy: did you mean --concurrency?)"),
+        (("--max-cots", "5"), "(--max-cots: did you mean --max-cost?)"),
+    ],
+)
+def test_a_mistyped_flag_gets_a_did_you_mean(
+    tmp_path: Path, args: tuple[str, ...], hint: str
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(1))
+    result = run_cli("run", path, "--out", tmp_path / "out", *args)
+    assert result.returncode == 2
+    assert hint in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_required_flag_gets_a_did_you_mean_too(tmp_path: Path) -> None:
+    result = run_cli("run", tmp_path / "in.jsonl", "--ot", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "error: the following arguments are required: --out (--ot: did you mean --out?)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--rpm", "abc"), "argument --rpm: must be a positive number, got 'abc'"),
+        (("--concurrency", "x"), "--concurrency: must be a positive whole number, got 'x'"),
+        (("--grace", "-1"), "argument --grace: must be zero or more seconds, got -1"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_is_named_in_plain_words(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = run_cli("run", tmp_path / "in.jsonl", "--out", tmp_path / "out", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "_positive" not in result.stderr and "invalid" not in result.stderr
+
+
+def test_the_resume_command_printed_is_the_one_that_was_run(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(5))
+    https = mock.base_url.replace("http://", "https://", 1)  # stops at once, exit 3
+    script = os.path.relpath(Path(sys.executable).with_name("batchrun"), ROOT)
+    args = ["run", str(path), "--out", str(tmp_path / "my out"), "--base-url", https]
+    typed = subprocess.run(
+        [script, *args], capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=60
+    )
+    assert typed.returncode == 3, typed.stderr
+    assert f"resume with:\n  {shlex.join([script, *args])}\n" in typed.stdout
+    as_module = run_cli(*args)
+    assert f"resume with:\n  {shlex.join([sys.executable, '-m', 'batchrun', *args])}\n" in (
+        as_module.stdout
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2
 
@@ -98,8 +99,7 @@ def prepare_output(
         )
     estimate = builder.result() if builder is not None else None
     if estimate is not None:
-        save_estimate(config.out_dir, estimate)
-        _log_estimate(estimate)
+        _log_estimate(estimate, save_estimate(config.out_dir, estimate))
     checkpoint = Checkpoint(
         input_path=str(config.input_path),
         fingerprint=fingerprint,
@@ -130,9 +130,9 @@ def _estimating_pass(config: RunConfig, builder: EstimateBuilder) -> Iterator[tu
         yield item.row, item.custom_id
 
 
-def _log_estimate(estimate: Estimate) -> None:
+def _log_estimate(estimate: Estimate, saved: Path) -> None:
     totals = estimate.totals()
-    exact = "" if estimate.exact else " (approximate: see OUT/estimate.json)"
+    exact = "" if estimate.exact else f" (approximate: see {saved})"
     log.info(
         "estimate: %s rows, %s prompt tokens, expected cost %s (at most %s)%s",
         f"{totals['rows']:,}",
