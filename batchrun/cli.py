@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from batchrun.config import DEFAULT_BASE_URL, RunConfig
+    from batchrun.config import RunConfig, default_api_key, default_base_url
     from batchrun.inputs.reader import InputError
     from batchrun.runner.pipeline import run_sync
     from batchrun.runner.preflight import QuotaError
@@ -206,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
             f"and in shell history. Put it in ${args.api_key_env} (or name another variable "
             "with --api-key-env)."
         )
-    api_key = os.environ.get(args.api_key_env) or None
+    api_key = default_api_key(args.api_key_env)
     if api_key is None:
         print(
             f"note: ${args.api_key_env} is not set; sending requests without an API key",
@@ -216,7 +215,7 @@ def _run(args: argparse.Namespace) -> int:
         config = RunConfig(
             input_path=args.input,
             out_dir=args.out,
-            base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=args.base_url or default_base_url(),
             api_key=api_key,
             endpoint=args.endpoint,
             concurrency=args.concurrency,
@@ -467,15 +466,15 @@ def _report(args: argparse.Namespace) -> int:
 
 def _quota(args: argparse.Namespace) -> int:
     from batchrun.common.errors import FatalRunError
-    from batchrun.config import DEFAULT_BASE_URL, check_base_url
+    from batchrun.config import check_base_url, default_api_key, default_base_url
     from batchrun.cost.quota import Unreachable, fetch_quota_sync, render_quota
 
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    base_url = args.base_url or default_base_url()
     try:
         check_base_url(base_url)
     except ValueError as exc:
         return _usage_error(str(exc))
-    api_key = os.environ.get(args.api_key_env) or None
+    api_key = default_api_key(args.api_key_env)
     if api_key is None:
         print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)
     try:

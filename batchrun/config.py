@@ -1,25 +1,52 @@
-"""The settings of one run, validated when they are made."""
+"""The settings of one run, validated when they are made.
+
+`base_url` and `api_key` default to `$OPENAI_BASE_URL` and `$OPENAI_API_KEY`, read when the
+config is made, as the CLI and the OpenAI SDK read them; a value given explicitly (even
+`api_key=None`: no key) wins.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchrun.common.urls import endpoint_in_base_url
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 
-__all__ = ["DEFAULT_BASE_URL", "HTTP_CLIENTS", "RunConfig", "check_base_url"]
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "DEFAULT_BASE_URL",
+    "HTTP_CLIENTS",
+    "RunConfig",
+    "check_base_url",
+    "default_api_key",
+    "default_base_url",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+API_KEY_ENV = "OPENAI_API_KEY"
 HTTP_CLIENTS = ("aiohttp", "httpx2")
+
+
+def default_base_url() -> str:
+    """`$OPENAI_BASE_URL`, else OpenAI's: the one rule the CLI and `RunConfig` share."""
+    return os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+
+
+def default_api_key(variable: str = API_KEY_ENV) -> str | None:
+    """The key in `$variable` (`$OPENAI_API_KEY`), None when unset or empty."""
+    return os.environ.get(variable) or None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunConfig:
     input_path: Path
     out_dir: Path
-    base_url: str = DEFAULT_BASE_URL
-    api_key: str | None = field(default=None, repr=False)
+    base_url: str = field(default_factory=default_base_url)
+    api_key: str | None = field(default_factory=default_api_key, repr=False)
     endpoint: str = DEFAULT_ENDPOINT
     concurrency: int = 50
     max_requests_per_minute: float | None = None
