@@ -42,6 +42,11 @@ class MockConfig:
     embedding_dim: length of the (fake) embedding vectors.
     fault_retry_after_ms: the `retry-after-ms` of the injected "429" fault.
     models: what `GET /v1/models` lists (any model name is accepted in requests).
+    exact_tokens: count prompt tokens as OpenAI does, with the tokenizers `batchrun estimate`
+        uses (batchrun.cost.tokens: tiktoken, the cookbook's overheads, image tiles); off, the
+        cheap ~4-characters-a-token rule (a few us per request instead of 5-60).
+    echo: every chat reply repeats the last user message, so a join of input and results is
+        visibly right (a body's `"mock_echo": true` asks for it per request).
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +67,8 @@ class MockConfig:
     embedding_dim: int = 8
     fault_retry_after_ms: int = 1000
     models: tuple[str, ...] = DEFAULT_MODELS
+    exact_tokens: bool = False
+    echo: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -80,8 +87,9 @@ class MockConfig:
             or any(c.isspace() or not c.isprintable() for c in self.api_key)
         ):
             raise ValueError("MockConfig.api_key must be a non-empty string without spaces")
-        if not isinstance(self.billing, bool):
-            raise ValueError("MockConfig.billing must be a bool")
+        for name in ("billing", "exact_tokens", "echo"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MockConfig.{name} must be a bool")
         _check_int("reply_tokens", self.reply_tokens, 0, None)
         _check_int("reasoning_tokens", self.reasoning_tokens, 0, None)
         _check_int("embedding_dim", self.embedding_dim, 1, 4096)
