@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the token/cost estimate made on a new output's first pass over the input",
     )
     run.add_argument(
+        "--max-row-bytes",
+        type=positive_int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="a row larger than this is recorded as bad input, not sent (default: 16 MiB)",
+    )
+    run.add_argument(
         "--fail-on-errors",
         action="store_true",
         help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
@@ -235,6 +242,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             handle_signals=True,
             fail_on_errors=args.fail_on_errors,
+            max_row_bytes=args.max_row_bytes,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850

@@ -307,3 +307,18 @@ def test_the_resume_command_printed_is_the_one_that_was_run(
     assert f"resume with:\n  {shlex.join([sys.executable, '-m', 'batchrun', *args])}\n" in (
         as_module.stdout
     )
+
+
+def test_max_row_bytes_named_in_the_row_error_is_a_real_flag(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    rows = chat_rows(3)
+    rows[1]["body"]["messages"][0]["content"] = "x" * 500
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    done = run_cli("run", path, "--out", out, "--base-url", mock.base_url, "-q",
+                   "--max-row-bytes", "400")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = read_results(out)
+    assert [r["status"] for r in records] == ["ok", "error", "ok"]
+    assert records[1]["error_message"].endswith("over the limit of 400 bytes (--max-row-bytes)")
