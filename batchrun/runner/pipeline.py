@@ -19,17 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from itertools import islice
 
 import anyio
 import httpx2
-from anyio.abc import TaskStatus
 
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
@@ -39,10 +34,11 @@ from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError, iter_requests
 from batchrun.inputs.sniff import check_sendable
 from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.runner.control import RunControl, watch_signals
 from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.preflight import Interrupted, check_quota, prepare_output
 from batchrun.runner.progress import Earlier, Progress
-from batchrun.runner.summary import EXIT_STOPPED, RunSummary, RunTotals
+from batchrun.runner.summary import RunSummary, RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.send.limiter import Limiter
@@ -58,26 +54,6 @@ __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 
 _READ_CHUNK = 256
 log = logging.getLogger("batchrun")
-
-
-@dataclass(slots=True)
-class RunControl:
-    """Lets the caller (or a signal) stop a run; the run reports why it stopped."""
-
-    reason: str | None = None
-    fatal: bool = False
-    _stop_event: anyio.Event | None = field(default=None, repr=False)
-
-    @property
-    def stopping(self) -> bool:
-        return self.reason is not None
-
-    def stop(self, reason: str, *, fatal: bool = False) -> None:
-        if self.reason is None:
-            self.reason = reason
-            self.fatal = fatal
-            if self._stop_event is not None:
-                self._stop_event.set()
 
 
 def run_sync(
@@ -139,7 +115,7 @@ async def run(
     with OutputLock(out):
         async with anyio.create_task_group() as signals:
             if config.handle_signals:
-                await signals.start(_watch_signals, control)
+                await signals.start(watch_signals, control)
             try:
                 checkpoint, done_before = await _prepare_and_send(
                     config, control, totals, prices, transport
@@ -438,26 +414,3 @@ def _bad_row_record(error: RowError) -> Record:
         error_message=error.message,
         attempts=0,
     )
-
-
-async def _watch_signals(control: RunControl, *, task_status: TaskStatus[None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if not control.stopping:
-                control.stop(f"interrupted by {name}")
-                print(
-                    f"\n{name}: finishing requests in flight, then saving; "
-                    f"press Ctrl-C again to quit at once",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            else:
-                print(
-                    f"\n{name} again: quitting now; what was saved is consistent, "
-                    "run the same command to resume",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                os._exit(EXIT_STOPPED)
