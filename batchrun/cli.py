@@ -1,19 +1,29 @@
 """Command-line interface: parses arguments and calls the library, nothing else.
 
 Exit codes: 0 finished (rows that failed are recorded as errors), 2 bad usage or bad input found
-before anything was sent, 3 stopped early and resumable (Ctrl-C, SIGTERM, refused key, no quota).
+before anything was sent, 3 stopped early and resumable (Ctrl-C, SIGTERM, refused key, no quota),
+4 finished with rows in error under --fail-on-errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batchrun.common.argparsing import (
+    Parser,
+    command_as_typed,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from batchrun.common.version import __version__
 from batchrun.config import HTTP_CLIENTS
 
 if TYPE_CHECKING:
@@ -51,37 +61,18 @@ resuming:
 exit codes:
   0 finished (failed rows are recorded as errors)   2 bad usage or input, nothing sent
   3 stopped early (Ctrl-C, SIGTERM, refused key, no quota): run the same command to resume
+  4 finished, but rows ended in error (only with --fail-on-errors)
 """
 )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="batchrun",
         description="Run bulk requests against OpenAI-compatible APIs: rate-limited, resumable, "
         "results in Parquet.",
     )
+    parser.add_argument("--version", action="version", version=f"batchrun {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser(
@@ -112,23 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--api-key", help=argparse.SUPPRESS)
     run.add_argument(
-        "--concurrency", type=_positive_int, default=50, help="requests in flight (default: 50)"
+        "--concurrency", type=positive_int, default=50, help="requests in flight (default: 50)"
     )
-    run.add_argument("--rpm", type=_positive_float, help="max requests per minute")
+    run.add_argument("--rpm", type=positive_float, help="max requests per minute")
     run.add_argument(
         "--tpm",
-        type=_positive_float,
+        type=positive_float,
         help="max tokens per minute (charged: estimated prompt + max output, then corrected)",
     )
     run.add_argument(
         "--max-retries",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=5,
         help="retries per row for retryable failures (default: 5)",
     )
     run.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         metavar="SECONDS",
         help="per-request timeout, from connecting to the last byte of the answer (default: 300)",
@@ -142,27 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--flush-rows",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         help="rows per committed Parquet part (default: 5000)",
     )
     run.add_argument(
         "--flush-interval",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="commit at least this often (default: 10)",
     )
     run.add_argument(
         "--grace",
-        type=float,
+        type=non_negative_float,
         default=10.0,
         metavar="SECONDS",
         help="on Ctrl-C/SIGTERM, how long requests in flight may finish (default: 10)",
     )
     run.add_argument(
         "--max-outage",
-        type=float,
+        type=non_negative_float,
         default=300.0,
         metavar="SECONDS",
         help="how long to wait out a server that is down before rows fail (default: 300)",
@@ -175,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-cost",
-        type=_positive_float,
+        type=positive_float,
         metavar="USD",
         help="stop dispatching before this output's total spend (spent + in flight at worst) "
         "would pass USD; exit 3, resumable",
@@ -189,6 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-estimate",
         action="store_true",
         help="skip the token/cost estimate made on a new output's first pass over the input",
+    )
+    run.add_argument(
+        "--max-row-bytes",
+        type=positive_int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="a row larger than this is recorded as bad input, not sent (default: 16 MiB)",
+    )
+    run.add_argument(
+        "--fail-on-errors",
+        action="store_true",
+        help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     _add_template_arguments(run, model=True)
@@ -222,7 +225,7 @@ def _add_template_arguments(parser: argparse.ArgumentParser, *, model: bool) -> 
     )
     group.add_argument("--system", metavar="TEXT", help="with --prompt: a system message")
     group.add_argument(
-        "--max-tokens", type=_positive_int, metavar="N", help="with --prompt: max_tokens"
+        "--max-tokens", type=positive_int, metavar="N", help="with --prompt: max_tokens"
     )
     group.add_argument(
         "--id-column", metavar="NAME", help="the column holding each row's id (custom_id)"
@@ -271,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from batchrun.config import DEFAULT_BASE_URL, RunConfig
+    from batchrun.config import RunConfig, default_api_key, default_base_url
     from batchrun.inputs.reader import InputError
     from batchrun.runner.pipeline import run_sync
     from batchrun.runner.preflight import QuotaError
@@ -286,7 +289,7 @@ def _run(args: argparse.Namespace) -> int:
             f"and in shell history. Put it in ${args.api_key_env} (or name another variable "
             "with --api-key-env)."
         )
-    api_key = os.environ.get(args.api_key_env) or None
+    api_key = default_api_key(args.api_key_env)
     if api_key is None:
         print(
             f"note: ${args.api_key_env} is not set; sending requests without an API key",
@@ -302,7 +305,7 @@ def _run(args: argparse.Namespace) -> int:
             input_path=args.input,
             template=_template(args),
             out_dir=args.out,
-            base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=args.base_url or default_base_url(),
             api_key=api_key,
             endpoint=args.endpoint,
             concurrency=args.concurrency,
@@ -321,6 +324,8 @@ def _run(args: argparse.Namespace) -> int:
             estimate=not args.no_estimate,
             progress=not args.quiet,
             handle_signals=True,
+            fail_on_errors=args.fail_on_errors,
+            max_row_bytes=args.max_row_bytes,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850
@@ -337,7 +342,7 @@ def _run(args: argparse.Namespace) -> int:
         # Only before sending (the run itself turns Ctrl-C into a graceful stop).
         print("\ninterrupted before anything was sent", file=sys.stderr)
         return EXIT_STOPPED
-    print(render_summary(summary, command=_resume_command()))
+    print(render_summary(summary, command=command_as_typed()))
     return summary.exit_code
 
 
@@ -350,10 +355,6 @@ def _log_to_stderr(*, quiet: bool) -> None:
     logger = logging.getLogger("batchrun")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
-
-
-def _resume_command() -> str:
-    return "batchrun " + " ".join(sys.argv[1:]) if sys.argv[1:] else "the same command"
 
 
 def _mock_server(args: argparse.Namespace) -> int:
@@ -432,18 +433,12 @@ units:
   vLLM, llama.cpp) gives one line saying the quota is unknown.
 
 exit codes:
-  0 shown, or unknown for this server   2 bad usage   3 the server refused the key (HTTP 401)
+  0 shown, or unknown for this server   2 bad usage
+  3 the server refused the key (HTTP 401), or could not be reached
 """
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     estimate = commands.add_parser(
         "estimate",
@@ -472,14 +467,14 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     estimate.add_argument("--json", action="store_true", help="print one JSON document")
     estimate.add_argument(
         "--expected-output-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.5,
         metavar="F",
         help="expected output tokens as a share of each row's max (default: %(default)s)",
     )
     estimate.add_argument(
         "--output-without-max",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=256,
         metavar="N",
         help="expected output tokens per choice of a row that sets no max (default: 256)",
@@ -571,11 +566,15 @@ def _report(args: argparse.Namespace) -> int:
 
 def _quota(args: argparse.Namespace) -> int:
     from batchrun.common.errors import FatalRunError
-    from batchrun.config import DEFAULT_BASE_URL
-    from batchrun.cost.quota import fetch_quota_sync, render_quota
+    from batchrun.config import check_base_url, default_api_key, default_base_url
+    from batchrun.cost.quota import Unreachable, fetch_quota_sync, render_quota
 
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    api_key = os.environ.get(args.api_key_env) or None
+    base_url = args.base_url or default_base_url()
+    try:
+        check_base_url(base_url)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    api_key = default_api_key(args.api_key_env)
     if api_key is None:
         print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)
     try:
@@ -584,7 +583,7 @@ def _quota(args: argparse.Namespace) -> int:
         print(f"batchrun: error: {exc.message}", file=sys.stderr)
         return EXIT_KEY_REFUSED
     print(render_quota(quota, base_url, as_json=args.json))
-    return 0
+    return EXIT_KEY_REFUSED if isinstance(quota, Unreachable) else 0
 
 
 _BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota}

@@ -1,25 +1,53 @@
-"""The settings of one run, validated when they are made."""
+"""The settings of one run, validated when they are made.
+
+`base_url` and `api_key` default to `$OPENAI_BASE_URL` and `$OPENAI_API_KEY`, read when the
+config is made, as the CLI and the OpenAI SDK read them; a value given explicitly (even
+`api_key=None`: no key) wins.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchrun.common.urls import endpoint_in_base_url
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 from batchrun.inputs.template import Template
 
-__all__ = ["DEFAULT_BASE_URL", "HTTP_CLIENTS", "RunConfig"]
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "DEFAULT_BASE_URL",
+    "HTTP_CLIENTS",
+    "RunConfig",
+    "check_base_url",
+    "default_api_key",
+    "default_base_url",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+API_KEY_ENV = "OPENAI_API_KEY"
 HTTP_CLIENTS = ("aiohttp", "httpx2")
+
+
+def default_base_url() -> str:
+    """`$OPENAI_BASE_URL`, else OpenAI's: the one rule the CLI and `RunConfig` share."""
+    return os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+
+
+def default_api_key(variable: str = API_KEY_ENV) -> str | None:
+    """The key in `$variable` (`$OPENAI_API_KEY`), None when unset or empty."""
+    return os.environ.get(variable) or None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunConfig:
     input_path: Path
     out_dir: Path
-    base_url: str = DEFAULT_BASE_URL
-    api_key: str | None = field(default=None, repr=False)
+    base_url: str = field(default_factory=default_base_url)
+    api_key: str | None = field(default_factory=default_api_key, repr=False)
     endpoint: str = DEFAULT_ENDPOINT
     template: Template | None = None  # rows are records that fill it (inputs.template)
     concurrency: int = 50
@@ -41,6 +69,7 @@ class RunConfig:
     require_quota: bool = False
     progress: bool = False
     handle_signals: bool = False
+    fail_on_errors: bool = False  # exit code 4 when the finished output holds error records
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -77,6 +106,7 @@ class RunConfig:
             )
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://: {self.base_url!r}")
+        check_base_url(self.base_url)
 
     @property
     def effective_endpoint(self) -> str:
@@ -84,6 +114,17 @@ class RunConfig:
         if self.template is not None and self.template.endpoint is not None:
             return self.template.endpoint
         return self.endpoint
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse a full endpoint given as the base URL: every row would be a 404 "Invalid URL"."""
+    found = endpoint_in_base_url(base_url)
+    if found is not None:
+        endpoint, base = found
+        raise ValueError(
+            f"base_url (--base-url) {base_url} ends with the endpoint {endpoint}: give the API's "
+            f"base URL, {base}; batchrun adds the endpoint (--endpoint, or each row's url)"
+        )
 
 
 def _positive(name: str, value: float) -> None:

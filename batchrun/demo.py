@@ -1,17 +1,24 @@
 """`make demo`: the main job on the built-in example, with no key and no network.
 
 Starts the mock server on a free 127.0.0.1 port (a little latency and a few injected 429s and
-500s, so that retries show), runs `batchrun run samples/requests.jsonl` against it as a user
-would, and shows how to read the results.
+500s, so that retries show; prompt tokens counted as OpenAI counts them; replies that echo the
+question), runs `batchrun run samples/requests.jsonl` against it as a user would, then shows the
+estimate next to the actual usage (`batchrun report`), a few questions joined to their answers,
+and how to read the results.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["main"]
 
@@ -23,7 +30,14 @@ def main(out_dir: Path = Path("demo-out")) -> int:
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    config = MockConfig(port=0, latency_ms=30, jitter_ms=20, faults={"429": 0.01, "500": 0.02})
+    config = MockConfig(
+        port=0,
+        latency_ms=30,
+        jitter_ms=20,
+        faults={"429": 0.01, "500": 0.02},
+        exact_tokens=True,  # so that the estimate and the actual prompt tokens agree
+        echo=True,  # so that the join below is visibly right
+    )
     with MockServer(config) as server:
         print(f"mock OpenAI-compatible server on {server.base_url} (no key, no network)\n")
         command = [
@@ -35,12 +49,13 @@ def main(out_dir: Path = Path("demo-out")) -> int:
         code = subprocess.call(command, env=env)
     if code != 0:
         return code
+    print("\n$ batchrun report", out_dir)
+    subprocess.call([sys.executable, "-m", "batchrun", "report", str(out_dir)])
     _show_results(out_dir)
     return 0
 
 
 def _show_results(out_dir: Path) -> None:
-    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     table = ds.dataset(out_dir / "results", format="parquet").to_table()
@@ -49,6 +64,7 @@ def _show_results(out_dir: Path) -> None:
     for row in by_endpoint.sort_by("endpoint").to_pylist():
         print(f"  {row['endpoint']:<24} {row['status']:<6} {row['row_count']:>5}")
     print(f"  retried rows: {pc.sum(pc.greater(table['attempts'], 1)).as_py()}")
+    _show_join(table)
     print(
         f"""
 read the results (an ordinary Parquet dataset, one record per input row, joinable by custom_id):
@@ -57,6 +73,29 @@ read the results (an ordinary Parquet dataset, one record per input row, joinabl
   duckdb -c "select status, count(*) from '{out_dir}/results/*.parquet' group by status"
 run it again and nothing is sent twice:  batchrun run samples/requests.jsonl --out {out_dir} ..."""
     )
+
+
+def _show_join(table: Any) -> None:
+    """Three chat rows of the input next to their answers, joined on custom_id."""
+    asked: dict[str, str] = {}
+    with _SAMPLES.open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            messages = row.get("body", {}).get("messages")
+            if isinstance(messages, list) and isinstance(messages[-1].get("content"), str):
+                asked[row["custom_id"]] = messages[-1]["content"]
+            if len(asked) >= 3:
+                break
+    print("\nthe input joined to the results on custom_id (the mock echoes each question):")
+    for record in table.filter(pc.is_in(table["custom_id"], pa.array(list(asked)))).to_pylist():
+        answer = json.loads(record["response"])["choices"][0]["message"]["content"]
+        print(f"  {record['custom_id']}: asked  {_short(asked[record['custom_id']])}")
+        print(f"  {' ' * len(record['custom_id'])}  answer {_short(answer)}")
+
+
+def _short(text: str, limit: int = 70) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 if __name__ == "__main__":

@@ -31,14 +31,6 @@ class Settings:
     overhead_rows: int = 50_000
 
 
-def _tiktoken_dir() -> str | None:
-    configured = os.environ.get("BATCHRUN_TIKTOKEN_DIR")
-    if configured:
-        return configured
-    candidate = Path(sys.prefix) / "tiktoken"  # where `make` puts o200k_base in the venv
-    return str(candidate) if candidate.is_dir() else None
-
-
 class Context:
     def __init__(self, settings: Settings, tmp: Path, *, log: Callable[[str], None]) -> None:
         self.settings = settings
@@ -50,10 +42,7 @@ class Context:
         if len(cores) >= 2:
             self.server_cpus = frozenset({cores[0]})
             self.client_cpus = frozenset({cores[1]})
-        extra = {}
-        if tiktoken := _tiktoken_dir():
-            extra["BATCHRUN_TIKTOKEN_DIR"] = tiktoken
-        self.env = child_env(extra)
+        self.env = child_env({})  # o200k_base comes with the tokenizers extra, as for a user
         self._inputs: dict[tuple[int, int, int], Path] = {}
         self._names: dict[str, int] = {}
         self._logs: dict[int, Path] = {}

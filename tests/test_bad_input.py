@@ -22,7 +22,7 @@ import pytest
 import batchrun
 from batchrun.mock import MockConfig, MockServer
 from tests.helpers import chat_rows, read_results
-from tests.torture import chat_requests, config, parts, run_cli
+from tests.torture import chat_requests, config, run_cli
 
 GOOD_BODY = {
     "model": "gpt-4o-mini",
@@ -273,6 +273,71 @@ def _blank_lines_only(tmp: Path) -> tuple[Path, str]:
     return path, re.escape(f"{path} has no rows; nothing to send")
 
 
+def _json_array(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "in.jsonl"
+    path.write_text(json.dumps([r["body"] for r in chat_rows(342)], indent=2))
+    return path, re.escape(
+        f"{path} holds one JSON array, not JSON Lines (one request object per line); convert "
+        'it: python -c "import json,sys; [print(json.dumps(r)) for r in '
+        "json.load(open(sys.argv[1]))]\" in.jsonl > in.jsonl  (or: jq -c '.[]' in.jsonl > "
+        "in.jsonl); nothing was sent"
+    )
+
+
+def _pretty_json(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "request.json"
+    path.write_text(json.dumps(GOOD_BODY, indent=2))
+    return path, re.escape(f"{path} looks like one JSON document over many lines; ") + ".+"
+
+
+def _csv(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "prompts.csv"
+    path.write_text("id,prompt\n1,hello\n2,world\n")
+    return path, re.escape(
+        f"{path}: a CSV file holds records, not requests; say how to build each request from "
+        "its columns with --template FILE, or --model M --prompt '{{ column }}' (see batchrun "
+        "run --help)"
+    )
+
+
+def _csv_named_jsonl(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "prompts.jsonl"
+    path.write_text("id,prompt\n1,hello\n2,world\n")
+    return path, re.escape(
+        f"{path} looks like CSV (first line: id,prompt): name it prompts.csv and say how to "
+        "build each request from its columns with --template FILE, or --model M --prompt "
+        "'{{ column }}'; nothing was sent"
+    )
+
+
+def _parquet_named_jsonl(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "in.jsonl"
+    pq.write_table(pa.table({"body": [json.dumps(GOOD_BODY)] * 3}), path)
+    return path, re.escape(
+        f"{path} is a Parquet file under a JSON Lines name: rename it in.parquet; nothing was sent"
+    )
+
+
+def _gzip_named_jsonl(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "in.jsonl"
+    path.write_bytes(gzip.compress(b"".join(batch_line(str(i)) + b"\n" for i in range(3))))
+    return path, re.escape(
+        f"{path} is gzip-compressed under a plain name: rename it in.jsonl.gz; nothing was sent"
+    )
+
+
+def _first_thousand_rows_bad(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "in.jsonl"
+    bad = json.dumps({"model": "gpt-4o-mini", "prompt": "hello"}).encode()  # no messages
+    path.write_bytes(b"\n".join([bad] * 1000 + [batch_line("late-good")]) + b"\n")
+    problem = "the body has no 'messages' (required by /v1/chat/completions)"
+    return path, re.escape(
+        f"{path}: none of the first 1,000 rows can be sent (line 1: {problem}; line 2: "
+        f"{problem}; line 3: {problem}); nothing was sent. Fix the rows, or check --endpoint "
+        "(rows that name no url go to /v1/chat/completions)"
+    )
+
+
 _FILE_LEVEL: list[Any] = [
     _missing,
     _directory,
@@ -283,6 +348,13 @@ _FILE_LEVEL: list[Any] = [
     _duplicate_ids,
     _empty,
     _blank_lines_only,
+    _json_array,
+    _pretty_json,
+    _csv,
+    _csv_named_jsonl,
+    _parquet_named_jsonl,
+    _gzip_named_jsonl,
+    _first_thousand_rows_bad,
 ]
 
 
@@ -297,7 +369,7 @@ def test_file_level_problem_stops_before_sending_library(
         batchrun.run_sync(config(path, out, server.base_url))
     assert re.fullmatch(message, str(info.value)), str(info.value)
     assert chat_requests(server) == before
-    assert parts(out) == []
+    assert not out.exists()  # a refused input leaves no output directory behind
 
 
 @pytest.mark.parametrize("make", _FILE_LEVEL)
@@ -312,4 +384,4 @@ def test_file_level_problem_stops_before_sending_cli(
     assert re.fullmatch(f"batchrun: error: {message}\n", result.stderr), result.stderr
     assert result.stdout == ""
     assert chat_requests(server) == before
-    assert parts(out) == []
+    assert not out.exists()

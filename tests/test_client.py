@@ -715,6 +715,35 @@ async def test_outage_does_not_use_up_retries_until_max_outage(
 
 
 @pytest.mark.anyio
+async def test_an_outage_is_named_while_it_lasts_and_forgotten_once_the_server_answers(
+    clock: FakeClock, backoffs: list[int]
+) -> None:
+    notes: list[str | None] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        notes.append(sender.outage_note())
+        if clock.now < 30:
+            raise httpx2.ConnectError("[Errno 111] Connect call failed")
+        return ok()
+
+    sender, _ = make_sender(handler, clock, max_retries=1, max_outage_s=300)
+    assert sender.outage_note() is None
+    record = await sender.send(make_request())
+    assert record.ok
+    waiting = "cannot connect to api.example.test, waiting up to 300 s (--max-outage)"
+    assert notes[0] is None and set(notes[1:]) == {waiting}
+    assert sender.outage_note() is None  # an answer came: the outage is over
+    clock.now = 0.0
+    failing, _ = script(httpx2.ConnectError("[Errno 111] Connect call failed"))
+    sender, _ = make_sender(failing, clock, max_retries=1, max_outage_s=10)
+    await sender.send(make_request())
+    assert sender.outage_note(detail=True) == (
+        "cannot connect to api.example.test ([Errno 111] Connect call failed) for over 10 s "
+        "(--max-outage): rows now fail as their retries run out"
+    )
+
+
+@pytest.mark.anyio
 async def test_outage_that_ends_in_time_costs_the_row_nothing(
     clock: FakeClock, backoffs: list[int]
 ) -> None:

@@ -227,12 +227,14 @@ def isolated_tokenizers() -> Iterator[None]:
 def test_fallback_encoding_is_marked_inexact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_tokenizers: None
 ) -> None:
-    # Hide every o200k_base: the user directory, tiktoken's cache, litellm's copy.
+    # Hide every o200k_base: the user directory, tiktoken's cache, bpe-openai's and litellm's.
     monkeypatch.delenv(tokenizer_files.TIKTOKEN_DIR_ENV, raising=False)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     real = tokenizer_files._package_dirs
     monkeypatch.setattr(
-        tokenizer_files, "_package_dirs", lambda pkg: [] if pkg == "litellm" else real(pkg)
+        tokenizer_files,
+        "_package_dirs",
+        lambda pkg: [] if pkg in ("litellm", "bpe_openai") else real(pkg),
     )
     body = _chat("gpt-4o", "How many tokens is this?", max_tokens=5)
     builder = EstimateBuilder(PriceBook(use_database=False))

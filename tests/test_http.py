@@ -4,8 +4,8 @@ Proved through the public API only, every test run on both engines, all on 127.0
 - a 200 from the real mock comes back as a `Reply` with case-insensitive headers, and every
   request says `user-agent: batchrun/<version>`; a 307 is an answer, never followed;
 - each failure with no HTTP answer (refused, timeout, closed, garbage, cut short, bad gzip,
-  unsupported scheme) raises `TransportError` with the same kind, `looks_down` and message shape
-  whichever engine sent the request;
+  unsupported scheme, https to a port that speaks plain http) raises `TransportError` with the
+  same kind, `looks_down` and message shape whichever engine sent the request;
 - `env_proxy` reads HTTP(S)_PROXY and NO_PROXY as curl does;
 - `aclose` is safe before any request, and twice.
 """
@@ -119,6 +119,19 @@ async def never_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     await reader.read()  # until the client gives up
 
 
+@asynccontextmanager
+async def https_to_plain_http() -> AsyncIterator[str]:
+    """An https URL on a port that speaks plain http: it answers the TLS hello with HTTP text."""
+
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the client's TLS hello has begun
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    async with serving(plain) as url:
+        yield url.replace("http://", "https://", 1)
+
+
 def refusing() -> AbstractAsyncContextManager[str]:
     """A URL on a port that was free a moment ago: nothing listens there."""
     with socket.socket() as probe:
@@ -198,6 +211,10 @@ FAILURES = {
     "cut-short": Failure(answers(CUT_SHORT), "connection", "the answer was cut short: "),
     "bad-gzip": Failure(answers(BAD_GZIP), "decoding", "undecodable response body: "),
     "ftp": Failure(lambda: contextlib.nullcontext(FTP_URL), "config", "cannot send requests: "),
+    # Not an outage to wait out (it used to be: 331 s of silence, then every row in error).
+    "https-to-http": Failure(
+        https_to_plain_http, "config", "cannot send requests: the TLS handshake failed ("
+    ),
 }
 
 

@@ -102,6 +102,45 @@ def test_prompt_tokens_follow_the_text_messages_and_tools(client: httpx2.Client)
     assert with_tools["prompt_tokens"] > short["prompt_tokens"] + 100
 
 
+def test_exact_tokens_count_the_prompt_as_the_estimate_and_openai_do() -> None:
+    # The same tokenizers `batchrun estimate` uses: the demo's estimate and actual then agree.
+    from batchrun.cost.tokens import count_request_tokens
+    from tests.test_tokens import COOKBOOK_MESSAGES
+
+    image = {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}}
+    bodies = [
+        {"model": "gpt-4o", "messages": COOKBOOK_MESSAGES},
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [image]}]},
+    ]
+    with (
+        MockServer(MockConfig(exact_tokens=True)) as exact,
+        httpx2.Client(base_url=exact.base_url, timeout=5.0) as client,
+    ):
+        for body in bodies:
+            counted = count_request_tokens("/v1/chat/completions", body)
+            assert usage_of(chat(client, **body))["prompt_tokens"] == counted.tokens
+        embedded = client.post(
+            "/embeddings", json={"model": "text-embedding-3-small", "input": "hello world"}
+        )
+        assert embedded.json()["usage"]["prompt_tokens"] == 2  # cl100k_base: "hello", " world"
+    if counted.exact:  # o200k_base available (make installs it): OpenAI's own figure
+        assert count_request_tokens("/v1/chat/completions", bodies[0]).tokens == 124
+
+
+def test_echo_repeats_the_last_user_message(client: httpx2.Client) -> None:
+    asked = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "row 7?"}]
+    answer = chat(client, messages=asked, mock_echo=True).json()["choices"][0]["message"]
+    assert answer["content"] == "row 7?"
+    plain = chat(client, messages=asked).json()["choices"][0]["message"]["content"]
+    assert plain != "row 7?"
+    with (
+        MockServer(MockConfig(echo=True)) as echoing,
+        httpx2.Client(base_url=echoing.base_url, timeout=5.0) as other,
+    ):
+        reply = chat(other, messages=asked, max_tokens=1).json()["choices"][0]
+        assert (reply["message"]["content"], reply["finish_reason"]) == ("row ", "length")
+
+
 @pytest.mark.parametrize("cap_field", ["max_tokens", "max_completion_tokens"])
 def test_max_tokens_cuts_the_reply_with_finish_reason_length(
     client: httpx2.Client, cap_field: str

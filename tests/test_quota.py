@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from batchrun.common.errors import FatalRunError
-from batchrun.cost.quota import Quota, fetch_quota, fetch_quota_sync
+from batchrun.cost.quota import Quota, Unreachable, fetch_quota, fetch_quota_sync, render_quota
 from batchrun.mock import MockConfig, MockServer
 from tests.helpers import TEST_KEY
 
@@ -69,11 +69,19 @@ async def test_server_without_the_endpoints_gives_none() -> None:
     assert statuses == [404]  # the usage endpoint is not asked once the subscription is absent
 
 
-def test_unreachable_server_gives_none() -> None:
+def test_unreachable_server_says_so_rather_than_no_billing_endpoints() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    assert fetch_quota_sync(f"http://127.0.0.1:{port}/v1", TEST_KEY, timeout_s=2) is None
+    base = f"http://127.0.0.1:{port}/v1"
+    quota = fetch_quota_sync(base, TEST_KEY, timeout_s=2)
+    assert isinstance(quota, Unreachable)
+    assert quota.detail.startswith("ConnectError: "), quota.detail
+    line = render_quota(quota, base)
+    assert line.startswith(f"quota: unknown: the server at {base} could not be reached (Conn")
+    assert "billing endpoints" not in line
+    document = json.loads(render_quota(quota, base, as_json=True))
+    assert document["known"] is False and document["unreachable"] == quota.detail
 
 
 def _transport(

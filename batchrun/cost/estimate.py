@@ -46,6 +46,7 @@ from batchrun.cost.tokens import (
     tokenizer_for,
 )
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
+from batchrun.inputs.sniff import check_sendable
 from batchrun.inputs.template import Template
 from batchrun.models import RowError
 from batchrun.store.checkpoint import atomic_write_bytes
@@ -370,8 +371,10 @@ def estimate_file(
     """Stream `path` through the reader (as `run` does) and estimate every row; with a
     template, the bodies it renders, the same ones `run` sends.
 
-    Raises `batchrun.inputs.reader.InputError` when the file as a whole cannot be read.
+    Raises `batchrun.inputs.reader.InputError` when the file as a whole cannot be read, or no
+    row of it could be sent (`batchrun.inputs.sniff`).
     """
+    check_sendable(path, endpoint=endpoint, template=template)
     builder = EstimateBuilder(prices, model_override=model_override, rule=rule, input=str(path))
     add = builder.add
     for item in iter_rows(path, endpoint=endpoint, template=template):

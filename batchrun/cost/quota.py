@@ -1,7 +1,8 @@
 """The key's balance on a one-api / new-api gateway (APICore and most resellers).
 
     fetch_quota(http, base_url, api_key) ──► Quota(granted_usd, used_usd, remaining_usd, unlimited)
-                                        └──► None: this server does not say
+                                        ├──► None: this server does not say
+                                        └──► Unreachable(detail): no answer came at all
 
 Two calls with the run's key (field notes, section 4):
 - `GET {base}/dashboard/billing/subscription` -> `hard_limit_usd`: the total granted, in USD;
@@ -11,8 +12,10 @@ remaining = hard_limit_usd - total_usage / 100 (negative when the key is over it
 
 Guarantees:
 - A server without these endpoints is normal (OpenAI itself, vLLM, llama.cpp): a 404 or any other
-  refusal, a body that is not the expected JSON, a timeout or a connection error gives None, never
-  an exception. When the subscription answers but the usage does not, used and remaining are None.
+  refusal, or a body that is not the expected JSON, gives None, never an exception. A server that
+  does not answer at all (refused, a timeout, a failed TLS handshake) gives `Unreachable`, so that
+  nobody is told it "has no billing endpoints". When the subscription answers but the usage does
+  not, used and remaining are None.
 - Only 401 (the key is refused) raises `FatalRunError("auth", ...)`, the key scrubbed from it.
 - At most two requests, sent one after the other (the second only if the first answered).
 """
@@ -31,7 +34,14 @@ from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
 
-__all__ = ["UNLIMITED_USD", "Quota", "fetch_quota", "fetch_quota_sync", "render_quota"]
+__all__ = [
+    "UNLIMITED_USD",
+    "Quota",
+    "Unreachable",
+    "fetch_quota",
+    "fetch_quota_sync",
+    "render_quota",
+]
 
 UNLIMITED_USD = 100_000_000
 SUBSCRIPTION_PATH = "/v1/dashboard/billing/subscription"
@@ -59,22 +69,40 @@ class Quota:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """No answer from the server: `detail` says what happened (refused, timed out, ...)."""
+
+    detail: str
+
+
+class _NoAnswer(Exception):
+    pass
+
+
 async def fetch_quota(
     http: httpx2.AsyncClient,
     base_url: str,
     api_key: str | None,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> Quota | None:
+) -> Quota | Unreachable | None:
     """The key's quota from the one-api billing endpoints under `base_url` (normally `.../v1`),
-    or None when the server does not have them. Raises FatalRunError("auth") on a 401."""
+    None when the server does not have them, `Unreachable` when it does not answer. Raises
+    FatalRunError("auth") on a 401."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     subscription_url = join_url(base_url, SUBSCRIPTION_PATH)
-    subscription = await _get_json(http, subscription_url, headers, api_key, timeout_s)
+    try:
+        subscription = await _get_json(http, subscription_url, headers, api_key, timeout_s)
+    except _NoAnswer as exc:
+        return Unreachable(redact(str(exc), api_key))
     hard_limit = _number(subscription, "hard_limit_usd")
     if hard_limit is None:
         return None
-    usage = await _get_json(http, join_url(base_url, USAGE_PATH), headers, api_key, timeout_s)
+    try:
+        usage = await _get_json(http, join_url(base_url, USAGE_PATH), headers, api_key, timeout_s)
+    except _NoAnswer:
+        usage = None
     cents = _number(usage, "total_usage")
     used = None if cents is None else round(cents / 100, 6)
     if hard_limit >= UNLIMITED_USD:
@@ -89,10 +117,10 @@ def fetch_quota_sync(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     transport: httpx2.AsyncBaseTransport | None = None,
-) -> Quota | None:
+) -> Quota | Unreachable | None:
     """`fetch_quota` with its own HTTP client, for callers without an event loop (the CLI)."""
 
-    async def fetch() -> Quota | None:
+    async def fetch() -> Quota | Unreachable | None:
         async with httpx2.AsyncClient(transport=transport, timeout=timeout_s) as http:
             return await fetch_quota(http, base_url, api_key, timeout_s=timeout_s)
 
@@ -106,11 +134,15 @@ async def _get_json(
     api_key: str | None,
     timeout_s: float,
 ) -> Any:
-    """The JSON body of a 2xx answer; None for anything else except 401, which raises."""
+    """The JSON body of a 2xx answer; None for anything else except 401, which raises
+    FatalRunError, and no answer at all, which raises _NoAnswer."""
     try:
         response = await http.get(url, headers=headers, timeout=timeout_s)
-    except (httpx2.TransportError, httpx2.InvalidURL):
+    except httpx2.InvalidURL:
         return None
+    except httpx2.TransportError as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise _NoAnswer(f"{type(exc).__name__}: {detail}") from exc
     if response.status_code == 401:
         detail = _error_message(response.content)
         if "session key" in detail:
@@ -144,12 +176,19 @@ def _number(document: Any, key: str) -> float | None:
     return float(value)
 
 
-def render_quota(quota: Quota | None, base_url: str, *, as_json: bool = False) -> str:
+def render_quota(quota: Quota | Unreachable | None, base_url: str, *, as_json: bool = False) -> str:
     """One line for people, or a JSON document {base_url, known, granted_usd, used_usd,
-    remaining_usd, unlimited} (the last four absent when the quota is unknown)."""
+    remaining_usd, unlimited} (the last four absent when the quota is unknown; `unreachable`
+    holds what happened when the server did not answer)."""
     if as_json:
-        document: dict[str, Any] = {"base_url": base_url, "known": quota is not None}
-        return json.dumps({**document, **(quota.to_dict() if quota else {})}, indent=2)
+        document: dict[str, Any] = {"base_url": base_url, "known": isinstance(quota, Quota)}
+        if isinstance(quota, Unreachable):
+            document["unreachable"] = quota.detail
+        return json.dumps(
+            {**document, **(quota.to_dict() if isinstance(quota, Quota) else {})}, indent=2
+        )
+    if isinstance(quota, Unreachable):
+        return f"quota: unknown: the server at {base_url} could not be reached ({quota.detail})"
     if quota is None:
         return f"quota: unknown for {base_url} (no one-api billing endpoints answered there)"
 

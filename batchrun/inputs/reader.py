@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_MAX_ROW_BYTES",
     "InputError",
     "ParsedRow",
+    "is_parquet_name",
     "iter_ids",
     "iter_requests",
     "iter_rows",
@@ -74,7 +75,7 @@ def iter_rows(
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     raw: bool = True,
     template: Template | None = None,
-) -> Iterator[ParsedRow | RowError]:
+) -> Generator[ParsedRow | RowError, None, None]:
     """Every row of the input not in `skip`, in file order, parsed and checked.
 
     With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`
@@ -93,6 +94,11 @@ def iter_rows(
         yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw)
     else:
         raise InputError(_needs_template(path, f"a {kind.upper()} file holds records"))
+
+
+def is_parquet_name(path: Path) -> bool:
+    """The input is read as Parquet by its name (`.parquet`, `.pq`)."""
+    return table_format(path) == "parquet"
 
 
 def _needs_template(path: Path, what: str) -> str:

@@ -14,7 +14,9 @@ POST /mock/reset. Everything else is an OpenAI-style 404.
 
 A request body can ask for its own failure: `"mock_fault": "<kind>"` (one of FAULT_KINDS), with
 `"mock_fault_times": k` to fail only the first k times that exact body is sent. A body's
-`"mock_reply_tokens": k` sets the reply length.
+`"mock_reply_tokens": k` sets the reply length, `"mock_echo": true` makes the reply repeat the
+last user message (`MockConfig(echo=True)`: every reply). `MockConfig(exact_tokens=True)` counts
+prompt tokens with the tokenizers `batchrun estimate` uses.
 
 Modules: `http` (the asyncio protocol), `app` (routing, auth, limits, faults, counters),
 `payloads` (response shapes and token estimates), `ratelimit`, `faults`, `config`, `server`

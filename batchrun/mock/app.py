@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import batchrun.mock.payloads as payloads
+from batchrun.cost.tokens import count_request_tokens
 from batchrun.mock.config import MockConfig
 from batchrun.mock.faults import (
     INVALID_API_KEY,
@@ -306,7 +307,13 @@ class MockApp:
         reply_tokens = _optional_int(data, "mock_reply_tokens", 0)
         if reply_tokens is None:
             reply_tokens = self.config.reply_tokens
-        prompt_tokens = payloads.estimate_chat_prompt_tokens(messages, data.get("tools"))
+        if self.config.exact_tokens:
+            prompt_tokens = count_request_tokens(_CHAT, data).tokens
+        else:
+            prompt_tokens = payloads.estimate_chat_prompt_tokens(messages, data.get("tools"))
+        echo = payloads.echo_of(messages) if self.config.echo or data.get("mock_echo") else None
+        if echo is not None and data.get("mock_reply_tokens") is None:
+            reply_tokens = max(1, (len(echo) + 3) // 4)
         cached_tokens = self._cached_tokens(messages[0])
         charge = prompt_tokens + (cap or 0) * n
 
@@ -322,6 +329,7 @@ class MockApp:
                 cap=cap,
                 n=n,
                 with_usage=with_usage,
+                echo=echo,
             )
             return body, prompt_tokens, completion_tokens
 
@@ -358,7 +366,10 @@ class MockApp:
         encoding = data.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise _Invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-        prompt_tokens = payloads.estimate_embedding_tokens(inputs)
+        if self.config.exact_tokens:
+            prompt_tokens = count_request_tokens(_EMBEDDINGS, data).tokens
+        else:
+            prompt_tokens = payloads.estimate_embedding_tokens(inputs)
 
         def build(with_usage: bool) -> tuple[bytes, int, int]:
             body = payloads.embeddings(

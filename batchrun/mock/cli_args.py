@@ -78,6 +78,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="answer the billing endpoints with 404, as a gateway without them does",
     )
+    _add_answer_arguments(parser)
+
+
+def _add_answer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exact-tokens",
+        action="store_true",
+        help="count prompt tokens as OpenAI does (the tokenizers `batchrun estimate` uses); "
+        "costs CPU per request",
+    )
+    parser.add_argument(
+        "--echo", action="store_true", help="every chat reply repeats the last user message"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
@@ -101,6 +114,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         billing=not args.no_billing,
         quota_usd=args.quota_usd,
         used_usd=args.used_usd,
+        exact_tokens=args.exact_tokens,
+        echo=args.echo,
     )
 
 

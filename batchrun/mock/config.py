@@ -45,6 +45,11 @@ class MockConfig:
     record_bodies: keep the raw bytes of every API request body, for `MockServer.bodies()`
         (tests that check what arrived byte for byte); memory grows with the requests, so off
         by default.
+    exact_tokens: count prompt tokens as OpenAI does, with the tokenizers `batchrun estimate`
+        uses (batchrun.cost.tokens: tiktoken, the cookbook's overheads, image tiles); off, the
+        cheap ~4-characters-a-token rule (a few us per request instead of 5-60).
+    echo: every chat reply repeats the last user message, so a join of input and results is
+        visibly right (a body's `"mock_echo": true` asks for it per request).
     """
 
     host: str = "127.0.0.1"
@@ -66,6 +71,8 @@ class MockConfig:
     fault_retry_after_ms: int = 1000
     models: tuple[str, ...] = DEFAULT_MODELS
     record_bodies: bool = False
+    exact_tokens: bool = False
+    echo: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -84,7 +91,7 @@ class MockConfig:
             or any(c.isspace() or not c.isprintable() for c in self.api_key)
         ):
             raise ValueError("MockConfig.api_key must be a non-empty string without spaces")
-        for name in ("billing", "record_bodies"):
+        for name in ("billing", "record_bodies", "exact_tokens", "echo"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MockConfig.{name} must be a bool")
         _check_int("reply_tokens", self.reply_tokens, 0, None)

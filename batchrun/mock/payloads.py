@@ -3,10 +3,12 @@
 Pure functions from a parsed request body to response bytes: no I/O, no state, so that the shapes
 can be read in one place and tested without a socket.
 
-Token counts are cheap approximations, not tiktoken: about one token per 4 characters of every
-string in the messages, +3 per message, +1 per `name`, +3 priming for the reply (the cookbook's
-recipe for gpt-4o-class models), plus the tool definitions' JSON. Good enough for budgets; a
-client test that needs exact counts sets `mock_reply_tokens` in the body.
+Token counts here are cheap approximations, not tiktoken: about one token per 4 characters of
+every string in the messages, +3 per message, +1 per `name`, +3 priming for the reply (the
+cookbook's recipe for gpt-4o-class models), plus the tool definitions' JSON. Good enough for
+budgets and benchmarks; `MockConfig(exact_tokens=True)` (the demo's) counts with the estimate's
+own tokenizers instead (`batchrun.cost.tokens`), and a client test that needs exact reply
+lengths sets `mock_reply_tokens` in the body.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "billing_usage",
     "chat_completion",
     "dump",
+    "echo_of",
     "embeddings",
     "error_body",
     "estimate_chat_prompt_tokens",
@@ -92,6 +95,19 @@ def estimate_chat_prompt_tokens(messages: list[Any], tools: object) -> int:
     if tools:
         total += _text_tokens(_ENCODER.encode(tools))
     return total
+
+
+def echo_of(messages: list[Any]) -> str:
+    """The text of the last user message (its text parts joined), for a reply that echoes it."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                parts = [p.get("text") for p in content if isinstance(p, dict)]
+                return " ".join(p for p in parts if isinstance(p, str))
+    return ""
 
 
 def estimate_embedding_tokens(inputs: Sequence[str | list[int]]) -> int:
@@ -167,8 +183,12 @@ def chat_completion(
     cap: int | None,
     n: int,
     with_usage: bool = True,
+    echo: str | None = None,
 ) -> tuple[bytes, int]:
     """A `chat.completion` body and its completion tokens.
+
+    With `echo`, the visible reply is that text (`reply_tokens` then counts it), cut to the cap
+    as a real reply would be.
 
     Each of the `n` choices spends `reasoning_tokens` (reasoning models only), then
     `reply_tokens` of visible text, both cut by `cap` (max_tokens / max_completion_tokens),
@@ -197,6 +217,9 @@ def chat_completion(
     else:
         message = _TEXT_MESSAGE % _reply_json(used_visible)
         finish = "stop"
+    if echo is not None and not wants_tool:
+        shown = echo if not cut else echo[: max(0, used_visible) * 4]
+        message = _TEXT_MESSAGE % _ENCODER.encode(shown)
     choices = ",".join([_CHOICE % (i, message, finish) for i in range(n)])
     completion_tokens = (used_reasoning + used_visible) * n
     usage = ""

@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sys
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from itertools import islice
 
 import anyio
 import httpx2
-from anyio.abc import TaskStatus
 
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
@@ -36,40 +32,28 @@ from batchrun.config import RunConfig
 from batchrun.cost.budget import CostBudget, cost_of
 from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError, iter_requests
+from batchrun.inputs.sniff import check_sendable
 from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.runner.control import RunControl, watch_signals
 from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.preflight import Interrupted, check_quota, prepare_output
-from batchrun.runner.progress import Progress
-from batchrun.runner.summary import EXIT_STOPPED, RunSummary, RunTotals
+from batchrun.runner.progress import Earlier, Progress
+from batchrun.runner.summary import RunSummary, RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.send.limiter import Limiter
-from batchrun.store.checkpoint import Checkpoint, CheckpointError, OutputLock
+from batchrun.store.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    OutputLock,
+    discard_unused_output,
+)
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 
 _READ_CHUNK = 256
-
-
-@dataclass(slots=True)
-class RunControl:
-    """Lets the caller (or a signal) stop a run; the run reports why it stopped."""
-
-    reason: str | None = None
-    fatal: bool = False
-    _stop_event: anyio.Event | None = field(default=None, repr=False)
-
-    @property
-    def stopping(self) -> bool:
-        return self.reason is not None
-
-    def stop(self, reason: str, *, fatal: bool = False) -> None:
-        if self.reason is None:
-            self.reason = reason
-            self.fatal = fatal
-            if self._stop_event is not None:
-                self._stop_event.set()
+log = logging.getLogger("batchrun")
 
 
 def run_sync(
@@ -101,7 +85,8 @@ async def run(
 ) -> RunSummary:
     """Send every pending row of `config.input_path`; store results in `config.out_dir`.
 
-    Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending.
+    Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending;
+    an output directory this call created is then removed again.
     `transport` replaces the network (e.g. `httpx2.MockTransport` in tests).
     """
     control = control or RunControl()
@@ -109,7 +94,19 @@ async def run(
     out = config.out_dir
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")
+    if not Checkpoint.path_in(out).exists():
+        # A new output only: a resumed one had sendable rows, and its checkpoint names what
+        # changed since more precisely (a template dropped, say).
+        await anyio.to_thread.run_sync(
+            lambda: check_sendable(
+                config.input_path,
+                endpoint=config.endpoint,
+                max_row_bytes=config.max_row_bytes,
+                template=config.template,
+            )
+        )
     prices = await anyio.to_thread.run_sync(PriceBook.load, config.prices_file)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -119,18 +116,23 @@ async def run(
     started = time.monotonic()
     totals = RunTotals()
     checkpoint: Checkpoint | None = None
+    done_before = 0
     failure: Exception | None = None
     with OutputLock(out):
         async with anyio.create_task_group() as signals:
             if config.handle_signals:
-                await signals.start(_watch_signals, control)
+                await signals.start(watch_signals, control)
             try:
-                checkpoint = await _prepare_and_send(config, control, totals, prices, transport)
+                checkpoint, done_before = await _prepare_and_send(
+                    config, control, totals, prices, transport
+                )
             except Exception as exc:
                 failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup
             finally:
                 signals.cancel_scope.cancel()
     if failure is not None:
+        if created and isinstance(failure, (InputError, CheckpointError)):
+            discard_unused_output(out)  # refused before anything was sent: leave nothing
         raise failure
     total_rows = (checkpoint.total_rows or 0) if checkpoint else 0
     return RunSummary(
@@ -143,6 +145,9 @@ async def run(
         elapsed_s=time.monotonic() - started,
         stopped=control.reason,
         fatal=control.fatal,
+        cost_usd=checkpoint.cost_usd if checkpoint else 0.0,
+        done_before=done_before,
+        fail_on_errors=config.fail_on_errors,
     )
 
 
@@ -152,17 +157,21 @@ async def _prepare_and_send(
     totals: RunTotals,
     prices: PriceBook,
     transport: httpx2.AsyncBaseTransport | None,
-) -> Checkpoint | None:
-    """The run inside the output lock; None when stopped before the output was set up."""
+) -> tuple[Checkpoint | None, int]:
+    """The run inside the output lock: the checkpoint (None when stopped before the output was
+    set up) and how many rows were done when this run began."""
     try:
         prepared = await anyio.to_thread.run_sync(
             lambda: prepare_output(config, prices, should_stop=lambda: control.stopping)
         )
     except Interrupted:
-        return None
+        return None, 0
     checkpoint = prepared.checkpoint
     writer = ResultWriter(config.out_dir, checkpoint)
     await anyio.to_thread.run_sync(writer.recover)
+    done_before = len(checkpoint.done)
+    if done_before:
+        log.info("resuming: %s of %s rows done", f"{done_before:,}", f"{checkpoint.total_rows:,}")
     if len(checkpoint.done) < (checkpoint.total_rows or 0) and not control.stopping:
         try:
             if config.check_quota:
@@ -175,7 +184,7 @@ async def _prepare_and_send(
         else:
             async with _http_engine(config, transport) as engine:
                 await _Stages(config, control, writer, totals, engine, prices).run()
-    return checkpoint
+    return checkpoint, done_before
 
 
 @contextlib.asynccontextmanager
@@ -236,6 +245,7 @@ class _Stages:
             max_retries=config.max_retries,
             max_outage_s=config.max_outage_s,
             cost_fn=lambda model, usage: cost_of(prices, model, usage),
+            workers=config.concurrency,
         )
         self.budget = (
             CostBudget(
@@ -248,8 +258,16 @@ class _Stages:
     async def run(self) -> None:
         config = self.config
         checkpoint = self.writer.checkpoint
+        earlier = Earlier(
+            ok=checkpoint.counts.get("ok", 0),
+            errors=checkpoint.counts.get("error", 0),
+            cost_usd=checkpoint.cost_usd,
+        )
         progress = Progress(
-            total=checkpoint.total_rows or 0, initial=len(checkpoint.done), enabled=config.progress
+            total=checkpoint.total_rows or 0,
+            initial=len(checkpoint.done),
+            enabled=config.progress,
+            earlier=earlier,
         )
         feed = RequestFeed(
             low_water=max(config.concurrency, _READ_CHUNK), workers=config.concurrency
@@ -264,6 +282,11 @@ class _Stages:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._write, results, writer_done)
+                outer.start_soon(
+                    progress.keep_time,
+                    self.sender.outage_note,
+                    lambda: self.sender.outage_note(detail=True),
+                )
                 try:
                     async with anyio.create_task_group() as work:
                         outer.start_soon(self._grace_timer, work.cancel_scope)
@@ -276,7 +299,7 @@ class _Stages:
                     # Every producer of records is done: the writer drains, commits, finishes.
                     results.close()
                 await writer_done.wait()
-                outer.cancel_scope.cancel()  # the grace timer
+                outer.cancel_scope.cancel()  # the grace timer and the bar's clock
         finally:
             progress.close()
 
@@ -339,6 +362,7 @@ class _Stages:
                 if budget is not None:
                     budget.settle(reserved, record.cost_usd)
                 await self._put(record, results, progress)
+            self.sender.input_done()  # the feed is closed and empty: no more rows will come
         finally:
             feed.leave()
 
@@ -397,26 +421,3 @@ def _bad_row_record(error: RowError) -> Record:
         error_message=error.message,
         attempts=0,
     )
-
-
-async def _watch_signals(control: RunControl, *, task_status: TaskStatus[None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if not control.stopping:
-                control.stop(f"interrupted by {name}")
-                print(
-                    f"\n{name}: finishing requests in flight, then saving; "
-                    f"press Ctrl-C again to quit at once",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            else:
-                print(
-                    f"\n{name} again: quitting now; what was saved is consistent, "
-                    "run the same command to resume",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                os._exit(EXIT_STOPPED)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2
 
 from batchrun.config import RunConfig
 from batchrun.cost.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
 from batchrun.cost.pricebook import PriceBook
-from batchrun.cost.quota import fetch_quota
+from batchrun.cost.quota import Unreachable, fetch_quota
 from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.inputs.reader import InputError, iter_ids, iter_rows
 from batchrun.runner.render import format_usd
@@ -104,8 +105,7 @@ def prepare_output(
         )
     estimate = builder.result() if builder is not None else None
     if estimate is not None:
-        save_estimate(config.out_dir, estimate)
-        _log_estimate(estimate)
+        _log_estimate(estimate, save_estimate(config.out_dir, estimate))
     checkpoint = Checkpoint(
         input_path=str(config.input_path),
         fingerprint=fingerprint,
@@ -137,9 +137,9 @@ def _estimating_pass(config: RunConfig, builder: EstimateBuilder) -> Iterator[tu
         yield item.row, item.custom_id
 
 
-def _log_estimate(estimate: Estimate) -> None:
+def _log_estimate(estimate: Estimate, saved: Path) -> None:
     totals = estimate.totals()
-    exact = "" if estimate.exact else " (approximate: see OUT/estimate.json)"
+    exact = "" if estimate.exact else f" (approximate: see {saved})"
     log.info(
         "estimate: %s rows, %s prompt tokens, expected cost %s (at most %s)%s",
         f"{totals['rows']:,}",
@@ -156,6 +156,9 @@ async def check_quota(http: httpx2.AsyncClient, config: RunConfig, prepared: Pre
     Raises `FatalRunError` for a refused key, `QuotaError` for a short balance when required.
     """
     quota = await fetch_quota(http, config.base_url, config.api_key)
+    if isinstance(quota, Unreachable):
+        log.info("quota: unknown: the server could not be reached (%s)", quota.detail)
+        return
     if quota is None:
         log.info("quota: unknown for this server (no one-api/new-api billing endpoints)")
         return

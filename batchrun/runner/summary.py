@@ -13,10 +13,18 @@ from pathlib import Path
 
 from batchrun.models import Record
 
-__all__ = ["EXIT_OK", "EXIT_STOPPED", "RunSummary", "RunTotals", "render_summary"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_ROW_ERRORS",
+    "EXIT_STOPPED",
+    "RunSummary",
+    "RunTotals",
+    "render_summary",
+]
 
 EXIT_OK = 0
 EXIT_STOPPED = 3
+EXIT_ROW_ERRORS = 4  # finished, but rows ended in error, and the caller asked to hear of it
 
 
 @dataclass(slots=True)
@@ -75,6 +83,9 @@ class RunSummary:
     elapsed_s: float
     stopped: str | None  # why the run stopped early, None when it finished
     fatal: bool = False
+    cost_usd: float = 0.0  # over the whole output (priced rows), this run and earlier ones
+    done_before: int = 0  # rows the output had done when this run began
+    fail_on_errors: bool = False
 
     @property
     def finished(self) -> bool:
@@ -82,7 +93,11 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_OK if self.finished else EXIT_STOPPED
+        """0 finished; 3 stopped early (resumable); 4 finished with error records, when
+        `fail_on_errors` asked for it (RunConfig.fail_on_errors, `--fail-on-errors`)."""
+        if not self.finished:
+            return EXIT_STOPPED
+        return EXIT_ROW_ERRORS if self.fail_on_errors and self.errors else EXIT_OK
 
 
 def render_summary(summary: RunSummary, *, command: str) -> str:
@@ -92,13 +107,19 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
     lines = []
     if summary.finished:
         lines.append(f"finished: {summary.done_rows:,} of {summary.total_rows:,} rows done")
+        if summary.exit_code == EXIT_ROW_ERRORS:
+            lines.append(
+                f"  {summary.errors:,} rows ended in error: exit code {EXIT_ROW_ERRORS} "
+                "(--fail-on-errors)"
+            )
     elif summary.stopped:
         lines.append(f"stopped early: {summary.stopped}")
         lines.append(f"  {summary.done_rows:,} of {summary.total_rows:,} rows done; resume with:")
         lines.append(f"  {command}")
     else:
         lines.append(f"incomplete: {summary.done_rows:,} of {summary.total_rows:,} rows done")
-    lines.append(f"  whole output: {summary.ok:,} ok, {summary.errors:,} errors")
+    resumed = f" (resumed at {summary.done_before:,} done)" if summary.done_before else ""
+    lines.append(f"  whole output: {summary.ok:,} ok, {summary.errors:,} errors{resumed}")
     lines.append(
         f"  this run: {s.rows:,} rows ({s.ok:,} ok, {s.errors:,} errors), "
         f"{s.requests:,} requests, {s.retries:,} retries, {elapsed:,.1f} s, "
@@ -112,10 +133,12 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
         f"completion {s.completion_tokens:,} (reasoning {s.reasoning_tokens:,}), "
         f"{s.total_tokens / elapsed:,.0f} tokens/s"
     )
-    if s.cost_usd or s.unpriced:
-        cost = f"  cost: ${s.cost_usd:,.4f}"
+    if s.cost_usd or s.unpriced or summary.cost_usd:
+        cost = f"  cost: ${s.cost_usd:,.4f} this run"
         if s.unpriced:
             cost += f" (+ {s.unpriced:,} rows with no known price)"
+        if summary.done_before:
+            cost += f"; ${summary.cost_usd:,.4f} whole output"
         lines.append(cost)
     lines.append(f"  results: {summary.out_dir / 'results'}")
     return "\n".join(lines)

@@ -14,6 +14,9 @@ Guarantees:
   that alone keeps getting 502 uses up its own retries.
 - Once one request has hit a whole-run failure, no further request is sent: every later `send`
   raises the same `FatalRunError`.
+- A wrong URL stops the run instead of burning through the input: until a request is accepted,
+  rows answered 404 "not found" are held back, and 20 of them stop the run with a hint about
+  `--base-url`, those rows pending (`batchrun.send.wrongurl`).
 - The API key is sent only in the `Authorization` header and is scrubbed from every error message
   and error body that is recorded (`redact`), and from an ok answer that echoes it.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +49,7 @@ from batchrun.send.retry import (
     classify_response,
     parse_retry_after_s,
 )
+from batchrun.send.wrongurl import WrongUrlGuard
 
 __all__ = ["CostFn", "Sender"]
 
@@ -66,7 +71,11 @@ class _Failure:
 
 
 class Sender:
-    """Sends requests for every worker; holds the state that spans them (the outage clock)."""
+    """Sends requests for every worker; holds the state that spans them (the outage clock).
+
+    `workers`: how many call `send` at once (the run's concurrency); `input_done()` once no
+    request will come but those in flight. Both let a wrong URL be told before 20 answers.
+    """
 
     def __init__(
         self,
@@ -79,6 +88,7 @@ class Sender:
         max_outage_s: float = 300.0,
         cost_fn: CostFn | None = None,
         clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
     ) -> None:
         self._http = http
         self._limiter = limiter
@@ -93,11 +103,16 @@ class Sender:
         self._clock = clock
         self._urls: dict[str, str] = {}
         self._outage_since: float | None = None
+        self._outage_cause = ""  # what the latest "looks down" failure was
+        self._outage_detail = ""  # and in the engine's or the server's words
+        self._host = urllib.parse.urlsplit(base_url).netloc or base_url
         # When the latest request that got an ok answer was sent (limiter clock): tells an outage
         # from one row's bad luck.
         self._last_ok_sent_at = -math.inf
         self._fatal: FatalRunError | None = None
         self.retries = 0
+        self._wrong_url = WrongUrlGuard(base_url=base_url, workers=workers)
+        self._in_flight = 0
 
     def _url(self, path: str) -> str:
         url = self._urls.get(path)
@@ -105,7 +120,21 @@ class Sender:
             url = self._urls[path] = join_url(self._base_url, path)
         return url
 
+    def input_done(self) -> None:
+        """No request will be sent but those in flight now (the input is used up)."""
+        self._wrong_url.input_done(self._in_flight)
+
     async def send(self, request: Request) -> Record:
+        """The row's final record; raises `FatalRunError` when the run must stop (the row stays
+        pending)."""
+        self._in_flight += 1
+        try:
+            return await self._send(request)
+        finally:
+            self._in_flight -= 1
+            self._wrong_url.left(self._in_flight)
+
+    async def _send(self, request: Request) -> Record:
         charge = request.token_charge
         attempts = 0
         counted = 0
@@ -124,12 +153,13 @@ class Sender:
                     return outcome
                 failure, verdict = outcome, outcome.verdict
                 if verdict.action == FATAL:
-                    self._fatal = FatalRunError(
-                        verdict.error_type, redact(verdict.message, self._api_key)
-                    )
+                    self._stop(FatalRunError(verdict.error_type, verdict.message))
+                    assert self._fatal is not None
                     raise self._fatal
                 outage = False
                 if failure.looks_down:
+                    self._outage_cause = self._cause(failure)
+                    self._outage_detail = failure.verdict.message.split(": ", 1)[-1]
                     if trouble_since is None:
                         trouble_since = failure.sent_at
                     # Down for everyone only if nothing sent since this row's trouble began got
@@ -158,9 +188,23 @@ class Sender:
                 if probe:
                     self._limiter.probe_done(passed=not pushed_back)
             if verdict.action != RETRY or counted > self._max_retries:
-                return self._error_record(
+                record = self._error_record(
                     request, verdict, failure.status, failure.text, attempts, failure.latency_ms
                 )
+                if self._wrong_url.suspect(failure.status, failure.text):
+                    try:
+                        await self._wrong_url.hold(
+                            url=self._url(request.url),
+                            endpoint=request.url,
+                            text=failure.text,
+                            in_flight=self._in_flight,
+                        )
+                    except FatalRunError as exc:
+                        self._stop(exc)
+                        raise
+                    if self._fatal is not None:  # released by another whole-run failure
+                        raise FatalRunError(self._fatal.kind, self._fatal.message)
+                return record
             self.retries += 1
             if pushed_back:
                 continue  # the shared pause is the wait
@@ -189,6 +233,7 @@ class Sender:
         body = _json_or_none(reply.content)
         self._limiter.observe_headers(headers)
         verdict = classify_response(status, headers, body, text)
+        self._wrong_url.answered(status)
         if verdict is None:
             self._outage_since = None
             self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
@@ -204,6 +249,32 @@ class Sender:
             # A 503 that is not retried (model_not_found) says nothing about an outage.
             looks_down=status in _OUTAGE_STATUSES and verdict.action == RETRY,
         )
+
+    def _stop(self, fatal: FatalRunError) -> None:
+        """A whole-run failure: no other request goes, and rows held by the guard learn it."""
+        if self._fatal is None:
+            self._fatal = FatalRunError(fatal.kind, redact(fatal.message, self._api_key))
+        self._wrong_url.release()
+
+    def outage_note(self, *, detail: bool = False) -> str | None:
+        """While the server looks down for everyone, one line saying so (with the engine's or
+        the server's words if `detail`); None otherwise."""
+        if self._outage_since is None:
+            return None
+        cause = self._outage_cause
+        if detail and self._outage_detail:
+            cause += f" ({redact(self._outage_detail, self._api_key)})"
+        limit = f"{self._max_outage_s:g} s (--max-outage)"
+        if self._clock() - self._outage_since < self._max_outage_s:
+            return f"{cause}, waiting up to {limit}"
+        return f"{cause} for over {limit}: rows now fail as their retries run out"
+
+    def _cause(self, failure: _Failure) -> str:
+        if failure.status is not None:
+            return f"{self._host} answers HTTP {failure.status}"
+        if failure.verdict.error_type == ErrorType.TIMEOUT:
+            return f"cannot connect to {self._host} in time"
+        return f"cannot connect to {self._host}"
 
     def _in_outage(self) -> bool:
         now = self._clock()

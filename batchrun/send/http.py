@@ -15,6 +15,8 @@ Guarantees:
 - Each engine translates its own exceptions, and only those, into `TransportError`. Its kind and
   `looks_down`, and its message up to the first colon, do not depend on the engine; the detail
   after the colon is the engine's own, on one line. Anything else (a bug) propagates.
+- A TLS failure no wait can fix (a certificate that does not verify, https to a port that speaks
+  plain http) is a `config` error, which stops the run, not an outage to wait out.
 - Redirects are not followed: a 3xx is an answer, classified like any other.
 - `Reply.headers` looks names up case-insensitively.
 """
@@ -109,12 +111,47 @@ def _untrusted(error: BaseException) -> TransportError:
     )
 
 
-def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate failure behind an httpx2 ConnectError, if that is what it is."""
+# OpenSSL's reasons for a handshake that cannot work with this server on this port, whatever the
+# wait: https to a port that speaks plain http (WRONG_VERSION_NUMBER, PACKET_LENGTH_TOO_LONG,
+# RECORD_LAYER_FAILURE, by OpenSSL version), or no TLS version or cipher both sides accept.
+# A handshake cut short (SSLEOFError, ECONNRESET) is not among them: a busy server does that.
+_TLS_MISMATCH_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "UNKNOWN_PROTOCOL",
+        "UNSUPPORTED_PROTOCOL",
+        "NO_PROTOCOLS_AVAILABLE",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+    }
+)
+
+
+def _tls_mismatch(error: ssl.SSLError) -> TransportError:
+    """A handshake that cannot succeed (https to an http port, say): fatal, as a bad certificate."""
+    detail = _one_line(str(error))
+    return TransportError(
+        "config",
+        f"cannot send requests: the TLS handshake failed ({detail}); the server does not speak "
+        "https on this port, or no TLS version both sides accept: if it serves plain http, "
+        "use http:// in --base-url",
+    )
+
+
+def _tls_error(exc: BaseException) -> TransportError | None:
+    """The fatal TLS failure behind an engine's connect error, if that is what it is."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
+            return _untrusted(seen)
+        # aiohttp's ClientConnectorSSLError is an SSLError without a reason: look behind it.
+        if (
+            isinstance(seen, ssl.SSLError)
+            and getattr(seen, "reason", None) in _TLS_MISMATCH_REASONS
+        ):
+            return _tls_mismatch(seen)
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -195,6 +232,8 @@ def _aiohttp_error(exc: aiohttp.ClientError) -> TransportError:
         return _config(exc)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _untrusted(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientSSLError) and (tls := _tls_error(exc)) is not None:
+        return tls
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return _timed_out("connect timeout", looks_down=True)
     if isinstance(exc, aiohttp.ServerTimeoutError):
@@ -275,8 +314,8 @@ def _httpx2_error(exc: httpx2.RequestError) -> TransportError:
         phase = next((p for kind, p in _HTTPX2_TIMEOUT_PHASES if isinstance(exc, kind)), "timeout")
         return _timed_out(phase, looks_down=isinstance(exc, httpx2.ConnectTimeout))
     if isinstance(exc, httpx2.ConnectError):
-        cause = _certificate_error(exc)
-        return _untrusted(cause) if cause is not None else _cannot_connect(detail)
+        tls = _tls_error(exc)
+        return tls if tls is not None else _cannot_connect(detail)
     if isinstance(exc, httpx2.ReadError):
         return _closed(_CLOSED_READING, detail)
     if isinstance(exc, httpx2.WriteError):

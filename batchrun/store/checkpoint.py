@@ -37,6 +37,7 @@ __all__ = [
     "OutputLock",
     "OutputLockedError",
     "atomic_write_bytes",
+    "discard_unused_output",
     "fingerprint_file",
 ]
 
@@ -252,3 +253,12 @@ class OutputLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def discard_unused_output(out_dir: Path) -> None:
+    """Remove an output directory that a refused run created and left holding only its lock:
+    a refusal leaves nothing behind. Anything else in it stays, and so does the directory."""
+    with contextlib.suppress(OSError):
+        if {entry.name for entry in out_dir.iterdir()} <= {".lock"}:
+            (out_dir / ".lock").unlink(missing_ok=True)
+            out_dir.rmdir()

@@ -1,0 +1,63 @@
+"""Stopping a run: `RunControl`, which any task (or the caller) uses to stop it, and the watch
+that turns SIGINT / SIGTERM into such a stop.
+
+A first signal stops dispatching and lets requests in flight finish (the pipeline's grace
+timer); a second one exits at once: what was committed is consistent, so a resume is exact.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskStatus
+
+from batchrun.runner.summary import EXIT_STOPPED
+
+__all__ = ["RunControl", "watch_signals"]
+
+
+@dataclass(slots=True)
+class RunControl:
+    """Lets the caller (or a signal) stop a run; the run reports why it stopped."""
+
+    reason: str | None = None
+    fatal: bool = False
+    _stop_event: anyio.Event | None = field(default=None, repr=False)
+
+    @property
+    def stopping(self) -> bool:
+        return self.reason is not None
+
+    def stop(self, reason: str, *, fatal: bool = False) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.fatal = fatal
+            if self._stop_event is not None:
+                self._stop_event.set()
+
+
+async def watch_signals(control: RunControl, *, task_status: TaskStatus[None]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not control.stopping:
+                control.stop(f"interrupted by {name}")
+                print(
+                    f"\n{name}: finishing requests in flight, then saving; "
+                    f"press Ctrl-C again to quit at once",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            else:
+                print(
+                    f"\n{name} again: quitting now; what was saved is consistent, "
+                    "run the same command to resume",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(EXIT_STOPPED)
