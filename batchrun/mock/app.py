@@ -94,7 +94,14 @@ class MockApp:
         self._limiter = (
             None
             if config.rpm is None and config.tpm is None
-            else RateLimiter(rpm=config.rpm, tpm=config.tpm, burst_s=config.burst_s, now=clock())
+            else RateLimiter(
+                rpm=config.rpm,
+                tpm=config.tpm,
+                burst_s=config.burst_s,
+                now=clock(),
+                cotenant_drain=config.cotenant_drain,
+                cotenant_share=config.cotenant_share,
+            )
         )
         self._auth = None if config.api_key is None else b"Bearer " + config.api_key.encode()
         self._ids = itertools.count(1)
