@@ -12,6 +12,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -100,6 +101,29 @@ def test_prompt_tokens_follow_the_text_messages_and_tools(client: httpx2.Client)
         chat(client, messages=[{"role": "user", "content": "x" * 40}], tools=[tool])
     )
     assert with_tools["prompt_tokens"] > short["prompt_tokens"] + 100
+
+
+def test_images_are_billed_by_the_model_and_their_size(client: httpx2.Client) -> None:
+    # OpenAI's vision guide: gpt-4o 85 + 170 per 512px tile, gpt-4o-mini 2,833 + 5,667 per tile;
+    # 85 for any image, as the mock once billed, is gpt-4o's low-detail price.
+    png = base64.b64encode(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+        + struct.pack(">IIBBBBB", 1024, 1024, 8, 6, 0, 0, 0) + b"\0" * 4
+    ).decode()  # fmt: skip
+
+    def prompt_tokens(model: str, url: str, detail: str | None = None) -> int:
+        image: dict[str, str] = {"url": url} | ({"detail": detail} if detail else {})
+        content = [{"type": "image_url", "image_url": image}]
+        return int(usage_of(chat(client, model=model, messages=[
+            {"role": "user", "content": content}]))["prompt_tokens"])  # fmt: skip
+
+    text_only = 3 + 3 + 1  # priming, the message, its role
+    data_url = f"data:image/png;base64,{png}"
+    assert prompt_tokens("gpt-4o", data_url) == text_only + 85 + 4 * 170
+    assert prompt_tokens("gpt-4o", data_url, "low") == text_only + 85
+    assert prompt_tokens("gpt-4o-mini", data_url) == text_only + 2833 + 4 * 5667
+    # A remote image the mock cannot fetch: the most the model bills (8 tiles).
+    assert prompt_tokens("gpt-4o-mini", "https://example.com/a.png") == text_only + 2833 + 8 * 5667
 
 
 @pytest.mark.parametrize("cap_field", ["max_tokens", "max_completion_tokens"])

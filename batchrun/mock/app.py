@@ -305,7 +305,9 @@ class MockApp:
         reply_tokens = _optional_int(data, "mock_reply_tokens", 0)
         if reply_tokens is None:
             reply_tokens = self.config.reply_tokens
-        prompt_tokens = payloads.estimate_chat_prompt_tokens(messages, data.get("tools"))
+        prompt_tokens = payloads.estimate_chat_prompt_tokens(
+            messages, data.get("tools"), model=model
+        )
         cached_tokens = self._cached_tokens(messages[0])
         charge = prompt_tokens + (cap or 0) * n
 
