@@ -12,6 +12,7 @@ from batchrun.endpoints.usage import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Usage,
     max_output_tokens,
+    output_limit,
     parse_usage,
     rough_prompt_tokens,
 )
@@ -290,3 +291,22 @@ def test_estimate_of_a_body_without_text_is_small() -> None:
 )
 def test_max_output_tokens(url: str, body: dict[str, Any], expected: int) -> None:
     assert max_output_tokens(url, body) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "expected"),
+    [
+        (CHAT, {"max_tokens": 100, "n": 3}, 300),
+        (CHAT, {"max_completion_tokens": 0}, 0),
+        ("/v1/responses", {"max_output_tokens": 64}, 64),
+        ("/v1/embeddings", {}, 0),  # embeddings produce no output tokens: a limit of 0
+        (CHAT, {}, None),  # the server decides: no limit, whatever the TPM charge assumes
+        (CHAT, {"n": 2}, None),
+        (CHAT, {"max_tokens": "100"}, None),
+        ("/v1/responses", {"max_output_tokens": -64}, None),
+    ],
+)
+def test_output_limit_says_when_a_row_sets_none(
+    url: str, body: dict[str, Any], expected: int | None
+) -> None:
+    assert output_limit(url, body) == expected

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from anyio.abc import TaskStatus
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
-from batchrun.cost.budget import CostBudget, cost_of
+from batchrun.cost.budget import BudgetExhausted, CostBudget, cost_of
 from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError, iter_requests
 from batchrun.models import ErrorType, Record, Request, RowError
@@ -109,7 +110,11 @@ async def run(
     out = config.out_dir
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")
-    prices = await anyio.to_thread.run_sync(PriceBook.load, config.prices_file)
+    prices = await anyio.to_thread.run_sync(
+        functools.partial(
+            PriceBook.load, config.prices_file, max_output_tokens=config.max_output_tokens
+        )
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -325,18 +330,25 @@ class _Stages:
                     return
                 reserved = 0.0
                 if budget is not None:
-                    admitted = budget.reserve(request)
-                    if admitted is None:
-                        control.stop(budget.describe())
+                    try:
+                        reserved = await budget.reserve(request)
+                    except BudgetExhausted as exc:
+                        control.stop(str(exc))
                         return
-                    reserved = admitted
+                    if control.stopping:  # stopped while this worker waited for room
+                        budget.settle(reserved, None)
+                        return
+                record: Record | None = None
                 try:
                     record = await self.sender.send(request)
                 except FatalRunError as exc:
                     control.stop(exc.message, fatal=True)
-                    return  # a reservation left behind no longer matters: the run is stopping
-                if budget is not None:
-                    budget.settle(reserved, record.cost_usd)
+                    return
+                finally:
+                    # Also on a fatal stop or a cancellation: workers waiting for room must
+                    # not wait for a request that will never settle.
+                    if budget is not None:
+                        budget.settle(reserved, record.cost_usd if record is not None else None)
                 await self._put(record, results, progress)
         finally:
             feed.leave()
