@@ -58,11 +58,30 @@ _RUN_EPILOG = (
 resuming:
   Run the same command again with the same --out: finished rows are skipped, nothing is sent twice.
 
+--max-cost:
+  A cap on the output's total spend (the sum of cost_usd, as `batchrun report` counts it). Each
+  row reserves its worst case before it is sent: its prompt, counted offline (images of unknown
+  size at the largest size the model bills), plus its max_tokens / max_completion_tokens x n, or,
+  for a row that sets no limit, the model's maximum output (see --max-output-tokens). A row goes
+  only if the spend so far plus every reservation in flight stays within USD, else it waits for
+  answers to free room; when it cannot fit even alone, the run stops saying what it would cost
+  and what to set. A model with no known price cannot be counted: its rows go, with a warning.
+
 exit codes:
   0 finished (failed rows are recorded as errors)   2 bad usage or input, nothing sent
-  3 stopped early (Ctrl-C, SIGTERM, refused key, no quota): run the same command to resume
+  3 stopped early (Ctrl-C, SIGTERM, refused key, no quota, --max-cost reached): run the
+    same command to resume
   4 finished, but rows ended in error (only with --fail-on-errors)
 """
+)
+
+
+_MAX_OUTPUT_HELP = (
+    "the most output tokens per choice to assume for a row that sets no output limit "
+    "(max_tokens, max_completion_tokens), for --max-cost and the estimate; default: the price "
+    "file's max_output_tokens for the model, else its maximum output from batchrun's table of "
+    "OpenAI models (gpt-4o 16,384, gpt-4.1 32,768, o-series 100,000, gpt-5 128,000...), "
+    "else 32,768"
 )
 
 
@@ -168,8 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-cost",
         type=positive_float,
         metavar="USD",
-        help="stop dispatching before this output's total spend (spent + in flight at worst) "
-        "would pass USD; exit 3, resumable",
+        help="a cap on this output's total spend: a row goes only if spent + the worst case "
+        "of what is in flight and of the row stays within USD; exit 3, resumable",
+    )
+    run.add_argument(
+        "--max-output-tokens",
+        type=positive_int,
+        metavar="N",
+        help=_MAX_OUTPUT_HELP,
     )
     run.add_argument(
         "--require-quota",
@@ -320,6 +345,7 @@ def _run(args: argparse.Namespace) -> int:
             max_outage_s=args.max_outage,
             prices_file=args.prices,
             max_cost_usd=args.max_cost,
+            max_output_tokens=args.max_output_tokens,
             require_quota=args.require_quota,
             estimate=not args.no_estimate,
             progress=not args.quiet,
@@ -395,14 +421,16 @@ units:
   max_tokens) x n, summed over the rows that set one ("+N no max": rows that set none);
   expected output = F x the row's max, or --output-without-max tokens per choice (embeddings: 0).
   cost: USD at standard rates (no cached-input or batch discount). low = prompt only, expected =
-  prompt + expected output, high = prompt + max output (a row with no max counts its expected
-  output: high is then shown as ">= $x", not a bound). "unknown" when the model has no price
-  (never shown as $0): add it with --prices.
+  prompt + expected output, high = prompt + max output. A row with no max may go on as long as
+  the model allows: high is then "no upper bound" ("cost_high_is_upper_bound": false in --json),
+  and the notes say what --max-cost reserves for such a row (the model's maximum output).
+  "unknown" when the model has no price (never shown as $0): add it with --prices.
   price file (TOML, or JSON with the same shape), USD per 1M tokens:
     [models."gpt-4o-mini"]
     input = 0.15
     cached_input = 0.075
     output = 0.60
+    max_output_tokens = 16384   # optional; may stand alone to keep the database's prices
 
 """
     + _EXACT_HELP
@@ -480,6 +508,9 @@ def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
         help="expected output tokens per choice of a row that sets no max (default: 256)",
     )
     estimate.add_argument(
+        "--max-output-tokens", type=positive_int, metavar="N", help=_MAX_OUTPUT_HELP
+    )
+    estimate.add_argument(
         "--out", type=Path, help="also save OUT/estimate.json, for `batchrun report OUT`"
     )
     # --model is already the what-if above; with --prompt it is also the body's model, which
@@ -531,7 +562,8 @@ def _estimate(args: argparse.Namespace) -> int:
             fraction_of_max=args.expected_output_fraction,
             tokens_without_max=args.output_without_max,
         )
-        prices = PriceBook.load(args.prices)  # PriceFileError is a ValueError
+        # PriceFileError is a ValueError
+        prices = PriceBook.load(args.prices, max_output_tokens=args.max_output_tokens)
         estimate = estimate_file(
             args.input,
             endpoint=args.endpoint,

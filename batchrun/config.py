@@ -64,6 +64,9 @@ class RunConfig:
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
     prices_file: Path | None = None
     max_cost_usd: float | None = None
+    # The output ceiling --max-cost assumes for a row that sets no output limit; None: the
+    # model's maximum output (batchrun.cost.ceilings, or the price file's max_output_tokens).
+    max_output_tokens: int | None = None
     estimate: bool = True
     check_quota: bool = True
     require_quota: bool = False
@@ -91,6 +94,14 @@ class RunConfig:
             _positive("max_requests_per_minute", self.max_requests_per_minute)
         if self.max_cost_usd is not None:
             _positive("max_cost_usd", self.max_cost_usd)
+        if self.max_output_tokens is not None:
+            if isinstance(self.max_output_tokens, bool) or not isinstance(
+                self.max_output_tokens, int
+            ):
+                raise ValueError(
+                    f"max_output_tokens must be a whole number, got {self.max_output_tokens!r}"
+                )
+            _positive("max_output_tokens", self.max_output_tokens)
         if self.prices_file is not None:
             object.__setattr__(self, "prices_file", Path(self.prices_file))
         if self.max_tokens_per_minute is not None:

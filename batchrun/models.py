@@ -42,6 +42,9 @@ class Request:
     model: str | None
     prompt_tokens_estimate: int
     max_output_tokens: int
+    # False: the row sets no output limit, so max_output_tokens is the rate limiter's assumption
+    # (batchrun.endpoints.usage), not a bound on what the answer may cost.
+    output_limited: bool = True
 
     @property
     def token_charge(self) -> int:

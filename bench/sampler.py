@@ -8,6 +8,7 @@ upper bound, within one interval), and the rate of any counter between two of it
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,14 @@ class StatsSampler:
                 return previous.t + share * (sample.t - previous.t)
             previous = sample
         return None
+
+    def longest_gap_s(self) -> float | None:
+        """The longest stretch in which no request arrived, between the first and the last
+        (within two sampling intervals)."""
+        changes = [b.t for a, b in itertools.pairwise(self.samples) if b.total > a.total]
+        if len(changes) < 2:
+            return None
+        return max(b - a for a, b in itertools.pairwise(changes))
 
     def rate_between(self, field: str, low: float, high: float) -> float | None:
         """Counter `field` per second while it went from `low` to `high`."""

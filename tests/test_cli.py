@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import batchrun
 from batchrun.mock import MockConfig, MockServer
 from tests.helpers import TEST_KEY, chat_rows, read_results, write_jsonl
 
@@ -92,6 +93,19 @@ def test_help_explains_formats_and_exit_codes() -> None:
     assert result.returncode == 0
     for words in ("custom_id", "Parquet", "exit codes", "--rpm", "--tpm", "resume"):
         assert words in result.stdout
+    said = " ".join(result.stdout.split())
+    assert "--max-output-tokens N" in said and "gpt-4o 16,384" in said and "32,768" in said
+    assert "--max-cost reached" in said
+
+
+def test_bad_max_output_tokens_is_exit_2(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(1))
+    done = run_cli("run", path, "--out", tmp_path / "out", "--max-output-tokens", "0")
+    assert done.returncode == 2 and "--max-output-tokens" in done.stderr
+    with pytest.raises(ValueError, match="max_output_tokens must be positive"):
+        batchrun.RunConfig(input_path=path, out_dir=tmp_path / "out", max_output_tokens=-5)
+    with pytest.raises(ValueError, match="max_output_tokens must be a whole number"):
+        batchrun.RunConfig(input_path=path, out_dir=tmp_path / "out", max_output_tokens=1.5)  # type: ignore[arg-type]
 
 
 def test_second_run_on_same_output_is_refused(tmp_path: Path) -> None:

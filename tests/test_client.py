@@ -634,7 +634,11 @@ async def test_rate_limit_headers_reach_the_limiter(clock: FakeClock, backoffs: 
     assert (await sender.send(make_request())).ok
     assert limiter.requests_per_minute == pytest.approx(120)
     assert limiter.tokens_per_minute == pytest.approx(6000)
-    assert limiter.paused_for_s() == pytest.approx(2.0)
+    # Remaining 0 drained the budget as of when the request left: the next one waits one
+    # refill at 120 RPM (0.5 s), not the 2 s until the server's bucket is full.
+    assert limiter.paused_for_s() == 0.0
+    await limiter.acquire()
+    assert clock.now == pytest.approx(0.5)
 
 
 @pytest.mark.anyio

@@ -102,7 +102,15 @@ def test_figures_equal_hand_computed_ones(small_input: Path, price_file: Path) -
     assert chat.cost_expected_usd == pytest.approx((chat.prompt_tokens + 4 * 336) / 1e6)
     # high: every max, and the expected output of the row that sets none (so not a bound)
     assert chat.cost_high_usd == pytest.approx((chat.prompt_tokens + 4 * (160 + 256)) / 1e6)
-    assert ">= $" in render_estimate(estimate)
+    # ...which the table, the JSON and the notes say, instead of printing it as a bound
+    assert not chat.cost_high_is_upper_bound
+    text = render_estimate(estimate)
+    assert "no upper bound" in text and ">= $" not in text
+    assert (chat.output_ceiling, chat.output_ceiling_source) == (
+        16_384,
+        "gpt-4o-mini's maximum output",
+    )
+    assert "output: 1 rows set no limit: no upper bound; --max-cost reserves 16,384" in text
     assert chat.price_source == str(price_file)
     assert (chat.encoding, chat.exact) == (tokens.tokenizer_for("gpt-4o-mini").encoding, True)
 
@@ -110,6 +118,7 @@ def test_figures_equal_hand_computed_ones(small_input: Path, price_file: Path) -
     assert (embed.endpoint, embed.rows, embed.prompt_tokens) == (EMBED, 1, prompt[3])
     assert (embed.max_output_tokens, embed.expected_output_tokens) == (0, 0)
     assert embed.cost_high_usd == pytest.approx(prompt[3] * 0.5 / 1e6)
+    assert embed.cost_high_is_upper_bound and embed.output_ceiling is None
 
     assert estimate.bad_rows == 1
     assert estimate.bad_row_examples[0].line == 3
@@ -317,6 +326,45 @@ def test_cli_json_matches_the_library_and_saves_for_report(
     assert (
         table.returncode == 0 and "gpt-4o-mini" in table.stdout and "cost expected" in table.stdout
     )
+
+
+def test_cli_says_no_upper_bound_when_rows_set_no_limit(tmp_path: Path) -> None:
+    rows = [
+        {"custom_id": f"r{i}", "body": {"model": "gpt-4o", "messages": [
+            {"role": "user", "content": "hello"}], **({"max_tokens": 50} if i == 0 else {})}}
+        for i in range(3)
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    table = _cli(path)
+    assert table.returncode == 0, table.stderr
+    assert "no upper bound" in table.stdout and ">= $" not in table.stdout
+    assert "output: 2 rows set no limit: no upper bound; --max-cost reserves 16,384" in table.stdout
+    doc = json.loads(_cli(path, "--json", "--max-output-tokens", "1000").stdout)
+    assert doc["totals"]["cost_high_is_upper_bound"] is False
+    assert doc["totals"]["rows_without_max"] == 2
+    (group,) = doc["groups"]
+    assert group["cost_high_is_upper_bound"] is False
+    assert (group["output_ceiling"], group["output_ceiling_source"]) == (
+        1000,
+        "--max-output-tokens",
+    )
+    bounded = write_jsonl(tmp_path / "bounded.jsonl", rows[:1])
+    assert json.loads(_cli(bounded, "--json").stdout)["totals"]["cost_high_is_upper_bound"]
+
+
+def test_an_estimate_saved_before_the_bound_fields_still_loads(
+    small_input: Path, tmp_path: Path
+) -> None:
+    estimate = estimate_file(small_input, prices=PriceBook.load(use_database=False))
+    doc = estimate.to_dict()
+    for group in doc["groups"]:
+        for key in ("cost_high_is_upper_bound", "output_ceiling", "output_ceiling_source"):
+            del group[key]
+    loaded = Estimate.from_dict(doc)
+    assert [g.rows_without_max for g in loaded.groups] == [
+        g.rows_without_max for g in estimate.groups
+    ]
+    assert {g.output_ceiling for g in loaded.groups} == {None}
 
 
 def test_cli_bad_input_or_price_file_exits_2(small_input: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -139,6 +140,29 @@ def test_echo_repeats_the_last_user_message(client: httpx2.Client) -> None:
     ):
         reply = chat(other, messages=asked, max_tokens=1).json()["choices"][0]
         assert (reply["message"]["content"], reply["finish_reason"]) == ("row ", "length")
+
+
+def test_images_are_billed_by_the_model_and_their_size(client: httpx2.Client) -> None:
+    # OpenAI's vision guide: gpt-4o 85 + 170 per 512px tile, gpt-4o-mini 2,833 + 5,667 per tile;
+    # 85 for any image, as the mock once billed, is gpt-4o's low-detail price.
+    png = base64.b64encode(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+        + struct.pack(">IIBBBBB", 1024, 1024, 8, 6, 0, 0, 0) + b"\0" * 4
+    ).decode()  # fmt: skip
+
+    def prompt_tokens(model: str, url: str, detail: str | None = None) -> int:
+        image: dict[str, str] = {"url": url} | ({"detail": detail} if detail else {})
+        content = [{"type": "image_url", "image_url": image}]
+        return int(usage_of(chat(client, model=model, messages=[
+            {"role": "user", "content": content}]))["prompt_tokens"])  # fmt: skip
+
+    text_only = 3 + 3 + 1  # priming, the message, its role
+    data_url = f"data:image/png;base64,{png}"
+    assert prompt_tokens("gpt-4o", data_url) == text_only + 85 + 4 * 170
+    assert prompt_tokens("gpt-4o", data_url, "low") == text_only + 85
+    assert prompt_tokens("gpt-4o-mini", data_url) == text_only + 2833 + 4 * 5667
+    # A remote image the mock cannot fetch: the most the model bills (8 tiles).
+    assert prompt_tokens("gpt-4o-mini", "https://example.com/a.png") == text_only + 2833 + 8 * 5667
 
 
 @pytest.mark.parametrize("cap_field", ["max_tokens", "max_completion_tokens"])
@@ -544,6 +568,67 @@ def test_rate_limiter_takes_from_both_buckets_or_neither() -> None:
     assert limiter.admit(601, now=10.0).too_large
 
 
+def test_a_minute_bucket_reports_openai_headers_reset_is_until_full() -> None:
+    # burst_s = 60: the bucket is the whole minute, continuous, as OpenAI describes its limits.
+    limiter = RateLimiter(rpm=600, tpm=None, burst_s=60.0, now=0.0)
+    for _ in range(2):
+        assert limiter.admit(1, now=0.0).admitted
+    headers = limiter.admit(1, now=0.0).headers
+    # 3 of 600 used: 597 left, and full again after 3 refills of 0.1 s, not after a minute.
+    assert b"x-ratelimit-remaining-requests: 597\r\n" in headers
+    assert b"x-ratelimit-reset-requests: 300ms\r\n" in headers
+    bucket = limiter.requests
+    assert bucket is not None
+    bucket.refill(0.3)
+    assert bucket.remaining() == 600 and bucket.reset_s() == pytest.approx(0.0)
+
+
+def test_a_cotenant_that_drained_the_key_leaves_one_refill_per_request() -> None:
+    limiter = RateLimiter(rpm=300, tpm=None, burst_s=60.0, now=0.0, cotenant_drain=True)
+    refused = limiter.admit(1, now=0.0)
+    assert not refused.admitted and refused.retry_after_s == pytest.approx(0.2)
+    assert b"x-ratelimit-remaining-requests: 0\r\n" in refused.headers
+    assert b"x-ratelimit-reset-requests: 1m0s\r\n" in refused.headers  # until FULL
+    assert b"retry-after-ms: 200\r\n" in refused.headers  # until the next one fits
+    ok = limiter.admit(1, now=0.2)
+    assert ok.admitted
+    assert b"x-ratelimit-remaining-requests: 0\r\n" in ok.headers
+    assert b"x-ratelimit-reset-requests: 1m0s\r\n" in ok.headers
+    assert not limiter.admit(1, now=0.3).admitted
+    assert limiter.admit(1, now=0.4).admitted
+
+
+def test_a_cotenant_share_takes_part_of_every_refill() -> None:
+    limiter = RateLimiter(
+        rpm=600, tpm=6000, burst_s=60.0, now=0.0, cotenant_drain=True, cotenant_share=0.25
+    )
+    assert not limiter.admit(1, now=0.0).admitted  # drained as the first request came in
+    # 10 requests and 100 tokens a second flow in; the co-tenant takes a quarter of each.
+    assert limiter.admit(75, now=10.0).admitted
+    assert limiter.requests is not None and limiter.requests.level == pytest.approx(74.0)
+    assert limiter.tokens is not None and limiter.tokens.level == pytest.approx(675.0)
+    # The server cannot foresee the co-tenant: its reset counts the full refill rate.
+    assert limiter.requests.reset_s() == pytest.approx((600 - 74) / 10)
+    limiter.reset(20.0)
+    assert not limiter.admit(1, now=30.0).admitted  # drained again at the first request
+
+
+def test_cotenant_drain_through_the_server_and_after_mock_reset() -> None:
+    with (
+        MockServer(MockConfig(rpm=600, burst_s=60.0, cotenant_drain=True)) as server,
+        httpx2.Client(base_url=server.base_url) as client,
+    ):
+        first = chat(client)
+        assert first.status_code == 429
+        assert first.headers["x-ratelimit-remaining-requests"] == "0"
+        assert first.headers["x-ratelimit-reset-requests"] == "1m0s"  # until full
+        assert first.headers["retry-after-ms"] == "100"  # until the next one fits
+        time.sleep(0.15)
+        assert chat(client).status_code == 200
+        server.reset()
+        assert chat(client).status_code == 429
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [
@@ -788,6 +873,9 @@ def test_go_down_refuses_connections_then_recovers_on_the_same_port() -> None:
         ({"rpm": 0}, "rpm"),
         ({"tpm": 1.5}, "tpm"),
         ({"burst_s": 0}, "burst_s"),
+        ({"cotenant_drain": 1}, "cotenant_drain"),
+        ({"cotenant_share": 1.0}, "cotenant_share"),
+        ({"cotenant_share": -0.1}, "cotenant_share"),
         ({"faults": {"nope": 0.1}}, "faults"),
         ({"faults": {"500": 1.5}}, "faults"),
         ({"faults": {"500": 0.6, "502": 0.6}}, "faults"),
@@ -842,7 +930,7 @@ def test_cli_flags_become_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
         shlex.split(
             "--port 0 --latency-ms 5 --jitter-ms 2 --rpm 100 --tpm 5000 --burst-s 2 --seed 7 "
             "--fail 500=0.05,429=0.1 --api-key-env MOCK_KEY --quota-usd 5 --used-usd 1.5 "
-            "--no-billing"
+            "--no-billing --cotenant-drain --cotenant-share 0.25"
         )
     )
     config = config_from_args(args)
@@ -851,6 +939,7 @@ def test_cli_flags_become_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dict(config.faults) == {"500": 0.05, "429": 0.1}
     assert config.api_key == "sk-from-env"
     assert (config.billing, config.quota_usd, config.used_usd) == (False, 5.0, 1.5)
+    assert (config.cotenant_drain, config.cotenant_share) == (True, 0.25)
     assert config_from_args(_parse([])).port == 8000
     monkeypatch.delenv("MOCK_KEY")
     with pytest.raises(ValueError, match="MOCK_KEY"):

@@ -200,10 +200,38 @@ def test_database_can_be_left_out(price_file: Path) -> None:
     assert book.price_for("gpt-4o-mini") is not None
 
 
+def test_output_ceiling_flag_then_price_file_then_table(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[models."gpt-4o"]\nmax_output_tokens = 2048\n'  # the ceiling alone: database prices
+        '[models."my-model"]\ninput = 1\noutput = 2\nmax_output_tokens = 500\n'
+    )
+    book = PriceBook.load(path)
+    assert book.output_ceiling("gpt-4o").tokens == 2048
+    assert book.output_ceiling("gpt-4o-2024-08-06").source == "max_output_tokens in the price file"
+    price = book.price_for("gpt-4o")
+    assert price is not None and price.source.startswith("genai-prices")  # prices kept
+    assert book.output_ceiling("my-model").tokens == 500
+    assert book.price_for("my-model") == Price(1.0, 2.0, None, str(path))
+    assert book.output_ceiling("gpt-4.1").tokens == 32_768  # not in the file: the table
+    flagged = PriceBook.load(path, max_output_tokens=100)
+    assert flagged.output_ceiling("gpt-4o").tokens == flagged.output_ceiling("o3").tokens == 100
+    with pytest.raises(ValueError, match="max_output_tokens must be >= 1"):
+        PriceBook(max_output_tokens=0)
+
+
+def test_database_prices_carry_the_context_window() -> None:
+    price = PriceBook.load().price_for("gpt-4o")
+    assert price is not None and price.context_window == 128_000
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ('[models."m"]\noutput = 1\n', r"models\.\"m\": missing required key 'input'"),
+        ('[models."m"]\nmax_output_tokens = 0\n', r"max_output_tokens: must be a whole number"),
+        ('[models."m"]\nmax_output_tokens = 1.5\n', r"max_output_tokens: must be a whole number"),
+        ('[models."m"]\noutput = 1\nmax_output_tokens = 9\n', r"missing required key 'input'"),
         ('[models."m"]\ninput = 1\nouput = 2\n', r"models\.\"m\": unknown key 'ouput'"),
         ('[models."m"]\ninput = -1\n', r"models\.\"m\"\.input: must be a finite number >= 0"),
         ('[models."m"]\ninput = nan\n', r"models\.\"m\"\.input: must be a finite number >= 0"),

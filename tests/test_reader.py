@@ -621,15 +621,24 @@ def test_iter_requests_builds_requests(tmp_path: Path) -> None:
     assert first.custom_id == "c"
     assert first.model == "gpt-4o"
     assert json.loads(first.body) == chat
-    assert first.max_output_tokens == 100
+    assert first.max_output_tokens == 100 and first.output_limited
     assert first.prompt_tokens_estimate >= 100
     assert first.token_charge == first.prompt_tokens_estimate + 100
     assert isinstance(second, RowError)
     assert second.custom_id == "e"
     assert isinstance(third, Request)
     assert third.model is None
-    assert third.max_output_tokens == 0
+    assert third.max_output_tokens == 0 and third.output_limited
     assert third.prompt_tokens_estimate == 10
+
+
+def test_a_row_without_an_output_limit_says_so(tmp_path: Path) -> None:
+    # The limiter charges 256 output tokens for it; that is an assumption, not a bound.
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "go on"}]}
+    path = write_lines(tmp_path / "in.jsonl", [batch_line("c", chat)])
+    (request,) = iter_requests(path)
+    assert isinstance(request, Request)
+    assert request.max_output_tokens == 256 and not request.output_limited
 
 
 def test_iter_requests_honours_skip(tmp_path: Path) -> None:

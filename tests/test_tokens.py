@@ -20,7 +20,13 @@ import pytest
 
 from batchrun.cost import image_tokens as images
 from batchrun.cost import tokenizer_files, tokens
-from batchrun.cost.image_tokens import PatchRule, TileRule, image_size_from_data_url, image_tokens
+from batchrun.cost.image_tokens import (
+    PatchRule,
+    TileRule,
+    image_size_from_data_url,
+    image_tokens,
+    largest_image_tokens,
+)
 from batchrun.cost.tokens import (
     OutputRule,
     count_request_tokens,
@@ -459,6 +465,22 @@ def test_image_token_rules(
     assert image_tokens(width, height, detail, rule) == expected
 
 
+@pytest.mark.parametrize(
+    ("rule", "largest"),
+    [(TileRule(85, 170), 85 + 8 * 170), (TileRule(2833, 5667), 2833 + 8 * 5667),
+     (PatchRule(1.62), math.ceil(1536 * 1.62))],
+)  # fmt: skip
+def test_largest_image_tokens_bounds_every_size_and_is_reached(
+    rule: TileRule | PatchRule, largest: int
+) -> None:
+    sizes = [(w, h) for w in range(16, 5000, 97) for h in range(16, 5000, 89)]
+    sizes += [(768, 2048), (2048, 768), (10000, 10000)]
+    billed = [image_tokens(w, h, "high", rule) for w, h in sizes]
+    assert largest_image_tokens("high", rule) == largest == max(billed)
+    low = largest_image_tokens("low", rule)
+    assert low == (rule.base_tokens if isinstance(rule, TileRule) else largest)
+
+
 def test_patch_count_never_exceeds_the_cap() -> None:
     for width, height in [(4000, 1474), (50, 9000), (1537 * 32, 32), (6000, 6000)]:
         assert images._patches(width, height) <= 1536
@@ -533,6 +555,31 @@ def test_remote_image_assumes_the_stated_default() -> None:
     count = count_request_tokens(CHAT, _image_request("https://example.com/cat.png"))
     assert count.tokens == _text_only_tokens() + 765
     assert not count.exact and "assumed 1024x1024" in count.note
+
+
+def test_remote_image_counted_at_the_largest_for_a_bound() -> None:
+    body = _image_request("https://example.com/cat.png")
+    count = count_request_tokens(CHAT, body, largest_images=True)
+    assert count.tokens == _text_only_tokens() + 85 + 8 * 170
+    assert not count.exact and "largest size billed" in count.note
+    known = _image_request(_data_url("image/png", _png(2048, 4096)))
+    assert count_request_tokens(CHAT, known, largest_images=True).tokens == (
+        _text_only_tokens() + 1105  # a known size is counted as it is
+    )
+
+
+def test_audio_and_file_parts_are_counted_as_uncounted() -> None:
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [audio, audio]}]}
+    count = count_request_tokens(CHAT, body)
+    assert count.uncounted_parts == 2 and not count.exact
+    assert count_request_tokens(CHAT, _image_request("x", "low")).uncounted_parts == 0
+
+
+def test_image_rule_for_models() -> None:
+    assert tokens.image_rule_for("gpt-4o-mini-2024-07-18") == TileRule(2833, 5667)
+    assert tokens.image_rule_for("gpt-4.1-mini") == PatchRule(1.62)
+    assert tokens.image_rule_for("someone/else") == TileRule(85, 170)  # gpt-4o's for unknown
 
 
 def test_low_detail_needs_no_size() -> None:

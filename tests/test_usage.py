@@ -14,6 +14,7 @@ from batchrun.endpoints.usage import (
     claude_usage,
     gemini_usage,
     max_output_tokens,
+    output_limit,
     parse_usage,
     rough_prompt_tokens,
 )
@@ -364,3 +365,22 @@ def test_gpt_image_usage_splits_image_input_tokens() -> None:
 def test_native_usage_of_a_malformed_body_is_empty(reader: Any, body: Any) -> None:
     usage = reader(body)
     assert usage.prompt_tokens is None and usage.completion_tokens is None
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "expected"),
+    [
+        (CHAT, {"max_tokens": 100, "n": 3}, 300),
+        (CHAT, {"max_completion_tokens": 0}, 0),
+        ("/v1/responses", {"max_output_tokens": 64}, 64),
+        ("/v1/embeddings", {}, 0),  # embeddings produce no output tokens: a limit of 0
+        (CHAT, {}, None),  # the server decides: no limit, whatever the TPM charge assumes
+        (CHAT, {"n": 2}, None),
+        (CHAT, {"max_tokens": "100"}, None),
+        ("/v1/responses", {"max_output_tokens": -64}, None),
+    ],
+)
+def test_output_limit_says_when_a_row_sets_none(
+    url: str, body: dict[str, Any], expected: int | None
+) -> None:
+    assert output_limit(url, body) == expected

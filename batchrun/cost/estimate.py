@@ -13,8 +13,10 @@ output tokens by a stated `OutputRule`; cost in USD from the `PriceBook`:
 - low: the prompt only (no cached-input discount assumed, standard rates, no batch discount);
 - expected: prompt + expected output;
 - high: prompt + max output. A row that sets no maximum counts its expected output here, so high
-  is an upper bound only when `rows_without_max == 0` (the table then shows ">= $x"). Always
-  low <= expected <= high.
+  is an upper bound only when `rows_without_max == 0` (`cost_high_is_upper_bound`); otherwise
+  the table and the run's estimate line say "no upper bound" and how many rows set no limit.
+  Always low <= expected <= high. For those rows `output_ceiling` says what `--max-cost` reserves
+  per choice instead (`PriceBook.output_ceiling`).
 
 Guarantees:
 - An unknown price gives `None` costs ("unknown" in the table), never 0.
@@ -68,6 +70,7 @@ FORMAT_VERSION = 1
 _MAX_REASONS = 8
 _MAX_BAD_EXAMPLES = 5
 _MAX_SEEN_NOTES = 256
+_DERIVED = ("inexact_reasons", "cost_high_is_upper_bound")  # rebuilt, or derived, on reading
 
 
 class EstimateError(ValueError):
@@ -94,10 +97,16 @@ class GroupEstimate:
     note: str  # how the model's tokenizer was found, or what it fell back to
     inexact_reasons: tuple[str, ...] = ()
     price_source: str | None = None
+    output_ceiling: int | None = None  # rows without a max: what --max-cost assumes per choice
+    output_ceiling_source: str | None = None
 
     @property
     def priced(self) -> bool:
         return None not in (self.cost_low_usd, self.cost_expected_usd, self.cost_high_usd)
+
+    @property
+    def cost_high_is_upper_bound(self) -> bool:
+        return self.rows_without_max == 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +140,7 @@ class Estimate:
             known = [getattr(g, key) for g in groups if getattr(g, key) is not None]
             totals[key] = sum(known) if known or not groups else None
         totals["rows_unpriced"] = sum(g.rows for g in groups if not g.priced)
+        totals["cost_high_is_upper_bound"] = totals["rows_without_max"] == 0
         totals["exact"] = self.exact
         return totals
 
@@ -139,11 +149,13 @@ class Estimate:
 
         format, version, input, model_override, output_rule {fraction_of_max, tokens_without_max},
         exact, groups [{model, endpoint, rows, prompt_tokens, max_output_tokens, rows_without_max,
-        expected_output_tokens, cost_low_usd, cost_expected_usd, cost_high_usd, encoding, exact,
-        inexact_rows, note, inexact_reasons, price_source}], totals {rows, prompt_tokens,
+        expected_output_tokens, cost_low_usd, cost_expected_usd, cost_high_usd,
+        cost_high_is_upper_bound, encoding, exact, inexact_rows, note, inexact_reasons,
+        price_source, output_ceiling, output_ceiling_source}], totals {rows, prompt_tokens,
         max_output_tokens, rows_without_max, expected_output_tokens, cost_low_usd,
-        cost_expected_usd, cost_high_usd, rows_unpriced, exact}, bad_rows,
-        bad_row_examples [{row, custom_id, message, line}]. Costs are USD; null means unknown.
+        cost_expected_usd, cost_high_usd, rows_unpriced, cost_high_is_upper_bound, exact},
+        bad_rows, bad_row_examples [{row, custom_id, message, line}]. Costs are USD; null means
+        unknown. cost_high_usd is an upper bound only where cost_high_is_upper_bound is true.
         """
         return {
             "format": FORMAT,
@@ -156,7 +168,12 @@ class Estimate:
             },
             "exact": self.exact,
             "groups": [
-                {**asdict(g), "inexact_reasons": list(g.inexact_reasons)} for g in self.groups
+                {
+                    **asdict(g),
+                    "inexact_reasons": list(g.inexact_reasons),
+                    "cost_high_is_upper_bound": g.cost_high_is_upper_bound,
+                }
+                for g in self.groups
             ],
             "totals": self.totals(),
             "bad_rows": self.bad_rows,
@@ -176,7 +193,10 @@ class Estimate:
             )
         try:
             groups = tuple(
-                GroupEstimate(**{**g, "inexact_reasons": tuple(g.get("inexact_reasons", ()))})
+                GroupEstimate(
+                    **{k: v for k, v in g.items() if k not in _DERIVED},
+                    inexact_reasons=tuple(g.get("inexact_reasons", ())),
+                )
                 for g in doc["groups"]
             )
             rule = OutputRule(**doc["output_rule"])
@@ -329,6 +349,7 @@ class EstimateBuilder:
     def _finish(self, group: _Group) -> GroupEstimate:
         info = tokenizer_for(group.model)
         price = self._prices.price_for(group.model)
+        ceiling = self._prices.output_ceiling(group.model) if group.no_max else None
         if group.tiered:
             low, expected, high = group.costs
         else:
@@ -356,6 +377,8 @@ class EstimateBuilder:
             note=info.note,
             inexact_reasons=tuple(group.reasons),
             price_source=price.source if price is not None else None,
+            output_ceiling=ceiling.tokens if ceiling is not None else None,
+            output_ceiling_source=ceiling.source if ceiling is not None else None,
         )
 
 
@@ -403,6 +426,3 @@ def load_estimate(out_dir: Path) -> Estimate | None:
         return Estimate.from_json(data)
     except EstimateError as exc:
         raise EstimateError(f"{path}: {exc}") from exc
-
-
-# --- rendering ------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ Two published rules, chosen per model family by `batchrun.cost.tokens`:
   the image, capped at 1536 by scaling the image down, times a per-model multiplier, rounded up.
   The guide gives no low-detail discount for these models, so `detail` is ignored.
 
-When the size is unknown (a remote URL), the caller uses `DEFAULT_IMAGE_SIZE` and says so. For a
-`data:` URL the size is read from the PNG, GIF, WebP or JPEG header, decoding only the few bytes
-that hold it.
+When the size is unknown (a remote URL), the caller uses `DEFAULT_IMAGE_SIZE` and says so, or, for
+a bound, `largest_image_tokens`: what the rule bills for the largest image (tiles: 8 of them, a
+768x2048 image after scaling; patches: 1536). For a `data:` URL the size is read from the PNG,
+GIF, WebP or JPEG header, decoding only the few bytes that hold it.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ __all__ = [
     "TileRule",
     "image_size_from_data_url",
     "image_tokens",
+    "largest_image_tokens",
 ]
 
 DEFAULT_IMAGE_SIZE = (1024, 1024)
 """Assumed size of an image whose size cannot be read offline (765 tokens on gpt-4o)."""
 
 _MAX_PATCHES = 1536
+_MAX_TILES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,16 @@ def image_tokens(width: int, height: int, detail: str, rule: TileRule | PatchRul
         w, h = round(w * scale), round(h * scale)
     tiles = math.ceil(w / 512) * math.ceil(h / 512)
     return rule.base_tokens + rule.tile_tokens * tiles
+
+
+def largest_image_tokens(detail: str, rule: TileRule | PatchRule) -> int:
+    """The most prompt tokens one image sent with `detail` can cost, whatever its size."""
+    if isinstance(rule, PatchRule):
+        return math.ceil(_MAX_PATCHES * rule.multiplier)
+    if detail == "low":
+        return rule.base_tokens
+    # Scaled to fit 2048x2048, then to a shortest side of at most 768: 2 x 4 tiles at most.
+    return rule.base_tokens + rule.tile_tokens * _MAX_TILES
 
 
 def _patches(width: int, height: int) -> int:

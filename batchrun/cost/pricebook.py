@@ -16,6 +16,10 @@ separate audio or image token rates, are not applied.
 User file entries match the model name as written, then lowercased, then without a date suffix
 (`gpt-4o-mini-2024-07-18` uses `gpt-4o-mini`), then without a `provider/` prefix. Lookups are cached
 per model name, so `cost_usd` costs a dict lookup and a few multiplications per response.
+
+`output_ceiling(model)` is the most output one choice of a row without an output limit can
+produce, as `--max-cost` reserves it: `--max-output-tokens` when given, else the user file's
+`max_output_tokens` for the model, else `batchrun.cost.ceilings`' table and default.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
+from batchrun.cost.ceilings import Ceiling, model_max_output
 from batchrun.cost.prices import (
     Price,
     PriceFileError,
@@ -36,13 +42,22 @@ from batchrun.cost.prices import (
 
 __all__ = ["Price", "PriceBook", "PriceFileError", "PriceTier"]
 
+_T = TypeVar("_T")
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 
 
 class PriceBook:
     """Prices for one run: user overrides, then the genai-prices database as of `at`."""
 
-    __slots__ = ("_at", "_cache", "_overrides", "_use_database")
+    __slots__ = (
+        "_at",
+        "_cache",
+        "_ceilings",
+        "_max_output_tokens",
+        "_output_cache",
+        "_overrides",
+        "_use_database",
+    )
 
     def __init__(
         self,
@@ -50,24 +65,41 @@ class PriceBook:
         overrides: Mapping[str, Price] | None = None,
         use_database: bool = True,
         at: datetime | None = None,
+        ceilings: Mapping[str, int] | None = None,
+        max_output_tokens: int | None = None,
     ) -> None:
-        self._overrides = dict(overrides or {})
-        for name, price in list(self._overrides.items()):
-            self._overrides.setdefault(name.lower(), price)
+        self._overrides = _with_lowercase(overrides or {})
+        self._ceilings = _with_lowercase(ceilings or {})
+        if max_output_tokens is not None and max_output_tokens < 1:
+            raise ValueError(f"max_output_tokens must be >= 1, got {max_output_tokens}")
+        self._max_output_tokens = max_output_tokens
         self._use_database = use_database
         self._at = at or datetime.now(UTC)
         self._cache: dict[str | None, Price | None] = {}
+        self._output_cache: dict[str | None, Ceiling] = {}
 
     @classmethod
-    def load(cls, prices_file: Path | None = None, *, use_database: bool = True) -> PriceBook:
-        """A price book with `prices_file`'s entries (if any) over the database.
+    def load(
+        cls,
+        prices_file: Path | None = None,
+        *,
+        use_database: bool = True,
+        max_output_tokens: int | None = None,
+    ) -> PriceBook:
+        """A price book with `prices_file`'s entries (if any) over the database;
+        `max_output_tokens` is `--max-output-tokens` (see `output_ceiling`).
 
         Raises PriceFileError when the file cannot be read or has a bad entry.
         """
-        overrides = load_price_file(prices_file) if prices_file is not None else {}
+        file = load_price_file(prices_file) if prices_file is not None else None
         if use_database:
             load_database()  # here, not in the first cost_usd call of the hot path
-        return cls(overrides=overrides, use_database=use_database)
+        return cls(
+            overrides=file.prices if file else None,
+            ceilings=file.max_output_tokens if file else None,
+            use_database=use_database,
+            max_output_tokens=max_output_tokens,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -124,6 +156,24 @@ class PriceBook:
             total += completion_tokens * output_rate
         return total / 1_000_000
 
+    def output_ceiling(self, model: str | None) -> Ceiling:
+        """The most output tokens one choice of a row that sets no output limit can produce."""
+        try:
+            return self._output_cache[model]
+        except KeyError:
+            ceiling = self._output_cache[model] = self._find_ceiling(model)
+            return ceiling
+
+    def _find_ceiling(self, model: str | None) -> Ceiling:
+        if self._max_output_tokens is not None:
+            return Ceiling(self._max_output_tokens, "--max-output-tokens")
+        for name in _override_names(model) if model else ():
+            tokens = self._ceilings.get(name)
+            if tokens is not None:
+                return Ceiling(tokens, "max_output_tokens in the price file")
+        price = self.price_for(model)
+        return model_max_output(model, context_window=price.context_window if price else None)
+
     def _lookup(self, model: str | None) -> Price | None:
         if not model:
             return None
@@ -132,6 +182,13 @@ class PriceBook:
             if price is not None:
                 return price
         return database_price(model, self._at) if self._use_database else None
+
+
+def _with_lowercase(entries: Mapping[str, _T]) -> dict[str, _T]:
+    found = dict(entries)
+    for name, value in entries.items():
+        found.setdefault(name.lower(), value)
+    return found
 
 
 def _override_names(model: str) -> list[str]:

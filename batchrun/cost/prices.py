@@ -7,9 +7,13 @@ A user's file exists because gateways (APICore and other resellers) bill their o
 overrides the database for the models it names. Its format, prices in USD per million tokens:
 
     [models."gpt-4o-mini"]
-    input = 0.15          # required
+    input = 0.15          # required, unless the entry only sets max_output_tokens
     cached_input = 0.075  # optional: cached prompt tokens, else billed at `input`
     output = 0.60         # optional for embedding models: else output is billed as unknown
+    max_output_tokens = 16384  # optional: the most a row with no output limit can produce
+
+`max_output_tokens` is what `--max-cost` reserves for a row that sets no output limit (see
+`batchrun.cost.ceilings`); an entry may set it alone and keep the database's prices.
 
 A `.json` file holds the same shape: `{"models": {"gpt-4o-mini": {"input": 0.15, ...}}}`; any other
 suffix is read as TOML. A bad file raises `PriceFileError` naming the file and the bad key.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Price",
+    "PriceFile",
     "PriceFileError",
     "PriceTier",
     "database_price",
@@ -62,20 +67,33 @@ class PriceTier:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens for one model. None: that rate is unknown (never taken as zero)."""
+    """USD per million tokens for one model. None: that rate is unknown (never taken as zero).
+
+    `context_window`: the most prompt tokens the model accepts, where the database says.
+    """
 
     input_per_mtok: float
     output_per_mtok: float | None
     cached_input_per_mtok: float | None
     source: str
     tiers: tuple[PriceTier, ...] = ()
+    context_window: int | None = None
 
 
-_FILE_KEYS = ("input", "cached_input", "output")
+@dataclass(frozen=True, slots=True)
+class PriceFile:
+    """A user price file: prices and output ceilings by model name as written."""
+
+    prices: dict[str, Price]
+    max_output_tokens: dict[str, int]
 
 
-def load_price_file(path: Path) -> dict[str, Price]:
-    """Read and validate a user price file: {model name as written: Price}."""
+_PRICE_KEYS = ("input", "cached_input", "output")
+_FILE_KEYS = (*_PRICE_KEYS, "max_output_tokens")
+
+
+def load_price_file(path: Path) -> PriceFile:
+    """Read and validate a user price file."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -96,22 +114,39 @@ def load_price_file(path: Path) -> dict[str, Price]:
     models = document.get("models")
     if not isinstance(models, dict) or not models:
         raise PriceFileError(f'price file {path}: no models; expected [models."NAME"] tables')
-    return {name: _file_price(path, name, entry) for name, entry in models.items()}
+    prices: dict[str, Price] = {}
+    ceilings: dict[str, int] = {}
+    for name, entry in models.items():
+        price, ceiling = _file_entry(path, name, entry)
+        if price is not None:
+            prices[name] = price
+        if ceiling is not None:
+            ceilings[name] = ceiling
+    return PriceFile(prices, ceilings)
 
 
 def _format(path: Path) -> str:
     return "JSON" if path.suffix.lower() == ".json" else "TOML"
 
 
-def _file_price(path: Path, model: str, entry: object) -> Price:
+def _file_entry(path: Path, model: str, entry: object) -> tuple[Price | None, int | None]:
     where = f"price file {path}: models.{json.dumps(model)}"
     if not isinstance(entry, dict):
         raise PriceFileError(f"{where}: expected a table of prices, got {type(entry).__name__}")
     for key in entry:
         if key not in _FILE_KEYS:
             raise PriceFileError(f"{where}: unknown key {key!r} (expected one of {_FILE_KEYS})")
+    ceiling = entry.get("max_output_tokens")
+    if ceiling is not None and (
+        not isinstance(ceiling, int) or isinstance(ceiling, bool) or ceiling < 1
+    ):
+        raise PriceFileError(
+            f"{where}.max_output_tokens: must be a whole number of tokens >= 1, got {ceiling!r}"
+        )
+    if ceiling is not None and all(entry.get(key) is None for key in _PRICE_KEYS):
+        return None, ceiling  # only the ceiling: the prices stay the database's
     values: dict[str, float | None] = {}
-    for key in _FILE_KEYS:
+    for key in _PRICE_KEYS:
         value = entry.get(key)
         if value is None:
             values[key] = None
@@ -126,7 +161,8 @@ def _file_price(path: Path, model: str, entry: object) -> Price:
     input_price = values["input"]
     if input_price is None:
         raise PriceFileError(f"{where}: missing required key 'input' (USD per 1M input tokens)")
-    return Price(input_price, values["output"], values["cached_input"], source=str(path))
+    price = Price(input_price, values["output"], values["cached_input"], source=str(path))
+    return price, ceiling
 
 
 def database_price(model: str, at: datetime | None = None) -> Price | None:
@@ -153,7 +189,7 @@ def database_price(model: str, at: datetime | None = None) -> Price | None:
         source = f"genai-prices {_version()}: {provider.id} {info.id}"
         price = _database_rates(info.get_prices(at), source)
         if price is not None:
-            return price
+            return replace(price, context_window=info.context_window)
     return None
 
 

@@ -42,6 +42,7 @@ from batchrun.cost.image_tokens import (
     TileRule,
     image_size_from_data_url,
     image_tokens,
+    largest_image_tokens,
 )
 from batchrun.cost.tokenizer_files import INSTALL_HINT, TIKTOKEN_DIR_ENV, load_encoding
 
@@ -52,6 +53,7 @@ __all__ = [
     "TokenizerInfo",
     "count_request_tokens",
     "expected_output_tokens",
+    "image_rule_for",
     "max_output_tokens",
     "tokenizer_for",
 ]
@@ -81,6 +83,7 @@ class PromptCount:
     encoding: str | None
     exact: bool
     note: str
+    uncounted_parts: int = 0  # audio and file parts, whose size the request does not state
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,17 +211,26 @@ def _counter_for(model: str | None) -> _Counter:
     return _Counter(TokenizerInfo(None, False, note), _heuristic_count, family)
 
 
+def image_rule_for(model: str | None) -> TileRule | PatchRule:
+    """How `model` bills an image (OpenAI's vision guide; gpt-4o's tiles for unknown models)."""
+    family = _family_for(model) if model else None
+    return (family or _UNKNOWN_FAMILY).image_rule
+
+
 def tokenizer_for(model: str | None) -> TokenizerInfo:
     """The tokenizer `count_request_tokens` uses for `model` (cached per model)."""
     return _counter_for(model).info
 
 
-def count_request_tokens(url: str, body: dict[str, Any]) -> PromptCount:
+def count_request_tokens(
+    url: str, body: dict[str, Any], *, largest_images: bool = False
+) -> PromptCount:
     """Prompt tokens of a request to `url` (`.../chat/completions`, `/embeddings`, `/completions`;
-    `/responses` and unknown endpoints are estimated)."""
+    `/responses` and unknown endpoints are estimated). `largest_images`: count an image of
+    unknown size as the largest the model bills (a bound), not as 1024x1024."""
     model = body.get("model")
     counter = _counter_for(model if isinstance(model, str) else None)
-    tally = _Tally(counter)
+    tally = _Tally(counter, largest_images=largest_images)
     path = url.split("?", 1)[0].rstrip("/")
     if path.endswith("/chat/completions"):
         tally.chat(body)
@@ -267,12 +279,14 @@ def _choices(body: dict[str, Any]) -> int:
 class _Tally:
     """Adds up one request; collects the reasons it is not exact."""
 
-    __slots__ = ("count_text", "counter", "estimates", "tokens")
+    __slots__ = ("count_text", "counter", "estimates", "largest_images", "tokens", "uncounted")
 
-    def __init__(self, counter: _Counter) -> None:
+    def __init__(self, counter: _Counter, *, largest_images: bool = False) -> None:
         self.counter = counter
         self.count_text = counter.count_text
+        self.largest_images = largest_images
         self.tokens = 0
+        self.uncounted = 0
         self.estimates: list[str] = []
 
     def result(self) -> PromptCount:
@@ -280,7 +294,7 @@ class _Tally:
         if not self.estimates:
             return PromptCount(self.tokens, info.encoding, info.exact, info.note)
         note = "; ".join([info.note, *dict.fromkeys(self.estimates)])
-        return PromptCount(self.tokens, info.encoding, False, note)
+        return PromptCount(self.tokens, info.encoding, False, note, self.uncounted)
 
     def guess(self, value: object, why: str) -> None:
         self.tokens += self.count_text(json.dumps(value, ensure_ascii=False, default=str))
@@ -350,6 +364,7 @@ class _Tally:
             # Their cost depends on duration or pages, which the request does not state; counting
             # the base64 payload as text would overstate it by orders of magnitude.
             self.estimates.append(f"{kind} content not counted")
+            self.uncounted += 1
             return
         self.guess(part, f"content part {kind!r} estimated")
 
@@ -364,6 +379,10 @@ class _Tally:
             self.tokens += rule.base_tokens
             return
         size = image_size_from_data_url(url) if isinstance(url, str) else None
+        if size is None and self.largest_images:
+            self.tokens += largest_image_tokens(detail, rule)
+            self.estimates.append("image of unknown size counted at the largest size billed")
+            return
         if size is None:
             size = DEFAULT_IMAGE_SIZE
             self.estimates.append("image of unknown size assumed 1024x1024 high detail")

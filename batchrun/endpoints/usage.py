@@ -27,11 +27,13 @@ __all__ = [
     "claude_usage",
     "gemini_usage",
     "max_output_tokens",
+    "output_limit",
     "parse_usage",
     "rough_prompt_tokens",
 ]
 
-# Charged when a chat body sets no output limit; the response's real usage corrects it.
+# Charged to the TPM budget when a chat body sets no output limit; the real usage corrects it.
+# Not a bound on what the row may cost: `--max-cost` reserves the model's maximum output instead.
 DEFAULT_MAX_OUTPUT_TOKENS = 256
 _CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4
@@ -102,8 +104,9 @@ def rough_prompt_tokens(url: str, body: dict[str, Any]) -> int:
     return tokens + -(-chars // _CHARS_PER_TOKEN) + images * _TOKENS_PER_IMAGE
 
 
-def max_output_tokens(url: str, body: dict[str, Any]) -> int:
-    """The most output tokens a request may produce: the body's limit times `n`."""
+def output_limit(url: str, body: dict[str, Any]) -> int | None:
+    """The most output tokens the request itself allows (its limit times `n`; 0 for
+    embeddings), or None when it sets no limit: the server then decides how long to go on."""
     if "embeddings" in url:
         return 0
     limit = _count(body.get("max_completion_tokens"))
@@ -112,9 +115,20 @@ def max_output_tokens(url: str, body: dict[str, Any]) -> int:
     if limit is None:
         limit = _count(body.get("max_output_tokens"))  # the responses API's name
     if limit is None:
-        limit = DEFAULT_MAX_OUTPUT_TOKENS
+        return None
+    return limit * _choices(body)
+
+
+def max_output_tokens(url: str, body: dict[str, Any]) -> int:
+    """The output tokens the rate limiter charges up front: the request's limit, else
+    `DEFAULT_MAX_OUTPUT_TOKENS` per choice (an assumption the real usage corrects, not a bound)."""
+    limit = output_limit(url, body)
+    return DEFAULT_MAX_OUTPUT_TOKENS * _choices(body) if limit is None else limit
+
+
+def _choices(body: dict[str, Any]) -> int:
     n = _count(body.get("n"))
-    return limit * (n if n else 1)
+    return n if n else 1
 
 
 def _int(value: Any) -> int | None:

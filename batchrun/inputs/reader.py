@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.common.ranges import RangeSet
-from batchrun.endpoints.usage import max_output_tokens, rough_prompt_tokens
+from batchrun.endpoints.usage import max_output_tokens, output_limit, rough_prompt_tokens
 from batchrun.inputs.rows import (
     DEFAULT_ENDPOINT,
     DEFAULT_MAX_ROW_BYTES,
@@ -134,6 +134,7 @@ def iter_requests(
             model=model if isinstance(model, str) else None,
             prompt_tokens_estimate=rough_prompt_tokens(item.url, body),
             max_output_tokens=max_output_tokens(item.url, body),
+            output_limited=output_limit(item.url, body) is not None,
         )
 
 

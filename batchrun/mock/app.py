@@ -95,7 +95,14 @@ class MockApp:
         self._limiter = (
             None
             if config.rpm is None and config.tpm is None
-            else RateLimiter(rpm=config.rpm, tpm=config.tpm, burst_s=config.burst_s, now=clock())
+            else RateLimiter(
+                rpm=config.rpm,
+                tpm=config.tpm,
+                burst_s=config.burst_s,
+                now=clock(),
+                cotenant_drain=config.cotenant_drain,
+                cotenant_share=config.cotenant_share,
+            )
         )
         self._auth = None if config.api_key is None else b"Bearer " + config.api_key.encode()
         self._ids = itertools.count(1)
@@ -310,7 +317,9 @@ class MockApp:
         if self.config.exact_tokens:
             prompt_tokens = count_request_tokens(_CHAT, data).tokens
         else:
-            prompt_tokens = payloads.estimate_chat_prompt_tokens(messages, data.get("tools"))
+            prompt_tokens = payloads.estimate_chat_prompt_tokens(
+                messages, data.get("tools"), model=model
+            )
         echo = payloads.echo_of(messages) if self.config.echo or data.get("mock_echo") else None
         if echo is not None and data.get("mock_reply_tokens") is None:
             reply_tokens = max(1, (len(echo) + 3) // 4)

@@ -54,6 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="window the per-minute limits are quantised into (%(default)s s)",
     )
     parser.add_argument(
+        "--cotenant-drain",
+        action="store_true",
+        help="play a second client on the same key that has used up the limits at start",
+    )
+    parser.add_argument(
+        "--cotenant-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of every refill of the limits that second client keeps taking (0 <= F < 1)",
+    )
+    parser.add_argument(
         "--fail",
         type=_fault_spec,
         default={},
@@ -108,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         rpm=args.rpm,
         tpm=args.tpm,
         burst_s=args.burst_s,
+        cotenant_drain=args.cotenant_drain,
+        cotenant_share=args.cotenant_share,
         faults=args.fail,
         seed=args.seed,
         api_key=api_key,

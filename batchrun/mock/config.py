@@ -33,6 +33,8 @@ class MockConfig:
     host, port: where to listen (port 0 picks a free port).
     latency_ms, jitter_ms: each API answer waits latency_ms plus a uniform 0..jitter_ms.
     rpm, tpm, burst_s: optional OpenAI-style limits (see `batchrun.mock.ratelimit`).
+    cotenant_drain, cotenant_share: a second client on the same key that has left the limits'
+        buckets empty at start, and keeps taking this share (0 <= share < 1) of every refill.
     faults, seed: probability of each injected fault kind (see `batchrun.mock.faults`), and the
         seed of the random draws (faults and jitter) so a run can be replayed.
     api_key: if set, requests must carry `Authorization: Bearer <api_key>`; never shown in repr.
@@ -59,6 +61,8 @@ class MockConfig:
     rpm: int | None = None
     tpm: int | None = None
     burst_s: float = 1.0
+    cotenant_drain: bool = False
+    cotenant_share: float = 0.0
     faults: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
     api_key: str | None = field(default=None, repr=False)
@@ -81,6 +85,14 @@ class MockConfig:
         for name in ("latency_ms", "jitter_ms", "quota_usd", "used_usd"):
             _check_float(name, getattr(self, name), allow_zero=True)
         _check_float("burst_s", self.burst_s, allow_zero=False)
+        if not isinstance(self.cotenant_drain, bool):
+            raise ValueError("MockConfig.cotenant_drain must be a bool")
+        _check_float("cotenant_share", self.cotenant_share, allow_zero=True)
+        if self.cotenant_share >= 1:
+            raise ValueError(
+                f"MockConfig.cotenant_share must be below 1 (a share of the refill), "
+                f"got {self.cotenant_share}"
+            )
         for name in ("rpm", "tpm"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1, None)

@@ -9,6 +9,12 @@ cookbook's recipe for gpt-4o-class models), plus the tool definitions' JSON. Goo
 budgets and benchmarks; `MockConfig(exact_tokens=True)` (the demo's) counts with the estimate's
 own tokenizers instead (`batchrun.cost.tokens`), and a client test that needs exact reply
 lengths sets `mock_reply_tokens` in the body.
+
+Images are billed as OpenAI bills them, by the model's rule and the image's size (OpenAI's
+vision guide, as `batchrun.cost.image_tokens` implements it: gpt-4o 85 + 170 per tile, gpt-4o-mini
+2,833 + 5,667 per tile, patches for gpt-4.1-mini...), the size read from a `data:` URL. The mock
+cannot fetch a remote image, so it bills one as the largest image the model bills: a client's
+worst case is tested against the most a real server could charge.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import zlib
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
+
+from batchrun.cost.image_tokens import image_size_from_data_url, image_tokens, largest_image_tokens
+from batchrun.cost.tokens import image_rule_for
 
 __all__ = [
     "billing_subscription",
@@ -36,8 +45,6 @@ __all__ = [
 ]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-# OpenAI bills a low-detail image at 85 tokens; the mock never looks inside images.
-_IMAGE_TOKENS = 85
 _TOOL_CALL_TOKENS = 12
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 _FILLER = (
@@ -68,28 +75,47 @@ def _text_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def _value_tokens(value: object) -> int:
+def _value_tokens(value: object, model: str | None) -> int:
     """Tokens of every string inside a message value (content parts, tool calls...)."""
     if isinstance(value, str):
         return _text_tokens(value)
     if isinstance(value, list):
-        return sum(_value_tokens(item) for item in value)
+        return sum(_value_tokens(item, model) for item in value)
     if isinstance(value, dict):
         if value.get("type") == "image_url":
-            return _IMAGE_TOKENS
-        return sum(_value_tokens(item) for item in value.values())
+            return _image_part_tokens(value, model)
+        return sum(_value_tokens(item, model) for item in value.values())
     return 0
 
 
-def estimate_chat_prompt_tokens(messages: list[Any], tools: object) -> int:
-    """Prompt tokens of a chat request, by the cheap recipe in the module docstring."""
+def _image_part_tokens(part: dict[str, Any], model: str | None) -> int:
+    image = part.get("image_url")
+    url, detail = (
+        (image.get("url"), image.get("detail")) if isinstance(image, dict) else (image, None)
+    )
+    detail = detail if isinstance(detail, str) else "auto"
+    rule = image_rule_for(model)
+    size = image_size_from_data_url(url) if isinstance(url, str) else None
+    if size is None:  # a remote image, which the mock cannot fetch: the most it could cost
+        return largest_image_tokens(detail, rule)
+    return image_tokens(size[0], size[1], detail, rule)
+
+
+def estimate_chat_prompt_tokens(
+    messages: list[Any], tools: object, *, model: str | None = None
+) -> int:
+    """Prompt tokens of a chat request, by the cheap recipe in the module docstring (`model`
+    decides what an image costs)."""
     total = 3
     for message in messages:
         total += 3
         if isinstance(message, dict):
             for value in message.values():
                 # Plain strings (role, content) are nearly all there is: skip the recursion.
-                total += (len(value) + 3) // 4 if isinstance(value, str) else _value_tokens(value)
+                if isinstance(value, str):
+                    total += (len(value) + 3) // 4
+                else:
+                    total += _value_tokens(value, model)
             if "name" in message:
                 total += 1
     if tools:

@@ -8,6 +8,18 @@ A request whose token charge is larger than the bucket but within the per-minute
 through when the bucket is full and leaves it in debt, so it waits its turn instead of never
 fitting; one larger than the whole per-minute limit is refused for good ("Request too large").
 
+The headers mean what OpenAI's mean: `remaining` is what is left, scaled to the per-minute
+limit, and `reset` is the time until the bucket is FULL again (not until the next request fits).
+With `burst_s = 60` the bucket is the whole minute, a continuous bucket as OpenAI describes it:
+drained, it says remaining 0 and reset 1m0s while the next request fits one refill, 60 / limit
+seconds, later.
+
+A co-tenant (a second client on the same key) can be played: `cotenant_drain` empties the
+buckets as the first request arrives (after start, and after a reset), as when another job has
+just used the key to the full, and `cotenant_share` is the share of every refill that client
+keeps taking. The headers do not foresee it, as a real server's cannot: `reset` counts the full
+refill rate.
+
 The clock is passed in (`now`, in seconds), so that every rule can be tested without sleeping.
 """
 
@@ -55,14 +67,22 @@ def _fraction(value: int, digits: int) -> str:
 class TokenBucket:
     """One per-minute limit as a continuously refilled bucket (see the module docstring)."""
 
-    __slots__ = ("capacity", "level", "limit_per_min", "rate_per_s", "updated")
+    __slots__ = ("capacity", "cotenant_share", "level", "limit_per_min", "rate_per_s", "updated")
 
-    def __init__(self, limit_per_min: int, *, burst_s: float, now: float) -> None:
+    def __init__(
+        self,
+        limit_per_min: int,
+        *,
+        burst_s: float,
+        now: float,
+        cotenant_share: float = 0.0,
+    ) -> None:
         self.limit_per_min = limit_per_min
         self.capacity = max(limit_per_min * burst_s / 60.0, 1.0)
         self.rate_per_s = limit_per_min / 60.0
         self.level = self.capacity
         self.updated = now
+        self.cotenant_share = cotenant_share
 
     def __repr__(self) -> str:
         return (
@@ -72,7 +92,8 @@ class TokenBucket:
 
     def refill(self, now: float) -> None:
         if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate_per_s)
+            inflow = (now - self.updated) * self.rate_per_s * (1.0 - self.cotenant_share)
+            self.level = min(self.capacity, self.level + inflow)
             self.updated = now
 
     def wait_s(self, amount: float) -> float:
@@ -88,7 +109,7 @@ class TokenBucket:
         return max(0, math.floor(self.level / self.capacity * self.limit_per_min))
 
     def reset_s(self) -> float:
-        """Time until the bucket is full again."""
+        """Time until the bucket is full again if nobody takes from it meanwhile."""
         return max(0.0, (self.capacity - self.level) / self.rate_per_s)
 
     def headers(self, unit: bytes) -> bytes:
@@ -122,27 +143,48 @@ class RateLimiter:
     requests: TokenBucket | None
     tokens: TokenBucket | None
 
-    def __init__(self, *, rpm: int | None, tpm: int | None, burst_s: float, now: float) -> None:
+    def __init__(
+        self,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        burst_s: float,
+        now: float,
+        cotenant_drain: bool = False,
+        cotenant_share: float = 0.0,
+    ) -> None:
         self._rpm = rpm
         self._tpm = tpm
         self._burst_s = burst_s
+        self._drain = cotenant_drain
+        self._share = cotenant_share
         self.reset(now)
 
     def __repr__(self) -> str:
         return f"RateLimiter(requests={self.requests!r}, tokens={self.tokens!r})"
 
     def reset(self, now: float) -> None:
-        """Full buckets, as right after start."""
-        burst_s = self._burst_s
-        self.requests = (
-            None if self._rpm is None else TokenBucket(self._rpm, burst_s=burst_s, now=now)
-        )
-        self.tokens = (
-            None if self._tpm is None else TokenBucket(self._tpm, burst_s=burst_s, now=now)
+        """The buckets as right after start: full (a co-tenant that drains them does so as the
+        first request arrives)."""
+        self._drain_pending = self._drain
+        self.requests = None if self._rpm is None else self._bucket(self._rpm, now)
+        self.tokens = None if self._tpm is None else self._bucket(self._tpm, now)
+
+    def _bucket(self, limit_per_min: int, now: float) -> TokenBucket:
+        return TokenBucket(
+            limit_per_min,
+            burst_s=self._burst_s,
+            now=now,
+            cotenant_share=self._share,
         )
 
     def admit(self, charge: int, now: float) -> Verdict:
         requests, tokens = self.requests, self.tokens
+        if self._drain_pending:
+            self._drain_pending = False
+            for bucket in (requests, tokens):
+                if bucket is not None:
+                    bucket.level, bucket.updated = 0.0, now
         if requests is not None:
             requests.refill(now)
         if tokens is not None:

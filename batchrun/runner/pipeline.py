@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +30,7 @@ import httpx2
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
-from batchrun.cost.budget import CostBudget, cost_of
+from batchrun.cost.budget import BudgetExhausted, CostBudget, cost_of
 from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError, iter_requests
 from batchrun.inputs.sniff import check_sendable
@@ -105,7 +106,11 @@ async def run(
                 template=config.template,
             )
         )
-    prices = await anyio.to_thread.run_sync(PriceBook.load, config.prices_file)
+    prices = await anyio.to_thread.run_sync(
+        functools.partial(
+            PriceBook.load, config.prices_file, max_output_tokens=config.max_output_tokens
+        )
+    )
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -349,18 +354,25 @@ class _Stages:
                     return
                 reserved = 0.0
                 if budget is not None:
-                    admitted = budget.reserve(request)
-                    if admitted is None:
-                        control.stop(budget.describe())
+                    try:
+                        reserved = await budget.reserve(request)
+                    except BudgetExhausted as exc:
+                        control.stop(str(exc))
                         return
-                    reserved = admitted
+                    if control.stopping:  # stopped while this worker waited for room
+                        budget.settle(reserved, None)
+                        return
+                record: Record | None = None
                 try:
                     record = await self.sender.send(request)
                 except FatalRunError as exc:
                     control.stop(exc.message, fatal=True)
-                    return  # a reservation left behind no longer matters: the run is stopping
-                if budget is not None:
-                    budget.settle(reserved, record.cost_usd)
+                    return
+                finally:
+                    # Also on a fatal stop or a cancellation: workers waiting for room must
+                    # not wait for a request that will never settle.
+                    if budget is not None:
+                        budget.settle(reserved, record.cost_usd if record is not None else None)
                 await self._put(record, results, progress)
             self.sender.input_done()  # the feed is closed and empty: no more rows will come
         finally:

@@ -140,12 +140,20 @@ def _estimating_pass(config: RunConfig, builder: EstimateBuilder) -> Iterator[tu
 def _log_estimate(estimate: Estimate, saved: Path) -> None:
     totals = estimate.totals()
     exact = "" if estimate.exact else f" (approximate: see {saved})"
+    no_max = totals["rows_without_max"]
+    # A row that sets no output limit may go on as long as the model allows: "at most" would
+    # print a lower bound as an upper one.
+    high = (
+        f"no upper bound: {no_max:,} rows set no output limit"
+        if no_max
+        else f"at most {format_usd(totals['cost_high_usd'])}"
+    )
     log.info(
-        "estimate: %s rows, %s prompt tokens, expected cost %s (at most %s)%s",
+        "estimate: %s rows, %s prompt tokens, expected cost %s (%s)%s",
         f"{totals['rows']:,}",
         f"{totals['prompt_tokens']:,}",
         format_usd(totals["cost_expected_usd"]),
-        format_usd(totals["cost_high_usd"]),
+        high,
         exact,
     )
 

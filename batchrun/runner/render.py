@@ -45,7 +45,7 @@ def _cells(label: str, endpoint: str, f: Mapping[str, Any]) -> list[str]:
     max_cell += f" (+{no_max:,} no max)" if max_out is not None and no_max else ""
     costs = [format_usd(f[k]) for k in ("cost_low_usd", "cost_expected_usd", "cost_high_usd")]
     if no_max and f["cost_high_usd"] is not None:
-        costs[2] = ">= " + costs[2]
+        costs[2] = "no upper bound"
     figures = [f"{f['rows']:,}", f"{f['prompt_tokens']:,}", max_cell]
     return [label, endpoint, *figures, f"{f['expected_output_tokens']:,}", *costs]
 
@@ -68,13 +68,20 @@ def render_estimate(estimate: Estimate) -> str:
         lines.append(f"      tokens: {g.note}")
         lines += [f"      {reason}" for reason in g.inexact_reasons]
         lines.append(f"      price: {g.price_source or 'unknown (no price for this model)'}")
+        if g.rows_without_max and g.output_ceiling is not None:
+            lines.append(
+                f"      output: {g.rows_without_max:,} rows set no limit: no upper bound; "
+                f"--max-cost reserves {g.output_ceiling:,} tokens per choice for each "
+                f"({g.output_ceiling_source})"
+            )
     rule = estimate.output_rule
     lines += [
         "",
         f"expected output: {rule.fraction_of_max:g} x the row's max output tokens, or "
         f"{rule.tokens_without_max:,} per choice when it sets none (embeddings: 0).",
         "cost low = prompt only; expected = prompt + expected output; high = prompt + max output "
-        "(a row with no max counts its expected output, so high is then not a bound: >=). "
+        "(an upper bound only when every row sets a max: a row without one may go on as long "
+        "as the model allows, so high then says no upper bound). "
         "Standard rates in USD; no cached-input or batch discount assumed.",
         "exact = counted with the model's own tokenizer by OpenAI's published rules.",
     ]

@@ -215,7 +215,8 @@ class Sender:
 
     async def _attempt(self, request: Request, attempts: int) -> Record | _Failure:
         """One HTTP exchange: the ok record, or what went wrong."""
-        sent_at = self._limiter.now()
+        sent = self._limiter.mark()
+        sent_at = sent.at
         started = time.perf_counter()
         try:
             reply = await self._http.post(self._url(request.url), request.body, self._headers)
@@ -231,9 +232,10 @@ class Sender:
         status, headers = reply.status, reply.headers
         text = reply.content.decode("utf-8", errors="replace")
         body = _json_or_none(reply.content)
-        self._limiter.observe_headers(headers)
         verdict = classify_response(status, headers, body, text)
         self._wrong_url.answered(status)
+        refused = verdict is not None and verdict.rate_limited
+        self._limiter.observe_headers(headers, sent=sent, refused=refused)
         if verdict is None:
             self._outage_since = None
             self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
