@@ -28,6 +28,7 @@ Guarantees:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -240,11 +241,16 @@ def _export_table(
         window_rows=config.window_rows,
         window_bytes=config.window_bytes,
     )
-    cursor = _Cursor(order.windows())
     counts = {"ok": 0, "error": 0, "pending": 0}
     rows = 0
     assert config.format is not None
-    with ExportFile(config.to, force=config.force) as target:
+    # Closed at once on any failure: a suspended generator would keep its scratch files until
+    # it is garbage-collected, which a traceback holding its frame can put off indefinitely.
+    with (
+        contextlib.closing(order.windows()) as windows,
+        ExportFile(config.to, force=config.force) as target,
+    ):
+        cursor = _Cursor(windows)
         sink = table_sink(config.format, target.tmp, schema)
         try:
             for start, stop, input_table in _chunks(columns, order.total_rows, config.chunk_rows):
@@ -285,12 +291,13 @@ def _export_batch(
     )
     errors_path = config.error_path
     with (
+        contextlib.closing(order.windows()) as windows,
         ExportFile(config.to, force=config.force) as output,
         ExportFile(errors_path, force=config.force) as errors,
     ):
         sink = BatchOutputSink(output.tmp, errors.tmp, seed=checkpoint.fingerprint.digest)
         try:
-            for window in order.windows():
+            for window in windows:
                 sink.write(window.table)
         finally:
             sink.close()

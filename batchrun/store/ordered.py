@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +111,7 @@ class RowOrder:
     def parts(self) -> int:
         return len(self._parts)
 
-    def windows(self) -> Iterator[Window]:
+    def windows(self) -> Generator[Window, None, None]:
         with _Scratch(self._scratch) as scratch:
             size = None
             if self.total_rows <= self._window_rows:  # maybe no split at all: weigh it first
