@@ -657,7 +657,7 @@ def _add_export_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _export(args: argparse.Namespace) -> int:
-    from batchrun.runner.export import ExportConfig, ExportError, export
+    from batchrun.runner.export import ExportConfig, ExportError, export, use_returning_allocator
     from batchrun.runner.render import render_export
     from batchrun.runner.summary import EXIT_STOPPED
 
@@ -671,6 +671,7 @@ def _export(args: argparse.Namespace) -> int:
             errors_to=args.errors_to,
             force=args.force,
         )
+        use_returning_allocator()  # this process is ours
         summary = export(config)
     except (ValueError, ExportError) as exc:
         return _usage_error(str(exc))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -55,7 +56,14 @@ from batchrun.store.exportfiles import (
 from batchrun.store.ordered import ResultsError, RowOrder, Window, sweep_scratch
 from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
-__all__ = ["EXPORT_FORMATS", "ExportConfig", "ExportError", "ExportSummary", "export"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "ExportConfig",
+    "ExportError",
+    "ExportSummary",
+    "export",
+    "use_returning_allocator",
+]
 
 EXPORT_FORMATS = (*TABLE_FORMATS, "openai-batch")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
@@ -92,8 +100,8 @@ class ExportConfig:
     no_join: bool = False  # the result columns alone, one row per input row all the same
     errors_to: Path | None = None  # openai-batch: None is `to` with "_errors" before the suffix
     force: bool = False
-    window_rows: int = 65_536
-    window_bytes: int = 64 << 20
+    window_rows: int = 16_384
+    window_bytes: int = 16 << 20
     chunk_rows: int = 2048
 
     def __post_init__(self) -> None:
@@ -139,6 +147,21 @@ class ExportSummary:
     input_path: Path | None
     seconds: float
     renamed: dict[str, str] = field(default_factory=dict)  # input column -> its name here
+
+
+def use_returning_allocator() -> None:
+    """Make pyarrow's allocations jemalloc's, for a process that only exports (the CLI's).
+
+    pyarrow's default pool on Linux, mimalloc, kept the freed memory of each window: peak RSS
+    grew with every window (309 MB at 200k rows against 240 MB at 20k; jemalloc: 225 against
+    198). A choice made with ARROW_DEFAULT_MEMORY_POOL is left alone.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc (Windows)
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def export(config: ExportConfig) -> ExportSummary:

@@ -57,7 +57,8 @@ __all__ = [
 TABLE_FORMATS = ("parquet", "csv", "jsonl")
 _COMPACT = (",", ":")
 _GROUP_ROWS = 65_536
-_GROUP_BYTES = 32 << 20
+_GROUP_BYTES = 16 << 20
+_LINES_AT_ONCE = 2048
 
 
 class ExportExistsError(Exception):
@@ -264,6 +265,11 @@ class BatchOutputSink:
 
     def write(self, table: pa.Table) -> None:
         """`table` holds `BATCH_COLUMNS` of results (any order of rows; lines keep it)."""
+        # A slice at a time: the lines of a whole window would hold its responses thrice over.
+        for start in range(0, table.num_rows, _LINES_AT_ONCE):
+            self._write(table.slice(start, _LINES_AT_ONCE))
+
+    def _write(self, table: pa.Table) -> None:
         columns = [table.column(name).to_pylist() for name in BATCH_COLUMNS]
         ok: list[str] = []
         failed: list[str] = []
