@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,6 +283,19 @@ def test_bad_usage_is_one_line_and_exit_2(
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == [] and run.input.read_bytes() == before
     assert not list((run.out / "results").glob("x*"))
+
+
+def test_a_damaged_part_is_named_and_nothing_is_written(run: Run, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(run.out, out)
+    part = out / "results" / "part-000003.parquet"
+    part.write_bytes(part.read_bytes()[:100])  # cut short, as a failing disk might leave it
+    to = tmp_path / "answers.parquet"
+    done = cli("export", out, "--to", to)
+    assert done.returncode == 2
+    assert f"cannot read {part}" in done.stderr and "nothing was written" in done.stderr
+    assert not to.exists() and not list(tmp_path.glob(".answers*"))
+    assert not list(out.glob(f"{SCRATCH_PREFIX}*"))
 
 
 def test_an_output_without_a_checkpoint_is_refused(tmp_path: Path) -> None:

@@ -167,6 +167,16 @@ def test_a_part_that_vanishes_is_a_clear_error(tmp_path: Path) -> None:
         list(ordered.windows())
 
 
+@pytest.mark.parametrize("window_rows", [1000, 50], ids=["in-memory", "split"])
+def test_a_damaged_part_is_named(tmp_path: Path, window_rows: int) -> None:
+    checkpoint = output(tmp_path, 200, [list(range(100)), list(range(100, 200))])
+    part = tmp_path / "results" / "part-000001.parquet"
+    part.write_bytes(part.read_bytes()[:-40])  # the footer cut off
+    with pytest.raises(ResultsError, match=rf"cannot read {part}"):
+        list(order(tmp_path, checkpoint, window_rows=window_rows).windows())
+    assert not list(tmp_path.glob(f"{SCRATCH_PREFIX}*"))
+
+
 def test_the_checkpoint_without_a_row_count_counts_from_the_parts(tmp_path: Path) -> None:
     checkpoint = output(tmp_path, 10, [[3, 8], [1]])
     checkpoint.total_rows = None

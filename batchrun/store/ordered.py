@@ -117,10 +117,7 @@ class RowOrder:
         with _Scratch(self._scratch) as scratch:
             size = None
             if self.total_rows <= self._window_rows:  # maybe no split at all: weigh it first
-                try:
-                    size = sum(_uncompressed_bytes(p) for p in self._parts)
-                except (OSError, pa.ArrowException) as exc:
-                    raise ResultsError(f"cannot read the results' metadata: {exc}") from exc
+                size = sum(_uncompressed_bytes(p) for p in self._parts)
             yield from self._ranges(self._read_parts(), 0, self.total_rows, size, scratch, "r")
 
     def _ranges(
@@ -212,7 +209,10 @@ def _read(path: Path) -> Iterator[pa.RecordBatch]:
 
 
 def _uncompressed_bytes(path: Path) -> int:
-    metadata = pq.read_metadata(path)
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ResultsError(f"cannot read {path}: {exc}") from exc
     return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
 
 
@@ -220,7 +220,10 @@ def _rows_named(parts: list[Path]) -> int:
     """One more than the highest row in the parts' statistics (a checkpoint without a count)."""
     highest = -1
     for path in parts:
-        metadata = pq.read_metadata(path)
+        try:
+            metadata = pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise ResultsError(f"cannot read {path}: {exc}") from exc
         column = metadata.schema.names.index("row")
         for i in range(metadata.num_row_groups):
             stats = metadata.row_group(i).column(column).statistics
