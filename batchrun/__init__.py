@@ -9,6 +9,7 @@ from batchrun.config import RunConfig
 from batchrun.inputs.reader import InputError
 from batchrun.inputs.template import Template, TemplateError, load_template, shortcut_template
 from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.runner.export import ExportConfig, ExportError, ExportSummary, export
 from batchrun.runner.pipeline import RunControl, run, run_sync
 from batchrun.runner.summary import RunSummary
 from batchrun.store.checkpoint import CheckpointError, OutputLockedError
@@ -16,6 +17,9 @@ from batchrun.store.checkpoint import CheckpointError, OutputLockedError
 __all__ = [
     "CheckpointError",
     "ErrorType",
+    "ExportConfig",
+    "ExportError",
+    "ExportSummary",
     "InputError",
     "OutputLockedError",
     "Record",
@@ -27,6 +31,7 @@ __all__ = [
     "Template",
     "TemplateError",
     "__version__",
+    "export",
     "load_template",
     "run",
     "run_sync",

@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(mock)
     _add_bill_commands(commands)
+    _add_export_command(commands)
     return parser
 
 
@@ -295,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _mock_server(args)
     if args.command in _BILL_COMMANDS:
         return _BILL_COMMANDS[args.command](args)
+    if args.command == "export":
+        return _export(args)
     return _run(args)
 
 
@@ -619,3 +622,93 @@ def _quota(args: argparse.Namespace) -> int:
 
 
 _BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota}
+
+
+# --- export -----------------------------------------------------------------------------------
+
+_EXPORT_EPILOG = """\
+formats (--format, else from the suffix of --to):
+  parquet, csv, jsonl  one row per input row, in input order: row, custom_id, the input's
+      columns, then status (ok, error, or pending: no result yet), text, tool_calls (JSON),
+      finish_reason, model, the token counts, cost_usd, error_type, error_message,
+      http_status, attempts, latency_ms, endpoint. An input column whose name a result column
+      has is renamed input.NAME. The input's columns: a CSV / TSV / Parquet / JSONL of records
+      (a run with a template) gives all its own; a file of requests gives model (the body's)
+      and prompt (the text of the last user message, or the body's input / prompt).
+  openai-batch  the lines OpenAI's Batch API writes: ok rows to --to, the others to the error
+      file (--errors-to, default: --to with _errors before the suffix), each
+      {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}.
+      request_id is null (batchrun does not keep response headers); error is
+      {"code": error_type, "message": error_message} on every error line.
+
+The input joined (--join, default: the path the run was given) must be the same file, checked
+by its fingerprint: another file would pair rows with the wrong results.
+
+An export reads only the results a run has committed, so it may run while `batchrun run` is
+still writing to OUT. It writes --to under a temporary name beside it and renames it when done.
+
+exit codes:
+  0 exported   2 bad usage, OUT has no results, the input changed or is missing, --to exists
+  3 interrupted (Ctrl-C): nothing was written
+"""
+
+
+def _add_export_command(commands: argparse._SubParsersAction[Parser]) -> None:
+    from batchrun.runner.export import EXPORT_FORMATS
+
+    export = commands.add_parser(
+        "export",
+        help="write the results joined to the input (Parquet, CSV, JSONL) or as OpenAI Batch "
+        "output",
+        description="Write OUT's results next to the input's columns, one row per input row "
+        "in input order, or in the OpenAI Batch API's output format.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+    export.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")
+    export.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the suffix of --to")
+    export.add_argument(
+        "--join",
+        type=Path,
+        metavar="INPUT",
+        help="the run's input file (default: the path the run was given)",
+    )
+    export.add_argument(
+        "--no-join", action="store_true", help="the result columns alone, without the input's"
+    )
+    export.add_argument(
+        "--errors-to",
+        type=Path,
+        metavar="FILE",
+        help="openai-batch: the error file (default: --to with _errors before the suffix)",
+    )
+    export.add_argument("--force", action="store_true", help="replace --to if it exists")
+    export.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from batchrun.runner.export import ExportConfig, ExportError, export, use_returning_allocator
+    from batchrun.runner.render import render_export
+    from batchrun.runner.summary import EXIT_STOPPED
+
+    try:
+        config = ExportConfig(
+            out_dir=args.out,
+            to=args.to,
+            format=args.format,
+            join=args.join,
+            no_join=args.no_join,
+            errors_to=args.errors_to,
+            force=args.force,
+        )
+        use_returning_allocator()  # this process is ours
+        summary = export(config)
+    except (ValueError, ExportError) as exc:
+        return _usage_error(str(exc))
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written", file=sys.stderr)
+        return EXIT_STOPPED
+    if not args.quiet:
+        print(render_export(summary))
+    return 0

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import limits, startup, tables, throughput
+from bench import export, limits, startup, tables, throughput
 from bench.context import Context, Settings
 from bench.procs import BenchError, stop_all
 from bench.report import Row, commit, machine, render, to_json
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "limits": limits.limits,
     "resume": startup.resume,
     "estimate": startup.estimate,
+    "export": export.export_memory,
 }
 
 
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller counts (overhead 5,000 requests, concurrency 6,000, memory and template "
-        "20k vs 200k rows, limits 30 s)",
+        help="smaller counts (overhead 5,000 requests, concurrency 6,000, memory, template and "
+        "export 20k vs 200k rows, limits 30 s)",
     )
     parser.add_argument(
         "--only", type=_names, metavar="NAME[,NAME]", help="run only these benchmarks"

@@ -18,7 +18,8 @@ Guarantees:
 - A column the template names that a CSV/TSV/Parquet file does not have is an `InputError`
   before the first row: every row would fail the same way. So is a CSV value longer than a
   row may be (`max_row_bytes`): csv cannot find the next record after it.
-- `iter_template_ids` yields exactly the custom_ids `iter_template_rows` gives the rows.
+- `iter_template_ids` yields exactly the custom_ids `iter_template_rows` gives the rows, and
+  `iter_records` the same rows with all their columns (for joining the results back).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from batchrun.inputs.rows import (
 from batchrun.inputs.template import Template
 from batchrun.models import RowError
 
-__all__ = ["iter_template_ids", "iter_template_rows", "table_format"]
+__all__ = ["csv_header", "iter_records", "iter_template_ids", "iter_template_rows", "table_format"]
 
 _PARQUET_BATCH_ROWS = 2048
 _COMPRESSED = (".gz", ".zst", ".zstd")
@@ -105,6 +106,35 @@ def iter_template_ids(
             with contextlib.suppress(RowProblem):  # reported when the row is read for sending
                 cid = _record_id(record, id_column, row)
         yield row, cid
+
+
+def iter_records(
+    path: Path, *, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """`(row, record)` of every record of a CSV / TSV / JSONL file, with every column, in file
+    order and numbered as `iter_template_rows` numbers them; a record that cannot be read is the
+    reason instead. (Parquet is read as Arrow batches by its callers, not record by record.)"""
+    kind = table_format(path)
+    if kind == "parquet":
+        raise ValueError(f"{path}: iter_records reads CSV, TSV and JSONL; read Parquet as batches")
+    if kind == "jsonl":
+        records = _jsonl_records(path, None, max_row_bytes)
+    else:
+        records = _csv_records(path, None, None, None, max_row_bytes, kind)
+    for row, _, record in records:
+        yield row, record
+
+
+def csv_header(path: Path, *, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> list[str]:
+    """The column names of a CSV / TSV file (none for an empty file)."""
+    csv.field_size_limit(max_row_bytes)
+    dialect = "excel-tab" if table_format(path) == "tsv" else "excel"
+    with (
+        open_input(path) as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f,
+    ):
+        first = next(_csv_lines(path, csv.reader(f, dialect), max_row_bytes), None)
+    return first[1] if first is not None else []
 
 
 def _build(

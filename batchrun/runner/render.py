@@ -1,4 +1,4 @@
-"""Text tables for people: the estimate and the report as a terminal shows them.
+"""Text for people: the estimate, the report and an export's summary as a terminal shows them.
 
 `--json` output comes from the values' own `to_json`; this module only formats.
 """
@@ -11,8 +11,9 @@ from typing import Any
 
 from batchrun.cost.estimate import Estimate
 from batchrun.cost.report import Report
+from batchrun.runner.export import ExportSummary
 
-__all__ = ["format_table", "format_usd", "render_estimate", "render_report"]
+__all__ = ["format_table", "format_usd", "render_estimate", "render_export", "render_report"]
 
 
 def format_usd(value: float | None) -> str:
@@ -142,4 +143,41 @@ def render_report(report: Report) -> str:
         ]  # fmt: skip
         lines += ["", "estimate vs actual (actual: ok rows so far):", *format_table(header, body)]
     lines += list(report.notes)
+    return "\n".join(lines)
+
+
+def render_export(summary: ExportSummary) -> str:
+    """What an export wrote, and what a user should know about it (pending rows, renames)."""
+    took = f"in {summary.seconds:.1f} s"
+    if summary.format == "openai-batch":
+        output, errors = summary.files
+        lines = [
+            f"exported {summary.rows:,} rows as OpenAI Batch output {took}: "
+            f"{summary.ok:,} lines to {output}, {summary.errors:,} to {errors}"
+        ]
+        where = "they are in neither file"
+    else:
+        joined = (
+            f", joined to {summary.input_path}"
+            if summary.input_path is not None
+            else " (results only)"
+        )
+        lines = [
+            f"exported {summary.rows:,} rows to {summary.files[0]}{joined} {took}: "
+            f"{summary.ok:,} ok, {summary.errors:,} error, {summary.pending:,} pending"
+        ]
+        where = "their status is pending"
+    if summary.pending:
+        lines.append(
+            f"  {summary.pending:,} rows have no committed result yet ({where}); run the same "
+            "`batchrun run` to finish them, then export again"
+        )
+    if summary.renamed:
+        shown = ", ".join(f"{a} -> {b}" for a, b in summary.renamed.items())
+        lines.append(f"  input columns renamed, as results have these names: {shown}")
+    if summary.duplicates:
+        lines.append(
+            f"  warning: {summary.duplicates:,} records were left out: their row had a later "
+            "record, which was kept"
+        )
     return "\n".join(lines)
