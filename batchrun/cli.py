@@ -352,6 +352,18 @@ exit codes:
 """
 
 
+_MODELS_EPILOG = """\
+what it asks:
+  GET {base}/models with the key, the same request `batchrun run` makes first to check the key
+  and the server. A server that does not list its models (404) is said so; gateways sometimes
+  list less than they serve, so a model missing here may still work.
+
+exit codes:
+  0 listed, or this server does not list its models   2 bad usage, or the server cannot be
+  reached   3 the server refused the key (HTTP 401) or the balance
+"""
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -436,6 +448,26 @@ def _add_bill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     quota.add_argument("--json", action="store_true", help="print one JSON document")
 
+    models = commands.add_parser(
+        "models",
+        help="the models the server lists for the API key (GET /v1/models)",
+        description="Ask the server which models it lists for the key: one name per line.",
+        epilog=_MODELS_EPILOG,
+        formatter_class=raw,
+    )
+    models.add_argument(
+        "--base-url",
+        default=None,
+        help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)",
+    )
+    models.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the API key (default: %(default)s)",
+    )
+    models.add_argument("--json", action="store_true", help="print one JSON document")
+
 
 def _estimate(args: argparse.Namespace) -> int:
     from batchrun.cost.estimate import estimate_file, save_estimate
@@ -495,4 +527,34 @@ def _quota(args: argparse.Namespace) -> int:
     return 0
 
 
-_BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota}
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from batchrun.common.errors import FatalRunError
+    from batchrun.common.urls import join_url
+    from batchrun.config import DEFAULT_BASE_URL
+    from batchrun.send.http import TransportError
+    from batchrun.send.models import MODELS_PATH, list_models_sync
+
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    api_key = os.environ.get(args.api_key_env) or None
+    if api_key is None:
+        print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)
+    try:
+        found = list_models_sync(base_url, api_key)
+    except FatalRunError as exc:
+        print(f"batchrun: error: {exc.message}", file=sys.stderr)
+        return EXIT_KEY_REFUSED
+    except TransportError as exc:
+        return _usage_error(f"{exc.message} (GET {join_url(base_url, MODELS_PATH)})")
+    models = sorted(found.models) if found.models is not None else None
+    if args.json:
+        print(json.dumps({"base_url": base_url, "listed": models is not None, "models": models}))
+    elif models is None:
+        print(f"models: {found.url} does not list its models (HTTP {found.status})")
+    else:
+        print("\n".join(models) if models else f"models: {found.url} lists none")
+    return 0
+
+
+_BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota, "models": _models}

@@ -42,6 +42,7 @@ class MockConfig:
     embedding_dim: length of the (fake) embedding vectors.
     fault_retry_after_ms: the `retry-after-ms` of the injected "429" fault.
     models: what `GET /v1/models` lists (any model name is accepted in requests).
+    list_models: False answers `GET /v1/models` with 404, as a server that does not list them.
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +63,7 @@ class MockConfig:
     embedding_dim: int = 8
     fault_retry_after_ms: int = 1000
     models: tuple[str, ...] = DEFAULT_MODELS
+    list_models: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -82,6 +84,8 @@ class MockConfig:
             raise ValueError("MockConfig.api_key must be a non-empty string without spaces")
         if not isinstance(self.billing, bool):
             raise ValueError("MockConfig.billing must be a bool")
+        if not isinstance(self.list_models, bool):
+            raise ValueError("MockConfig.list_models must be a bool")
         _check_int("reply_tokens", self.reply_tokens, 0, None)
         _check_int("reasoning_tokens", self.reasoning_tokens, 0, None)
         _check_int("embedding_dim", self.embedding_dim, 1, 4096)
