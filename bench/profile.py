@@ -109,8 +109,8 @@ RULES: list[Rule] = [
         ("MemoryObjectSendStream", "MemoryObjectReceiveStream", "MemoryObjectItemReceiver"),
         None,
     ),
-    ("writer loop: buffer, totals, progress", ("_Stages._write", "_write (batchrun"), None),
-    ("reader loop: hand-off to workers", ("_Stages._read", "_read (batchrun"), None),
+    ("writer loop: buffer, totals, progress", ("Stages._write", "_write (batchrun"), None),
+    ("reader loop: hand-off to workers", ("Stages._read", "_read (batchrun"), None),
     ("worker: rest of Sender.send / _work", ("Sender.", "_work (b"), None),
     ("anyio worker threads (to_thread)", ("WorkerThread", "run_sync_in_worker_thread"), None),
     (
