@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrun.common.ranges import RangeSet
-from batchrun.inputs import reader as reader_mod
+from batchrun.inputs import parquet as parquet_mod
 from batchrun.inputs.reader import (
     DEFAULT_ENDPOINT,
     InputError,
@@ -575,7 +575,7 @@ def test_parquet_without_custom_id_uses_row_numbers(tmp_path: Path) -> None:
 
 
 def test_parquet_skip_across_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reader_mod, "_PARQUET_BATCH_ROWS", 4)
+    monkeypatch.setattr(parquet_mod, "_PARQUET_BATCH_ROWS", 4)
     n = 20
     path = tmp_path / "in.parquet"
     bodies = [json.dumps(CHAT_BODY)] * n
