@@ -28,7 +28,7 @@ from batchrun.config import RunConfig
 from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError
 from batchrun.runner.control import RunControl
-from batchrun.runner.preflight import Interrupted, check_quota, prepare_output
+from batchrun.runner.preflight import Interrupted, check_quota, check_server, prepare_output
 from batchrun.runner.stages import Stages
 from batchrun.runner.summary import EXIT_STOPPED, RunSummary, RunTotals
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
@@ -120,26 +120,31 @@ async def _prepare_and_send(
     transport: httpx2.AsyncBaseTransport | None,
 ) -> Checkpoint | None:
     """The run inside the output lock; None when stopped before the output was set up."""
-    try:
-        prepared = await anyio.to_thread.run_sync(
-            lambda: prepare_output(config, prices, should_stop=lambda: control.stopping)
-        )
-    except Interrupted:
-        return None
-    checkpoint = prepared.checkpoint
-    writer = ResultWriter(config.out_dir, checkpoint)
-    await anyio.to_thread.run_sync(writer.recover)
-    if len(checkpoint.done) < (checkpoint.total_rows or 0) and not control.stopping:
+    async with _http_engine(config, transport) as engine:
         try:
-            if config.check_quota:
-                async with httpx2.AsyncClient(
-                    timeout=httpx2.Timeout(config.timeout_s), transport=transport
-                ) as http:
-                    await check_quota(http, config, prepared)
+            await check_server(engine, config)
         except FatalRunError as exc:
             control.stop(exc.message, fatal=True)
-        else:
-            async with _http_engine(config, transport) as engine:
+            return None
+        try:
+            prepared = await anyio.to_thread.run_sync(
+                lambda: prepare_output(config, prices, should_stop=lambda: control.stopping)
+            )
+        except Interrupted:
+            return None
+        checkpoint = prepared.checkpoint
+        writer = ResultWriter(config.out_dir, checkpoint)
+        await anyio.to_thread.run_sync(writer.recover)
+        if len(checkpoint.done) < (checkpoint.total_rows or 0) and not control.stopping:
+            try:
+                if config.check_quota:
+                    async with httpx2.AsyncClient(
+                        timeout=httpx2.Timeout(config.timeout_s), transport=transport
+                    ) as http:
+                        await check_quota(http, config, prepared)
+            except FatalRunError as exc:
+                control.stop(exc.message, fatal=True)
+            else:
                 await Stages(config, control, writer, totals, engine, prices).run()
     return checkpoint
 

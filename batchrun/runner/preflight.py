@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import httpx2
 
+from batchrun.common.errors import FatalRunError
+from batchrun.common.urls import join_url
 from batchrun.config import RunConfig
 from batchrun.cost.estimate import Estimate, EstimateBuilder, load_estimate, save_estimate
 from batchrun.cost.pricebook import PriceBook
@@ -25,10 +27,26 @@ from batchrun.cost.quota import fetch_quota
 from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.inputs.reader import InputError, iter_ids, iter_rows
 from batchrun.runner.render import format_usd
+from batchrun.send.http import HttpEngine, TransportError
+from batchrun.send.models import MODELS_PATH, ModelList, list_models
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.store.writer import RESULTS_DIR
 
-__all__ = ["Interrupted", "Prepared", "QuotaError", "check_quota", "prepare_output"]
+__all__ = [
+    "Interrupted",
+    "Prepared",
+    "QuotaError",
+    "check_quota",
+    "check_server",
+    "prepare_output",
+]
+
+# The check is one small answer: it must not wait --timeout (300 s by default, for generations).
+_CHECK_TIMEOUT_S = 30.0
+_KEY_FIX = (
+    "check the API key (batchrun reads it from $OPENAI_API_KEY, or from the variable "
+    "--api-key-env names), then run the same command again"
+)
 
 log = logging.getLogger("batchrun")
 
@@ -45,6 +63,40 @@ class QuotaError(Exception):
 class Prepared:
     checkpoint: Checkpoint
     estimate: Estimate | None
+
+
+async def check_server(engine: HttpEngine, config: RunConfig) -> ModelList | None:
+    """`GET {base_url}/models` with the run's key; the list, or None when the check was not
+    answered in time (the run goes on: the requests themselves will tell).
+
+    Raises `FatalRunError` when the key is refused or the balance is out, when the server
+    cannot be reached, and when requests cannot be sent at all (a TLS certificate not trusted).
+    """
+    url = join_url(config.base_url, MODELS_PATH)
+    try:
+        found = await list_models(
+            engine,
+            config.base_url,
+            config.api_key,
+            timeout_s=min(config.timeout_s, _CHECK_TIMEOUT_S),
+        )
+    except FatalRunError as exc:
+        fix = f"; {_KEY_FIX}" if exc.kind == "auth" else ""
+        raise FatalRunError(exc.kind, exc.message + fix) from None
+    except TransportError as exc:
+        if exc.kind == "config":  # its message says what to fix
+            raise FatalRunError("config", f"{exc.message} (GET {url})") from None
+        if exc.looks_down:
+            raise FatalRunError(
+                "connection",
+                f"{exc.message} (GET {url}); check --base-url, or run the same command again "
+                "once the server is up",
+            ) from None
+        log.warning("warning: no answer to GET %s (%s); going on without it", url, exc.message)
+        return None
+    if not found.listed:
+        log.info("the server does not list its models (GET %s: HTTP %d)", url, found.status)
+    return found
 
 
 def prepare_output(
