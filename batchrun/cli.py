@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the token/cost estimate made on a new output's first pass over the input",
     )
+    run.add_argument(
+        "--check-ids-first",
+        action="store_true",
+        help="read the whole input before sending anything (count rows, check every custom_id, "
+        "estimate) and refuse it (exit 2, nothing sent) if a custom_id repeats; by default "
+        "that pass runs alongside sending and a repeated id is a bad_input record",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
 
     mock = commands.add_parser(
@@ -237,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
             max_cost_usd=args.max_cost,
             require_quota=args.require_quota,
             estimate=not args.no_estimate,
+            check_ids_first=args.check_ids_first,
             progress=not args.quiet,
             handle_signals=True,
         )

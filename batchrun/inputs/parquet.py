@@ -10,7 +10,7 @@ Guarantees: as `batchrun.inputs.reader` says for every format; a struct `body` c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,13 @@ _PARQUET_BATCH_ROWS = 2048
 
 
 def iter_parquet(
-    path: Path, endpoint: str, skip: RangeSet | None
+    path: Path,
+    endpoint: str,
+    skip: RangeSet | None,
+    seen: Callable[[int, str], None] | None = None,
+    seen_below: int = 0,
 ) -> Iterator[ParsedRow | RowError]:
+    """As `batchrun.inputs.reader.iter_rows` says, for a Parquet file."""
     pf = _open_parquet(path)
     names = set(pf.schema_arrow.names)
     columns = [c for c in ("custom_id", "url", "body") if c in names]
@@ -46,7 +51,7 @@ def iter_parquet(
     for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
         start, n = row, batch.num_rows
         row += n
-        if skip is not None and skip.covers(start, start + n):
+        if skip is not None and skip.covers(start, start + n) and start >= seen_below:
             continue
         data = batch.to_pydict()
         bodies = data["body"]
@@ -55,6 +60,8 @@ def iter_parquet(
         for i in range(n):
             r = start + i
             if skip is not None and r in skip:
+                if r < seen_below and seen is not None:
+                    seen(r, _id_of(ids[i] if ids else None, r))
                 continue
             yield _parse_parquet_row(
                 r, bodies[i], ids[i] if ids else None, urls[i] if urls else None, endpoint
@@ -132,5 +139,13 @@ def iter_parquet_ids(path: Path) -> Iterator[tuple[int, str]]:
     row = 0
     for batch in pf.iter_batches(batch_size=65536, columns=["custom_id"]):
         for value in batch.column(0).to_pylist():
-            yield row, (str(value) if value is not None else str(row))
+            yield row, _id_of(value, row)
             row += 1
+
+
+def _id_of(value: Any, row: int) -> str:
+    """The custom_id a parse of the row gives (its row number when the value is unusable)."""
+    try:
+        return check_custom_id(value, row)
+    except RowProblem:
+        return str(row)

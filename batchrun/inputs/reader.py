@@ -15,6 +15,8 @@ Guarantees:
   becomes a `RowError` carrying its line number; it never stops the stream. Only a problem with
   the file as a whole (missing, unreadable, no usable column) raises `InputError`.
 - Rows in `skip` (already done) are passed over without being parsed.
+- With an id judge (`batchrun.inputs.idtable`), a row whose custom_id an earlier row had becomes
+  a `bad_input` row error naming that row, and no row is handed out before it is judged.
 - A bare body is sent byte for byte as it stands in the file.
 """
 
@@ -24,12 +26,13 @@ import gzip
 import io
 import json
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import IO
 
 from batchrun.common.ranges import RangeSet
 from batchrun.endpoints.usage import max_output_tokens, rough_prompt_tokens
+from batchrun.inputs.idtable import PENDING, IdJudge, Pending
 from batchrun.inputs.rows import (
     InputError,
     ParsedRow,
@@ -92,18 +95,24 @@ def iter_rows(
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     raw: bool = True,
+    seen: Callable[[int, str], None] | None = None,
+    seen_below: int = 0,
 ) -> Iterator[ParsedRow | RowError]:
     """Every row of the input not in `skip`, in file order, parsed and checked.
 
     With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`
-    is then empty): for passes that only look at the rows, such as estimating.
+    is then empty): for passes that only look at the rows, such as estimating. Rows in `skip`
+    below `seen_below` are given to `seen` with their custom_id (the one a parse would give),
+    read as cheaply as `iter_ids` reads it.
     """
+    if seen is None:
+        seen_below = 0
     if _format(path) == "parquet":
         from batchrun.inputs.parquet import iter_parquet
 
-        yield from iter_parquet(path, endpoint, skip)
+        yield from iter_parquet(path, endpoint, skip, seen, seen_below)
     else:
-        yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw)
+        yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw, seen, seen_below)
 
 
 def iter_requests(
@@ -112,9 +121,32 @@ def iter_requests(
     endpoint: str = DEFAULT_ENDPOINT,
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
-) -> Generator[Request | RowError, None, None]:
-    """`iter_rows` turned into what the workers send."""
-    for item in iter_rows(path, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes):
+    judge: IdJudge | None = None,
+) -> Generator[Request | RowError | Pending, None, None]:
+    """`iter_rows` turned into what the workers send.
+
+    With a `judge`, every row's custom_id is judged in row order (skipped rows included, as far
+    as the judge asks): a row whose id an earlier row had becomes a `bad_input` `RowError`
+    naming that row. While the judge cannot tell, `PENDING` is yielded and the same row is asked
+    about again on the next `next()`: nothing past it is handed out before it is judged.
+    """
+    seen = judge.seen if judge is not None else None
+    seen_below = judge.seen_below() if judge is not None else 0
+    rows = iter_rows(
+        path,
+        endpoint=endpoint,
+        skip=skip,
+        max_row_bytes=max_row_bytes,
+        seen=seen,
+        seen_below=seen_below,
+    )
+    for item in rows:
+        if judge is not None:
+            while isinstance(earlier := judge.verdict(item.row, item.custom_id), Pending):
+                yield PENDING
+            if earlier is not None:
+                yield _repeated(item, earlier)
+                continue
         if isinstance(item, RowError):
             yield item
             continue
@@ -131,12 +163,33 @@ def iter_requests(
         )
 
 
+def _repeated(item: ParsedRow | RowError, earlier: int) -> RowError:
+    """The error of a row whose custom_id row `earlier` has: not sent, or the two results could
+    not be told apart."""
+    where = f"line {item.line}" if item.line is not None else f"row {item.row}"
+    repeat = f"custom_id {item.custom_id!r} is already used by row {earlier}"
+    if isinstance(item, RowError):
+        message = f"{item.message}; also, its {repeat}"
+    else:
+        message = f"{where}: {repeat} (custom_ids must be unique); not sent"
+    return RowError(row=item.row, custom_id=item.custom_id, message=message, line=item.line)
+
+
 def _iter_jsonl(
-    path: Path, endpoint: str, skip: RangeSet | None, max_row_bytes: int, raw: bool
+    path: Path,
+    endpoint: str,
+    skip: RangeSet | None,
+    max_row_bytes: int,
+    raw: bool,
+    seen: Callable[[int, str], None] | None,
+    seen_below: int,
 ) -> Iterator[ParsedRow | RowError]:
     for row, line_no, line in _jsonl_lines(path):
-        if skip is None or row not in skip:
-            yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
+        if skip is not None and row in skip:
+            if row < seen_below and seen is not None:
+                seen(row, _line_id(line, row))
+            continue
+        yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:

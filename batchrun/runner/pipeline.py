@@ -1,7 +1,8 @@
-"""The run's start and end: the output lock, the signals, the preparation, then the stages.
+"""The run's start and end: the output lock, the signals, the HTTP engine, then the session.
 
 Guarantees:
-- Every task is owned by one task group; the stages themselves are in `batchrun.runner.stages`.
+- Every task is owned by one task group; what happens inside the lock is in
+  `batchrun.runner.session`, the stages themselves in `batchrun.runner.stages`.
 - A stop (Ctrl-C, SIGTERM, a fatal error such as a refused key, or `RunControl.stop`) ends
   dispatching at once; requests in flight get `grace_s` to finish; then whatever reached the
   writer is committed and the checkpoint written. A second Ctrl-C exits immediately: what is
@@ -23,17 +24,13 @@ import anyio
 import httpx2
 from anyio.abc import TaskStatus
 
-from batchrun.common.errors import FatalRunError
 from batchrun.config import RunConfig
-from batchrun.cost.pricebook import PriceBook
-from batchrun.inputs.reader import InputError
+from batchrun.inputs.rows import InputError
 from batchrun.runner.control import RunControl
-from batchrun.runner.preflight import Interrupted, check_quota, check_server, prepare_output
-from batchrun.runner.stages import Stages
+from batchrun.runner.session import Session
 from batchrun.runner.summary import EXIT_STOPPED, RunSummary, RunTotals
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, OutputLock
-from batchrun.store.writer import ResultWriter
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
 
@@ -75,7 +72,6 @@ async def run(
     out = config.out_dir
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")
-    prices = await anyio.to_thread.run_sync(PriceBook.load, config.prices_file)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -91,17 +87,18 @@ async def run(
             if config.handle_signals:
                 await signals.start(_watch_signals, control)
             try:
-                checkpoint = await _prepare_and_send(config, control, totals, prices, transport)
+                async with _http_engine(config, transport) as engine:
+                    session = Session(config, control, totals, engine, transport)
+                    checkpoint = await session.run()
             except Exception as exc:
                 failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup
             finally:
                 signals.cancel_scope.cancel()
     if failure is not None:
         raise failure
-    total_rows = (checkpoint.total_rows or 0) if checkpoint else 0
     return RunSummary(
         out_dir=out,
-        total_rows=total_rows,
+        total_rows=checkpoint.total_rows if checkpoint else None,
         done_rows=len(checkpoint.done) if checkpoint else 0,
         ok=checkpoint.counts.get("ok", 0) if checkpoint else 0,
         errors=checkpoint.counts.get("error", 0) if checkpoint else 0,
@@ -110,43 +107,6 @@ async def run(
         stopped=control.reason,
         fatal=control.fatal,
     )
-
-
-async def _prepare_and_send(
-    config: RunConfig,
-    control: RunControl,
-    totals: RunTotals,
-    prices: PriceBook,
-    transport: httpx2.AsyncBaseTransport | None,
-) -> Checkpoint | None:
-    """The run inside the output lock; None when stopped before the output was set up."""
-    async with _http_engine(config, transport) as engine:
-        try:
-            await check_server(engine, config)
-        except FatalRunError as exc:
-            control.stop(exc.message, fatal=True)
-            return None
-        try:
-            prepared = await anyio.to_thread.run_sync(
-                lambda: prepare_output(config, prices, should_stop=lambda: control.stopping)
-            )
-        except Interrupted:
-            return None
-        checkpoint = prepared.checkpoint
-        writer = ResultWriter(config.out_dir, checkpoint)
-        await anyio.to_thread.run_sync(writer.recover)
-        if len(checkpoint.done) < (checkpoint.total_rows or 0) and not control.stopping:
-            try:
-                if config.check_quota:
-                    async with httpx2.AsyncClient(
-                        timeout=httpx2.Timeout(config.timeout_s), transport=transport
-                    ) as http:
-                        await check_quota(http, config, prepared)
-            except FatalRunError as exc:
-                control.stop(exc.message, fatal=True)
-            else:
-                await Stages(config, control, writer, totals, engine, prices).run()
-    return checkpoint
 
 
 @contextlib.asynccontextmanager

@@ -11,20 +11,34 @@ from batchrun.runner.summary import RunTotals
 __all__ = ["Progress"]
 
 _REFRESH_S = 0.5
+# Until the first pass has counted the rows: "12,345/? row [00:03, 4,100 row/s, ok=...]".
+_UNKNOWN_TOTAL = "{n_fmt}/? {unit} [{elapsed}, {rate_fmt}{postfix}]"
 
 
 class Progress:
     """A tqdm bar on stderr, only when it is a terminal and the run is not quiet."""
 
-    def __init__(self, *, total: int, initial: int, enabled: bool) -> None:
+    def __init__(self, *, total: int | None, initial: int, enabled: bool) -> None:
         self._bar: Any = None
         self._next_refresh = 0.0
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=total, initial=initial, unit="row", dynamic_ncols=True, smoothing=0.1
+                total=total,
+                initial=initial,
+                unit="row",
+                dynamic_ncols=True,
+                smoothing=0.1,
+                bar_format=_UNKNOWN_TOTAL if total is None else None,
             )
+
+    def set_total(self, total: int) -> None:
+        """The row count, once the first pass knows it: the bar gets its end and its ETA."""
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.bar_format = None
+            self._bar.refresh()
 
     def update(self, totals: RunTotals) -> None:
         if self._bar is None:

@@ -13,21 +13,18 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import islice
-
 import anyio
 
 from batchrun.common.errors import FatalRunError
-from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
 from batchrun.cost.budget import CostBudget, cost_of
 from batchrun.cost.pricebook import PriceBook
-from batchrun.inputs.reader import InputError, iter_requests
-from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.inputs.rows import InputError
+from batchrun.models import ErrorType, Record, RowError
 from batchrun.runner.control import RunControl
 from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.progress import Progress
+from batchrun.runner.rowsource import CHUNK_ROWS, RowSource
 from batchrun.runner.summary import RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import HttpEngine
@@ -35,8 +32,6 @@ from batchrun.send.limiter import Limiter
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Stages"]
-
-_READ_CHUNK = 256
 
 
 class Stages:
@@ -50,8 +45,12 @@ class Stages:
         totals: RunTotals,
         http: HttpEngine,
         prices: PriceBook,
+        source: RowSource,
+        progress: Progress,
     ) -> None:
         self.config = config
+        self.source = source
+        self.progress = progress
         self.control = control
         self.writer = writer
         self.totals = totals
@@ -80,60 +79,43 @@ class Stages:
 
     async def run(self) -> None:
         config = self.config
-        checkpoint = self.writer.checkpoint
-        progress = Progress(
-            total=checkpoint.total_rows or 0, initial=len(checkpoint.done), enabled=config.progress
-        )
+        progress = self.progress
         feed = RequestFeed(
-            low_water=max(config.concurrency, _READ_CHUNK), workers=config.concurrency
+            low_water=max(config.concurrency, CHUNK_ROWS), workers=config.concurrency
         )
         # Room for one part while the previous one is being written, and every worker's record.
         results = RecordBuffer(
             flush_rows=config.flush_rows, limit=config.flush_rows + 2 * config.concurrency
         )
-        # A copy: the writer adds to the checkpoint's set while the reader consults this one.
-        skip = RangeSet(checkpoint.done.ranges())
         writer_done = anyio.Event()
-        try:
-            async with anyio.create_task_group() as outer:
-                outer.start_soon(self._write, results, writer_done)
-                try:
-                    async with anyio.create_task_group() as work:
-                        outer.start_soon(self._grace_timer, work.cancel_scope)
-                        work.start_soon(
-                            self._read, skip, feed, results, progress, work.cancel_scope
-                        )
-                        for _ in range(config.concurrency):
-                            work.start_soon(self._work, feed, results, progress)
-                finally:
-                    # Every producer of records is done: the writer drains, commits, finishes.
-                    results.close()
-                await writer_done.wait()
-                outer.cancel_scope.cancel()  # the grace timer
-        finally:
-            progress.close()
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._write, results, writer_done)
+            try:
+                async with anyio.create_task_group() as work:
+                    outer.start_soon(self._grace_timer, work.cancel_scope)
+                    work.start_soon(self._read, feed, results, progress, work.cancel_scope)
+                    for _ in range(config.concurrency):
+                        work.start_soon(self._work, feed, results, progress)
+            finally:
+                # Every producer of records is done: the writer drains, commits, finishes.
+                results.close()
+            await writer_done.wait()
+            outer.cancel_scope.cancel()  # the grace timer
 
     async def _read(
         self,
-        skip: RangeSet,
         feed: RequestFeed,
         results: RecordBuffer,
         progress: Progress,
         work_scope: anyio.CancelScope,
     ) -> None:
-        config, control = self.config, self.control
-        rows = iter_requests(
-            config.input_path,
-            endpoint=config.endpoint,
-            skip=skip,
-            max_row_bytes=config.max_row_bytes,
-        )
+        control = self.control
         try:
             while not control.stopping:
                 await feed.wait_hungry()
                 if control.stopping or feed.abandoned:
                     break  # a stop, or every worker has stopped: nothing more to hand out
-                chunk = await anyio.to_thread.run_sync(_take, rows, _READ_CHUNK)
+                chunk = await self.source.take()
                 if not chunk:
                     break
                 requests = []
@@ -148,7 +130,6 @@ class Stages:
             work_scope.cancel()
         finally:
             feed.close()
-            rows.close()
 
     async def _work(self, feed: RequestFeed, results: RecordBuffer, progress: Progress) -> None:
         control, budget = self.control, self.budget
@@ -214,10 +195,6 @@ class Stages:
         await self.control._stop_event.wait()
         await anyio.sleep(self.config.grace_s)
         work_scope.cancel()
-
-
-def _take(rows: Iterator[Request | RowError], n: int) -> list[Request | RowError]:
-    return list(islice(rows, n))
 
 
 def _bad_row_record(error: RowError) -> Record:

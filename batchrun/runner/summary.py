@@ -67,7 +67,7 @@ class RunTotals:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunSummary:
     out_dir: Path
-    total_rows: int
+    total_rows: int | None  # None: the first pass had not counted the rows when the run stopped
     done_rows: int
     ok: int  # over the whole output, this run and earlier ones
     errors: int
@@ -78,7 +78,11 @@ class RunSummary:
 
     @property
     def finished(self) -> bool:
-        return self.stopped is None and self.done_rows >= self.total_rows
+        return (
+            self.stopped is None
+            and self.total_rows is not None
+            and self.done_rows >= self.total_rows
+        )
 
     @property
     def exit_code(self) -> int:
@@ -90,14 +94,15 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
     s = summary.session
     elapsed = max(summary.elapsed_s, 1e-9)
     lines = []
+    total = "?" if summary.total_rows is None else f"{summary.total_rows:,}"
     if summary.finished:
-        lines.append(f"finished: {summary.done_rows:,} of {summary.total_rows:,} rows done")
+        lines.append(f"finished: {summary.done_rows:,} of {total} rows done")
     elif summary.stopped:
         lines.append(f"stopped early: {summary.stopped}")
-        lines.append(f"  {summary.done_rows:,} of {summary.total_rows:,} rows done; resume with:")
+        lines.append(f"  {summary.done_rows:,} of {total} rows done; resume with:")
         lines.append(f"  {command}")
     else:
-        lines.append(f"incomplete: {summary.done_rows:,} of {summary.total_rows:,} rows done")
+        lines.append(f"incomplete: {summary.done_rows:,} of {total} rows done")
     lines.append(f"  whole output: {summary.ok:,} ok, {summary.errors:,} errors")
     lines.append(
         f"  this run: {s.rows:,} rows ({s.ok:,} ok, {s.errors:,} errors), "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,9 @@ class ResultWriter:
         self.results_dir = out_dir / RESULTS_DIR
         self.checkpoint = checkpoint
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        # The writer task commits in a worker thread while the first pass's news is saved from
+        # another: one checkpoint file, one writer at a time.
+        self._saving = threading.Lock()
 
     def existing_parts(self) -> list[tuple[int, Path]]:
         found = []
@@ -134,8 +138,21 @@ class ResultWriter:
             self.checkpoint.parts = index + 1
             adopted += table.num_rows
         if adopted:
-            self.checkpoint.save(self.out_dir)
+            self.save()
         return adopted
+
+    def save(self) -> None:
+        """Write the checkpoint as it stands (atomically, one save at a time)."""
+        with self._saving:
+            self.checkpoint.save(self.out_dir)
+
+    def record_first_pass(self, *, total_rows: int, duplicates: int | None) -> None:
+        """The row count and (once every id is judged) the number of repeated rows; saved now.
+        `duplicates` > 0 only once `OUT/duplicates.bin` is in place."""
+        with self._saving:
+            self.checkpoint.total_rows = total_rows
+            self.checkpoint.duplicates = duplicates
+            self.checkpoint.save(self.out_dir)
 
     def commit(self, records: list[Record]) -> None:
         """Write one part file with `records`, then the checkpoint that counts it."""
@@ -156,11 +173,14 @@ class ResultWriter:
             raise
         tmp.replace(final)
         fsync_dir(self.results_dir)
-        self._count(
-            [r.row for r in records], [r.status for r in records], [r.cost_usd for r in records]
-        )
-        self.checkpoint.parts = index + 1
-        self.checkpoint.save(self.out_dir)
+        with self._saving:
+            self._count(
+                [r.row for r in records],
+                [r.status for r in records],
+                [r.cost_usd for r in records],
+            )
+            self.checkpoint.parts = index + 1
+            self.checkpoint.save(self.out_dir)
 
     def _count(self, rows: list[int], statuses: list[str], costs: list[float | None]) -> None:
         done: RangeSet = self.checkpoint.done
