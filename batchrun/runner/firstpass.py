@@ -74,7 +74,8 @@ class FirstPass:
 
     @property
     def done(self) -> bool:
-        return self.judged.is_set()
+        """Every row judged, and the pass ended well."""
+        return self.judged.is_set() and self.failure is None
 
     async def run(self) -> None:
         """Run the pass to its end; stop it if cancelled. Never raises: see `failure`."""
