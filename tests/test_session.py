@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,38 @@ def test_no_model_warning_when_every_model_is_listed_or_nothing_is(
     with MockServer(MockConfig(list_models=False)) as unlisted:
         batchrun.run_sync(config(odd, tmp_path / "b", unlisted.base_url))
     assert "does not list" not in caplog.text.replace("does not list its models", "")
+
+
+def test_the_first_request_does_not_wait_for_the_price_book_and_costs_are_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchrun.cost.pricebook import PriceBook
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."gpt-4o-mini"]\ninput = 1.0\ncached_input = 0.5\noutput = 2.0\n')
+    first_request = threading.Event()
+    loaded_after_the_first_request: list[bool] = []
+    real_load = PriceBook.load
+
+    def slow_load(prices_file: Path | None = None, **kwargs: Any) -> PriceBook:
+        loaded_after_the_first_request.append(first_request.wait(timeout=20))
+        return real_load(prices_file, **kwargs)
+
+    monkeypatch.setattr(PriceBook, "load", staticmethod(slow_load))
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            return httpx2.Response(404)
+        first_request.set()
+        return httpx2.Response(200, json=completion(json.loads(request.content)))
+
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(4))
+    summary = batchrun.run_sync(
+        config(path, tmp_path / "out", "http://gw.test/v1", prices_file=prices),
+        transport=httpx2.MockTransport(handler),
+    )
+    assert summary.finished
+    assert loaded_after_the_first_request[0] is True  # the run's own load came second
+    per_row = (8 * 1.0 + 2 * 0.5 + 3 * 2.0) / 1e6  # 10 prompt (2 cached), 3 completion tokens
+    assert [r["cost_usd"] for r in read_results(tmp_path / "out")] == [pytest.approx(per_row)] * 4
+    assert summary.session.cost_usd == pytest.approx(4 * per_row)

@@ -14,9 +14,9 @@ import logging
 
 from batchrun.cost.pricebook import PriceBook
 from batchrun.endpoints.usage import Usage
-from batchrun.models import Request
+from batchrun.models import Record, Request
 
-__all__ = ["CostBudget", "cost_of"]
+__all__ = ["CostBudget", "cost_of", "record_cost"]
 
 log = logging.getLogger("batchrun")
 
@@ -33,6 +33,18 @@ def cost_of(prices: PriceBook, model: str | None, usage: Usage) -> float | None:
     )
 
 
+def record_cost(prices: PriceBook, record: Record) -> float | None:
+    """The cost of a record's answer from the usage it carries; None for an error or no price."""
+    if not record.ok:
+        return None
+    usage = Usage(
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        cached_tokens=record.cached_tokens,
+    )
+    return cost_of(prices, record.model, usage)
+
+
 class CostBudget:
     """Spent + reserved-for-in-flight never passes `max_usd`. Used from one event loop only."""
 
@@ -40,12 +52,12 @@ class CostBudget:
         self.max_usd = max_usd
         self.spent_usd = spent_usd
         self.reserved_usd = 0.0
-        self._prices = prices
+        self.prices = prices
         self._unpriced: set[str | None] = set()
 
     def reserve(self, request: Request) -> float | None:
         """The amount reserved for `request`, or None if sending it could pass the budget."""
-        worst = self._prices.cost_usd(
+        worst = self.prices.cost_usd(
             request.model,
             prompt_tokens=request.prompt_tokens_estimate,
             completion_tokens=request.max_output_tokens,

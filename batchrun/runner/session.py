@@ -16,7 +16,8 @@ Guarantees:
   child process at low priority (`batchrun.runner.firstpass`); the reader hands out only rows
   whose id is judged. `--check-ids-first` makes that pass first, as earlier versions did.
   `--require-quota` waits for the estimate it needs, and says so; `--max-cost` needs no
-  estimate (it reserves each request's worst case as it goes).
+  estimate (it reserves each request's worst case as it goes), only the price book.
+- The price database loads meanwhile (~0.3 s); answers are priced as they are committed.
 - A run that sends every row before the first pass ends waits for it, so that the checkpoint,
   `OUT/estimate.json` and the row count are complete when it returns; a stopping run does not.
 """
@@ -36,6 +37,7 @@ from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
 from batchrun.cost.estimate import Estimate, load_estimate, save_estimate
 from batchrun.cost.pricebook import PriceBook
+from batchrun.cost.prices import load_price_file
 from batchrun.inputs.rows import InputError
 from batchrun.runner.control import RunControl
 from batchrun.runner.firstpass import FirstPass, Verdicts
@@ -114,6 +116,8 @@ class Session:
     async def run(self) -> Checkpoint | None:
         """The checkpoint as it ends; None when stopped before the output was set up."""
         config = self.config
+        if config.prices_file is not None:  # a bad price file is refused before anything else
+            await anyio.to_thread.run_sync(load_price_file, config.prices_file)
         prices = _Later(lambda: PriceBook.load(config.prices_file))
         fingerprint = _Later(lambda: fingerprint_file(config.input_path))
         failure: Exception | None = None
@@ -179,14 +183,18 @@ class Session:
                 source.watch(first_pass)
             if not await self._quota(tg, quota, first_pass):
                 return
-            book = await prices.result()
+            # The price book (~0.3 s to load) prices the answers as they are committed: only
+            # --max-cost, which prices each request before sending it, waits for it here.
+            budget_prices = await prices.result() if config.max_cost_usd is not None else None
             self.progress = Progress(
                 total=checkpoint.total_rows, initial=done_at_start, enabled=config.progress
             )
             try:
-                await Stages(
-                    config, control, writer, self.totals, self.engine, book, source, self.progress
-                ).run()
+                stages = Stages(
+                    config, control, writer, self.totals, self.engine, prices.result, source,
+                    self.progress, budget_prices=budget_prices,
+                )  # fmt: skip
+                await stages.run()
                 if first_pass is not None and not control.stopping:
                     await self._wait_for(first_pass)
             finally:

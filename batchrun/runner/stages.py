@@ -13,11 +13,13 @@ Guarantees:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 
 from batchrun.common.errors import FatalRunError
 from batchrun.config import RunConfig
-from batchrun.cost.budget import CostBudget, cost_of
+from batchrun.cost.budget import CostBudget, record_cost
 from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.rows import InputError
 from batchrun.models import ErrorType, Record, RowError
@@ -44,16 +46,20 @@ class Stages:
         writer: ResultWriter,
         totals: RunTotals,
         http: HttpEngine,
-        prices: PriceBook,
+        prices: Callable[[], Awaitable[PriceBook]],
         source: RowSource,
         progress: Progress,
+        budget_prices: PriceBook | None = None,
     ) -> None:
+        """`prices` gives the price book once it is loaded (the first commit waits for it, not
+        the first request); `budget_prices` is it, already loaded, when `--max-cost` is set."""
         self.config = config
         self.source = source
         self.progress = progress
         self.control = control
         self.writer = writer
         self.totals = totals
+        self.prices = prices
         self.write_error: OSError | None = None
         limiter = Limiter(
             max_requests_per_minute=config.max_requests_per_minute,
@@ -67,15 +73,15 @@ class Stages:
             api_key=config.api_key,
             max_retries=config.max_retries,
             max_outage_s=config.max_outage_s,
-            cost_fn=lambda model, usage: cost_of(prices, model, usage),
         )
-        self.budget = (
-            CostBudget(
-                max_usd=config.max_cost_usd, spent_usd=writer.checkpoint.cost_usd, prices=prices
+        self.budget: CostBudget | None = None
+        if config.max_cost_usd is not None:
+            assert budget_prices is not None, "--max-cost needs its prices before sending"
+            self.budget = CostBudget(
+                max_usd=config.max_cost_usd,
+                spent_usd=writer.checkpoint.cost_usd,
+                prices=budget_prices,
             )
-            if config.max_cost_usd is not None
-            else None
-        )
 
     async def run(self) -> None:
         config = self.config
@@ -150,7 +156,7 @@ class Stages:
                     control.stop(exc.message, fatal=True)
                     return  # a reservation left behind no longer matters: the run is stopping
                 if budget is not None:
-                    budget.settle(reserved, record.cost_usd)
+                    budget.settle(reserved, record_cost(budget.prices, record))
                 await self._put(record, results, progress)
         finally:
             feed.leave()
@@ -180,8 +186,11 @@ class Stages:
             return
         # Committing must not be interrupted half way by a cancellation.
         with anyio.CancelScope(shield=True):
+            book = await self.prices()  # loaded long before the first part, in practice
+            costs = [record_cost(book, r) for r in buffer]
+            self.totals.add_costs(buffer, costs)  # spent, whether or not the disk takes it
             try:
-                await anyio.to_thread.run_sync(self.writer.commit, buffer)
+                await anyio.to_thread.run_sync(self.writer.commit, buffer, costs)
             except OSError as exc:
                 self.write_error = exc
                 self.control.stop(

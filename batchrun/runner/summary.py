@@ -35,6 +35,7 @@ class RunTotals:
     started_at: float = field(default_factory=time.monotonic)
 
     def add(self, record: Record) -> None:
+        """A record handed to the writer (its cost is counted by `add_costs`, once priced)."""
         self.requests += record.attempts
         self.retries += max(0, record.attempts - 1)
         if record.ok:
@@ -43,14 +44,20 @@ class RunTotals:
             self.completion_tokens += record.completion_tokens or 0
             self.cached_tokens += record.cached_tokens or 0
             self.reasoning_tokens += record.reasoning_tokens or 0
-            if record.cost_usd is None:
-                self.unpriced += 1
-            else:
-                self.cost_usd += record.cost_usd
         else:
             self.errors += 1
             kind = record.error_type or "unknown"
             self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
+
+    def add_costs(self, records: list[Record], costs: list[float | None]) -> None:
+        """What `records` cost (`costs`, one each); an ok record without one is unpriced."""
+        for record, cost in zip(records, costs, strict=True):
+            if not record.ok:
+                continue
+            if cost is None:
+                self.unpriced += 1
+            else:
+                self.cost_usd += cost
 
     @property
     def rows(self) -> int:

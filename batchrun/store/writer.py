@@ -93,10 +93,13 @@ def part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 
 
-def records_to_table(records: list[Record]) -> pa.Table:
+def records_to_table(records: list[Record], costs: list[float | None] | None = None) -> pa.Table:
+    """The records as a table of RESULT_SCHEMA; `costs`, when given, is the cost_usd column."""
     columns: dict[str, list[Any]] = {
         name: [getattr(r, name) for r in records] for name in RESULT_SCHEMA.names
     }
+    if costs is not None:
+        columns["cost_usd"] = costs
     return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
 
 
@@ -154,11 +157,14 @@ class ResultWriter:
             self.checkpoint.duplicates = duplicates
             self.checkpoint.save(self.out_dir)
 
-    def commit(self, records: list[Record]) -> None:
-        """Write one part file with `records`, then the checkpoint that counts it."""
+    def commit(self, records: list[Record], costs: list[float | None] | None = None) -> None:
+        """Write one part file with `records`, then the checkpoint that counts it. `costs`, one
+        per record, replaces their `cost_usd` (the run prices answers as it commits them)."""
         if not records:
             return
-        table = records_to_table(records)
+        if costs is None:
+            costs = [r.cost_usd for r in records]
+        table = records_to_table(records, costs)
         index = self.checkpoint.parts
         final = self.results_dir / part_name(index)
         tmp = self.results_dir / f".{final.name}.tmp"
@@ -174,11 +180,7 @@ class ResultWriter:
         tmp.replace(final)
         fsync_dir(self.results_dir)
         with self._saving:
-            self._count(
-                [r.row for r in records],
-                [r.status for r in records],
-                [r.cost_usd for r in records],
-            )
+            self._count([r.row for r in records], [r.status for r in records], costs)
             self.checkpoint.parts = index + 1
             self.checkpoint.save(self.out_dir)
 
