@@ -404,3 +404,24 @@ def test_kill_9_during_the_parallel_first_pass_then_resume_judges_ids_again(
     sent_and_recorded = len(done_before - set(repeats))
     assert sent_and_recorded <= sent_before <= sent_and_recorded + 20 + 4
     assert killed_at == len(done_before)
+
+
+def test_sigint_during_the_check_ids_first_pass_stops_at_once_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    """With --check-ids-first the whole input is read before sending; Ctrl-C there is not lost."""
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(200_000))
+    out = tmp_path / "out"
+    with MockServer(MockConfig()) as server:
+        proc = popen(
+            "run", path, "--out", out, "--base-url", server.base_url, "-q", "--check-ids-first"
+        )
+        wait_for(lambda: (out / ".lock").exists(), timeout=20)
+        time.sleep(1.0)  # inside the pass (which takes seconds for 200k rows)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=15)
+        assert proc.returncode == 3, stderr
+        assert "stopped early: interrupted by SIGINT" in stdout
+        assert chat_requests(server) == 0
+    assert not (out / "checkpoint.json").exists()  # nothing half set up to resume from
+    assert list(out.glob(".batchrun-*")) == []

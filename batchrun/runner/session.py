@@ -162,6 +162,8 @@ class Session:
                 models.warn(g.model for g in self.estimate.groups if g.model)
         whole_pass_first = config.check_ids_first and checkpoint.duplicates is None
         if whole_pass_first and not await self._check_everything_first(checkpoint, models, prices):
+            if not resumed:
+                self.checkpoint = None  # stopped during the pass: nothing was set up
             return
         pending = None if checkpoint.total_rows is None else checkpoint.total_rows - done_at_start
         quota = QuotaCheck(config, pending_rows=pending)
@@ -215,7 +217,6 @@ class Session:
                 lambda: check_everything_first(config, book, should_stop=lambda: control.stopping)
             )
         except Interrupted:
-            self.checkpoint = None  # nothing was set up
             return False
         checkpoint.total_rows, checkpoint.duplicates = full.total_rows, 0
         if full.estimate is not None:
