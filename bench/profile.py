@@ -40,11 +40,16 @@ _HTTP = "AsyncClient.send"
 RULES: list[Rule] = [
     ("start-up: imports", ("_find_and_load",), None),
     (
-        "start-up: checkpoint, fingerprint, id scan, estimate",
-        ("prepare_output", "fingerprint_file", "scan_ids", "_open_checkpoint"),
+        "start-up: checkpoint, fingerprint, server check",
+        ("open_output", "fingerprint_file", "check_server", "check_everything_first"),
         None,
     ),
-    ("start-up: prices, quota, CLI", ("PriceBook.load", "check_quota", "build_parser"), None),
+    (
+        "first pass alongside (thread): ids, estimate",
+        ("run_pass", "IdBuckets", "EstimateBuilder"),
+        None,
+    ),
+    ("start-up: prices, quota, CLI", ("PriceBook.load", "fetch_quota", "build_parser"), None),
     (
         "reader: parse rows into Requests (thread)",
         ("_take (batchrun", "iter_requests", "iter_rows", "_produce (bench"),
