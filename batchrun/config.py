@@ -41,9 +41,11 @@ class RunConfig:
     # Read the whole input before sending (count, check every custom_id, estimate), refusing an
     # input with a repeated custom_id; otherwise that pass runs alongside sending.
     check_ids_first: bool = False
-    # Rows whose custom_ids the reader checks itself, in memory (~20 bytes each, ~20 MB here);
+    # Rows whose custom_ids the reader checks itself, in memory (~25 bytes each: ~10 MB here);
     # rows past it wait for the first pass's check on disk if they get there before it ends.
-    id_horizon_rows: int = 786_432
+    # 786,432 (~20 MB) made peak RSS 1.14x at 1M rows against 100k in `make bench`; this is
+    # still more rows than a sender at 2,500 req/s sends while the pass reads 6M rows.
+    id_horizon_rows: int = 393_216
     # Inputs of at least this size (compressed ones: an eighth of it) get their first pass in a
     # process of its own at low priority; smaller ones in a thread, over in well under a second.
     first_pass_process_bytes: int = 8 << 20

@@ -11,7 +11,7 @@ Guarantees:
   their digests collide, a chance below 1e-20 for 10^9 rows. The first pass on disk
   (`batchrun.inputs.idcheck.IdBuckets`) uses the same digests, so both always agree.
 - `IdTable` holds at most `max_rows` ids, in ~20 bytes each (dense digests and rows, and a slot
-  table at most 3/4 full), never a Python object per row: 786,432 rows take ~20 MB.
+  table at most 3/4 full), never a Python object per row: 393,216 rows take ~10 MB.
 """
 
 from __future__ import annotations
