@@ -99,3 +99,21 @@ def test_an_offer_of_no_list_means_no_row_repeats() -> None:
     verdicts.offer(None)
     assert verdicts.adopt_offer() is True
     assert [verdicts.verdict(r, "same") for r in range(3)] == [None, None, None]
+
+
+@pytest.mark.anyio
+async def test_a_child_that_dies_is_a_failure_naming_its_last_words(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(5))
+    settings = ScanSettings(
+        input_path=path,
+        scratch_dir=tmp_path / "out" / "gone",  # never made: writing its list there fails
+        endpoint="/v1/chat/completions",
+        max_row_bytes=1 << 20,
+        estimate=False,
+    )
+    first_pass = FirstPass(settings, in_process=False)
+    await first_pass.run()
+    assert first_pass.total_rows == 5  # it counted, then died writing the list
+    assert first_pass.failure is not None
+    assert first_pass.failure.startswith("the first pass over the input stopped unexpectedly: ")
+    assert "FileNotFoundError" in first_pass.failure and not first_pass.done
