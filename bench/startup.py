@@ -59,6 +59,7 @@ def _prepare_resume(ctx: Context, input_path: Path, total: int, done: int) -> Pa
         fingerprint=fingerprint_file(input_path),
         settings={"endpoint": DEFAULT_ENDPOINT},
         total_rows=total,
+        duplicates=0,  # its custom_ids are unique, as the first pass would have found
     )
     checkpoint.save(out)
     writer = ResultWriter(out, checkpoint)
