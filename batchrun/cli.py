@@ -218,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
     )
+    run.add_argument(
+        "--check-ids-first",
+        action="store_true",
+        help="read the whole input before sending anything (count rows, check every custom_id, "
+        "estimate) and refuse it (exit 2, nothing sent) if a custom_id repeats; by default "
+        "that pass runs alongside sending and a repeated id is a bad_input record",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     _add_template_arguments(run, model=True)
 
@@ -308,6 +315,7 @@ def _run(args: argparse.Namespace) -> int:
     from batchrun.runner.preflight import QuotaError
     from batchrun.runner.summary import EXIT_STOPPED, render_summary
     from batchrun.store.checkpoint import CheckpointError
+    from batchrun.store.writer import skip_pandas_import
 
     _log_to_stderr(quiet=args.quiet)
 
@@ -351,6 +359,7 @@ def _run(args: argparse.Namespace) -> int:
             max_output_tokens=args.max_output_tokens,
             require_quota=args.require_quota,
             estimate=not args.no_estimate,
+            check_ids_first=args.check_ids_first,
             progress=not args.quiet,
             handle_signals=True,
             fail_on_errors=args.fail_on_errors,
@@ -361,6 +370,7 @@ def _run(args: argparse.Namespace) -> int:
         # times in a 20,000-request run at 2,000 in flight, 1.7 s of its ~10 s of CPU; at 10,000,
         # ~210 times and 0.45 s.
         gc.set_threshold(10_000, 10, 10)
+        skip_pandas_import()
         summary = run_sync(config)
     except (ValueError, InputError, CheckpointError) as exc:
         return _usage_error(str(exc))
@@ -469,6 +479,18 @@ exit codes:
 """
 
 
+_MODELS_EPILOG = """\
+what it asks:
+  GET {base}/models with the key, the same request `batchrun run` makes first to check the key
+  and the server. A server that does not list its models (404) is said so; gateways sometimes
+  list less than they serve, so a model missing here may still work.
+
+exit codes:
+  0 listed, or this server does not list its models   2 bad usage, or the server cannot be
+  reached   3 the server refused the key (HTTP 401) or the balance
+"""
+
+
 def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     estimate = commands.add_parser(
@@ -552,6 +574,26 @@ def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     )
     quota.add_argument("--json", action="store_true", help="print one JSON document")
 
+    models = commands.add_parser(
+        "models",
+        help="the models the server lists for the API key (GET /v1/models)",
+        description="Ask the server which models it lists for the key: one name per line.",
+        epilog=_MODELS_EPILOG,
+        formatter_class=raw,
+    )
+    models.add_argument(
+        "--base-url",
+        default=None,
+        help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)",
+    )
+    models.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the API key (default: %(default)s)",
+    )
+    models.add_argument("--json", action="store_true", help="print one JSON document")
+
 
 def _estimate(args: argparse.Namespace) -> int:
     from batchrun.cost.estimate import estimate_file, save_estimate
@@ -621,7 +663,41 @@ def _quota(args: argparse.Namespace) -> int:
     return EXIT_KEY_REFUSED if isinstance(quota, Unreachable) else 0
 
 
-_BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota}
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from batchrun.common.errors import FatalRunError
+    from batchrun.common.urls import join_url
+    from batchrun.config import check_base_url, default_api_key, default_base_url
+    from batchrun.send.http import TransportError
+    from batchrun.send.models import MODELS_PATH, list_models_sync
+
+    base_url = args.base_url or default_base_url()
+    try:
+        check_base_url(base_url)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    api_key = default_api_key(args.api_key_env)
+    if api_key is None:
+        print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)
+    try:
+        found = list_models_sync(base_url, api_key)
+    except FatalRunError as exc:
+        print(f"batchrun: error: {exc.message}", file=sys.stderr)
+        return EXIT_KEY_REFUSED
+    except TransportError as exc:
+        return _usage_error(f"{exc.message} (GET {join_url(base_url, MODELS_PATH)})")
+    models = sorted(found.models) if found.models is not None else None
+    if args.json:
+        print(json.dumps({"base_url": base_url, "listed": models is not None, "models": models}))
+    elif models is None:
+        print(f"models: {found.url} does not list its models (HTTP {found.status})")
+    else:
+        print("\n".join(models) if models else f"models: {found.url} lists none")
+    return 0
+
+
+_BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota, "models": _models}
 
 
 # --- export -----------------------------------------------------------------------------------

@@ -12,20 +12,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import export, limits, startup, tables, throughput
+from bench import contention, export, limits, startup, tables, throughput
 from bench.context import Context, Settings
 from bench.procs import BenchError, stop_all
 from bench.report import Row, commit, machine, render, to_json
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "overhead": throughput.overhead,
+    "smalljob": throughput.small_job,
     "concurrency": throughput.concurrency,
     "memory": throughput.memory,
     "template": tables.template_memory,
     "limits": limits.limits,
     "resume": startup.resume,
+    "firstreq": startup.first_request,
     "estimate": startup.estimate,
     "export": export.export_memory,
+    "contention": contention.contention,
 }
 
 
@@ -56,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller counts (overhead 5,000 requests, concurrency 6,000, memory, template and "
-        "export 20k vs 200k rows, limits 30 s)",
+        help="smaller counts (overhead 5,000 requests, small job 5,000, concurrency 6,000, "
+        "memory, template and export 20k vs 200k rows, first request 1M rows, limits 30 s)",
     )
     parser.add_argument(
         "--only", type=_names, metavar="NAME[,NAME]", help="run only these benchmarks"

@@ -76,6 +76,13 @@ class Context:
             self._inputs[key] = path
         return path
 
+    def forget_input(self, path: Path) -> None:
+        """Remove an input written by `chat_input` now (a big one), not with the temp dir."""
+        for key, known in list(self._inputs.items()):
+            if known == path:
+                del self._inputs[key]
+        path.unlink(missing_ok=True)
+
     def mock(self, *flags: str) -> MockServer:
         """The mock server, without billing endpoints (as OpenAI itself, vLLM, llama.cpp)."""
         return MockServer(
@@ -113,6 +120,10 @@ class Context:
         argv = [sys.executable, "-m", "bench.bare", str(input_path), base_url]
         argv += ["--concurrency", str(concurrency), "--client", client, "--clients", str(clients)]
         return self._start("bare", argv)
+
+    def bench_module(self, module: str, *args: str) -> Child:
+        """`python -m MODULE ARGS` on the client's core (a benchmark's own measuring child)."""
+        return self._start(module.rsplit(".", 1)[-1], [sys.executable, "-m", module, *args])
 
     def batchrun(self, *args: str) -> Child:
         """`python -m batchrun ARGS` (estimate, report...)."""

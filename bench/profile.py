@@ -40,11 +40,16 @@ _HTTP = "AsyncClient.send"
 RULES: list[Rule] = [
     ("start-up: imports", ("_find_and_load",), None),
     (
-        "start-up: checkpoint, fingerprint, id scan, estimate",
-        ("prepare_output", "fingerprint_file", "scan_ids", "_open_checkpoint"),
+        "start-up: checkpoint, fingerprint, server check",
+        ("open_output", "fingerprint_file", "check_server", "check_everything_first"),
         None,
     ),
-    ("start-up: prices, quota, CLI", ("PriceBook.load", "check_quota", "build_parser"), None),
+    (
+        "first pass alongside (thread): ids, estimate",
+        ("run_pass", "IdBuckets", "EstimateBuilder"),
+        None,
+    ),
+    ("start-up: prices, quota, CLI", ("PriceBook.load", "fetch_quota", "build_parser"), None),
     (
         "reader: parse rows into Requests (thread)",
         ("_take (batchrun", "iter_requests", "iter_rows", "_produce (bench"),
@@ -109,8 +114,8 @@ RULES: list[Rule] = [
         ("MemoryObjectSendStream", "MemoryObjectReceiveStream", "MemoryObjectItemReceiver"),
         None,
     ),
-    ("writer loop: buffer, totals, progress", ("_Stages._write", "_write (batchrun"), None),
-    ("reader loop: hand-off to workers", ("_Stages._read", "_read (batchrun"), None),
+    ("writer loop: buffer, totals, progress", ("Stages._write", "_write (batchrun"), None),
+    ("reader loop: hand-off to workers", ("Stages._read", "_read (batchrun"), None),
     ("worker: rest of Sender.send / _work", ("Sender.", "_work (b"), None),
     ("anyio worker threads (to_thread)", ("WorkerThread", "run_sync_in_worker_thread"), None),
     (

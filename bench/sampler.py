@@ -18,6 +18,7 @@ from bench.procs import MockServer
 __all__ = ["CHAT_PATH", "Sample", "StatsSampler", "counters"]
 
 CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +33,15 @@ class Sample:
 def counters(stats: dict[str, Any]) -> tuple[int, int, int, int]:
     """(total, ok, limited, tpm_charged) out of a `/mock/stats` answer.
 
-    `total` counts chat completions only: batchrun also asks the billing endpoints once at start.
+    `total` counts chat completions only: batchrun also asks the billing endpoints once at start,
+    and `GET /v1/models`, which the bench's mock answers with 200: those 200s are not counted.
     """
     requests = stats.get("requests", {})
     by_status = requests.get("by_status", {})
+    by_path = requests.get("by_path", {})
     return (
-        int(requests.get("by_path", {}).get(CHAT_PATH, 0)),
-        int(by_status.get("200", 0)),
+        int(by_path.get(CHAT_PATH, 0)),
+        int(by_status.get("200", 0)) - int(by_path.get(MODELS_PATH, 0)),
         int(by_status.get("429", 0)),
         int(stats.get("tokens", {}).get("tpm_charged", 0)),
     )

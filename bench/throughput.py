@@ -16,7 +16,7 @@ from bench.procs import BenchError, Child, MockServer
 from bench.report import Row, median, met
 from bench.sampler import StatsSampler, counters
 
-__all__ = ["Figures", "concurrency", "measure", "memory", "overhead"]
+__all__ = ["Figures", "concurrency", "measure", "memory", "overhead", "small_job"]
 
 _MIN_RATE = 50.0  # req/s below which a run is considered stuck (sets the timeouts)
 
@@ -157,6 +157,35 @@ def _overhead_rows(name: str, bare: list[Figures], ours: list[Figures]) -> list[
             measure="CPU per request ratio batchrun / bare aiohttp",
             value=f"{cpu_ratio:.2f}x",
             data={"ratio": cpu_ratio},
+        ),
+    ]
+
+
+def small_job(ctx: Context) -> list[Row]:
+    """Benchmark 1b: a small job end to end, where start-up weighs most: 20,000 chat rows,
+    C=64, zero-latency mock, process start to exit, interleaved pairs with the bare loop."""
+    rows, c = (5_000 if ctx.settings.quick else 20_000), 64
+    ctx.log(f"[smalljob] {rows:,} chat requests, concurrency {c}, start to exit")
+    with ctx.mock() as mock:
+        bare, ours = _pairs(ctx, mock, rows, c, every_s=0.05)
+    ratio = median([o.rate / b.rate for b, o in zip(bare, ours, strict=True)])
+    firsts = [f.first_request_s for f in ours if f.first_request_s is not None]
+    bare_firsts = [f.first_request_s for f in bare if f.first_request_s is not None]
+    walls = f"{median([b.wall_s for b in bare]):.2f} / {median([o.wall_s for o in ours]):.2f} s"
+    return [
+        Row(
+            bench="smalljob",
+            measure=f"{rows:,} req, C={c}: wall, bare aiohttp loop / batchrun (medians)",
+            value=f"{walls}; first request {median(bare_firsts):.2f} / {median(firsts):.2f} s",
+            data={"bare": _raw(bare), "batchrun": _raw(ours)},
+        ),
+        Row(
+            bench="smalljob",
+            measure="end-to-end ratio batchrun / bare aiohttp (median of pairs)",
+            value=f"{ratio:.2f}x",
+            target=">= 0.8x",
+            met=met(ratio >= 0.8),
+            data={"ratio": ratio},
         ),
     ]
 

@@ -1,9 +1,12 @@
 """Bad input, end to end through the library and the CLI, each with its exact message.
 
 Row-level problems become error records (`error_type = "bad_input"`) carrying the line (JSONL) or
-row (Parquet) number, and the other rows run. File-level problems stop before anything is sent:
-`InputError` / `CheckpointError` from the library, exit code 2 and one line on stderr from the
-CLI, no request to the server, no results. (tests/test_reader.py unit-tests the reader itself.)
+row (Parquet) number, and the other rows run; so does a row repeating an earlier row's custom_id.
+File-level problems stop before anything is sent: `InputError` / `CheckpointError` from the
+library, exit code 2 and one line on stderr from the CLI, no request to the server, no results.
+Two can only be seen by reading the whole file (a repeated custom_id, a truncated .gz): with
+`--check-ids-first` they are file-level problems too; without it, the first pass finds them
+while rows are sent. (tests/test_reader.py unit-tests the reader itself.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pytest
 import batchrun
 from batchrun.mock import MockConfig, MockServer
 from tests.helpers import chat_rows, read_results
-from tests.torture import chat_requests, config, run_cli
+from tests.torture import chat_requests, config, parts, run_cli
 
 GOOD_BODY = {
     "model": "gpt-4o-mini",
@@ -344,8 +347,6 @@ _FILE_LEVEL: list[Any] = [
     _no_body_column,
     _body_of_wrong_type,
     _not_parquet,
-    _truncated_gzip,
-    _duplicate_ids,
     _empty,
     _blank_lines_only,
     _json_array,
@@ -356,32 +357,77 @@ _FILE_LEVEL: list[Any] = [
     _gzip_named_jsonl,
     _first_thousand_rows_bad,
 ]
+# Found by reading the whole file: before sending only with --check-ids-first.
+_WHOLE_FILE: list[Any] = [_truncated_gzip, _duplicate_ids]
+_CASES = [(make, False) for make in _FILE_LEVEL] + [(make, True) for make in _WHOLE_FILE]
+_IDS = [f"{make.__name__}{'-check-ids-first' if first else ''}" for make, first in _CASES]
 
 
-@pytest.mark.parametrize("make", _FILE_LEVEL)
+@pytest.mark.parametrize(("make", "first"), _CASES, ids=_IDS)
 def test_file_level_problem_stops_before_sending_library(
-    tmp_path: Path, server: MockServer, make: Callable[[Path], tuple[Path, str]]
+    tmp_path: Path, server: MockServer, make: Callable[[Path], tuple[Path, str]], first: bool
 ) -> None:
     path, message = make(tmp_path)
     out = tmp_path / "out"
     before = chat_requests(server)
     with pytest.raises((batchrun.InputError, batchrun.CheckpointError)) as info:
-        batchrun.run_sync(config(path, out, server.base_url))
+        batchrun.run_sync(config(path, out, server.base_url, check_ids_first=first))
     assert re.fullmatch(message, str(info.value)), str(info.value)
     assert chat_requests(server) == before
     assert not out.exists()  # a refused input leaves no output directory behind
 
 
-@pytest.mark.parametrize("make", _FILE_LEVEL)
+@pytest.mark.parametrize(("make", "first"), _CASES, ids=_IDS)
 def test_file_level_problem_stops_before_sending_cli(
-    tmp_path: Path, server: MockServer, make: Callable[[Path], tuple[Path, str]]
+    tmp_path: Path, server: MockServer, make: Callable[[Path], tuple[Path, str]], first: bool
 ) -> None:
     path, message = make(tmp_path)
     out = tmp_path / "out"
     before = chat_requests(server)
-    result = run_cli("run", path, "--out", out, "--base-url", server.base_url, "-q")
+    flags = ["--check-ids-first"] if first else []
+    result = run_cli("run", path, "--out", out, "--base-url", server.base_url, "-q", *flags)
     assert result.returncode == 2, result.stderr
     assert re.fullmatch(f"batchrun: error: {message}\n", result.stderr), result.stderr
     assert result.stdout == ""
     assert chat_requests(server) == before
     assert not out.exists()
+
+
+# ----------------------------------------------------- found by the first pass while sending
+
+
+def test_repeated_custom_ids_become_bad_input_records_naming_the_first_row(
+    tmp_path: Path, server: MockServer
+) -> None:
+    path, _ = _duplicate_ids(tmp_path)  # a, b, a, b, c, a
+    out = tmp_path / "out"
+    before = chat_requests(server)
+    result = run_cli("run", path, "--out", out, "--base-url", server.base_url, "-q")
+    assert result.returncode == 0, result.stderr
+    assert chat_requests(server) - before == 3  # a, b and c, once each
+    got = [(r["custom_id"], r["status"], r["error_message"]) for r in read_results(out)]
+    repeat = (
+        "line {}: custom_id {!r} is already used by row {} (custom_ids must be unique); not sent"
+    )
+    assert got == [
+        ("a", "ok", None),
+        ("b", "ok", None),
+        ("a", "error", repeat.format(3, "a", 0)),
+        ("b", "error", repeat.format(4, "b", 1)),
+        ("c", "ok", None),
+        ("a", "error", repeat.format(6, "a", 0)),
+    ]
+    assert "3 rows repeat a custom_id used on an earlier row" in result.stderr
+
+
+def test_a_truncated_gzip_found_while_sending_stops_the_run_with_the_reason(
+    tmp_path: Path, server: MockServer
+) -> None:
+    path, message = _truncated_gzip(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli("run", path, "--out", out, "--base-url", server.base_url, "-q")
+    assert result.returncode == 3, result.stderr
+    [line] = [x for x in result.stdout.splitlines() if x.startswith("stopped early: ")]
+    assert re.fullmatch("stopped early: " + message, line), line
+    rows = [r["row"] for r in read_results(out)] if parts(out) else []
+    assert rows == sorted(set(rows))  # whatever was sent before the stop: each row once

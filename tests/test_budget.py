@@ -374,8 +374,9 @@ def test_server_without_quota_endpoints_is_fine(tmp_path: Path) -> None:
 def test_a_fatal_stop_does_not_leave_workers_waiting_for_room(tmp_path: Path) -> None:
     # One gpt-4o row fits the budget at a time, so three of the four workers wait for room when
     # the first answer is a refused key. They must stop with it, not wait out --grace (30 s).
-    path = write_jsonl(tmp_path / "in.jsonl", _gpt4o_rows(8, max_tokens=1000))
-    with MockServer(MockConfig(api_key="sk-test-the-right-one")) as server:
+    # (The key passes the check at start, GET /v1/models; the rows ask the mock for a 401.)
+    path = write_jsonl(tmp_path / "in.jsonl", _gpt4o_rows(8, max_tokens=1000, mock_fault="401"))
+    with MockServer(MockConfig()) as server:
         started = time.monotonic()
         summary = batchrun.run_sync(
             _config(

@@ -52,6 +52,29 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert on_disk["done"] == [[0, 100], [150, 160]]
 
 
+def test_row_count_and_repeats_may_be_unknown_and_old_files_mean_no_repeats(
+    tmp_path: Path,
+) -> None:
+    cp = _checkpoint()
+    cp.total_rows, cp.duplicates = None, None  # the first pass had not finished
+    cp.save(tmp_path)
+    assert Checkpoint.load(tmp_path) == cp
+    cp.total_rows, cp.duplicates = 1000, 7
+    cp.save(tmp_path)
+    assert Checkpoint.load(tmp_path) == cp
+    # Written before the first pass ran alongside sending: no "duplicates" key, and a run
+    # then refused an input with a repeated custom_id.
+    old = json.loads((tmp_path / CHECKPOINT_NAME).read_text())
+    del old["duplicates"]
+    (tmp_path / CHECKPOINT_NAME).write_text(json.dumps(old))
+    loaded = Checkpoint.load(tmp_path)
+    assert loaded is not None and (loaded.total_rows, loaded.duplicates) == (1000, 0)
+    old["total_rows"] = None
+    (tmp_path / CHECKPOINT_NAME).write_text(json.dumps(old))
+    loaded = Checkpoint.load(tmp_path)
+    assert loaded is not None and (loaded.total_rows, loaded.duplicates) == (None, None)
+
+
 def test_checkpoint_load_missing_is_none(tmp_path: Path) -> None:
     assert Checkpoint.load(tmp_path) is None
 

@@ -7,6 +7,7 @@ Proved through the public API only, every test run on both engines, all on 127.0
   unsupported scheme, https to a port that speaks plain http) raises `TransportError` with the
   same kind, `looks_down` and message shape whichever engine sent the request;
 - `env_proxy` reads HTTP(S)_PROXY and NO_PROXY as curl does;
+- `get` (the cheap look-ups such as GET /v1/models) keeps the same contract, with its own timeout;
 - `aclose` is safe before any request, and twice.
 """
 
@@ -22,6 +23,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 import trustme
 
@@ -181,6 +183,29 @@ async def test_a_redirect_is_an_answer_and_is_not_followed(engine_name: str) -> 
     assert reply.status == 307
     assert reply.headers["location"] == "/next"
     assert len(requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_get_is_a_reply_and_says_get(engine_name: str) -> None:
+    with MockServer(MockConfig()) as server:
+        async with engine_for(engine_name) as engine:
+            reply = await engine.get(f"{server.base_url}/models", {"authorization": "Bearer x"})
+    assert reply.status == 200
+    assert "gpt-4o-mini" in [m["id"] for m in json.loads(reply.content)["data"]]
+    requests: list[bytes] = []
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    async with serving(answering(ok, requests)) as url, engine_for(engine_name) as engine:
+        await engine.get(url.replace("/chat/completions", "/models"), {})
+    assert requests[0].startswith(b"GET /v1/models HTTP/1.1\r\n")
+
+
+@pytest.mark.anyio
+async def test_a_get_times_out_on_its_own_timeout_not_the_engines(engine_name: str) -> None:
+    async with serving(never_answering) as url, engine_for(engine_name, timeout_s=60) as engine:
+        with anyio.fail_after(20):  # far below the engine's 60 s: only the 0.3 s can end it
+            with pytest.raises(TransportError) as raised:
+                await engine.get(url, {}, timeout_s=0.3)
+    assert (raised.value.kind, raised.value.message) == ("timeout", TIMEOUT)
 
 
 # -- failures -----------------------------------------------------------------------------------

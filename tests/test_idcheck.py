@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.inputs import idcheck as idcheck_mod
-from batchrun.inputs.idcheck import scan_ids
+from batchrun.inputs.idcheck import IdBuckets, scan_ids
 from batchrun.inputs.reader import iter_ids, iter_rows
 
 
@@ -163,3 +163,47 @@ def test_stale_scan_directories_are_swept(tmp_path: Path) -> None:
     (stale / "000").write_bytes(b"x" * 16)
     sweep_scan_dirs(tmp_path)
     assert not stale.exists()
+
+
+# ------------------------------------------------------- IdBuckets: the pass alongside sending
+
+
+def _repeats(ids: list[str]) -> list[tuple[int, int]]:
+    first: dict[str, int] = {}
+    found = []
+    for row, cid in enumerate(ids):
+        if cid in first:
+            found.append((row, first[cid]))
+        first.setdefault(cid, row)
+    return found
+
+
+def test_id_buckets_give_every_repeat_with_its_first_row_in_row_order(tmp_path: Path) -> None:
+    ids = [f"id-{i % 700}" if i % 3 == 0 else f"u-{i}" for i in range(5000)]
+    with IdBuckets(tmp_path) as buckets:
+        for row, cid in enumerate(ids):
+            buckets.add(cid, row)
+        assert buckets.total_rows == 5000
+        assert list(buckets.duplicates()) == _repeats(ids)
+    assert list(tmp_path.iterdir()) == []  # everything fitted in memory: nothing on disk
+
+
+def test_id_buckets_spill_to_disk_and_judge_across_spills(tmp_path: Path) -> None:
+    ids = [f"id-{i}" for i in range(3000)]
+    ids[2999] = ids[1]  # first seen in the first spill, repeated in memory
+    ids[1500] = ids[1400]
+    seen_dirs: list[int] = []
+    with IdBuckets(tmp_path, memory_bytes=24 * 50) as buckets:  # spill every ~50 rows
+        for row, cid in enumerate(ids):
+            buckets.add(cid, row)
+        seen_dirs.append(len(list(tmp_path.glob(".batchrun-ids-*"))))
+        assert list(buckets.duplicates()) == [(1500, 1400), (2999, 1)]
+    assert seen_dirs == [1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_id_buckets_stop_early_when_asked(tmp_path: Path) -> None:
+    with IdBuckets(tmp_path) as buckets:
+        for row in range(100):
+            buckets.add("same", row)
+        assert list(buckets.duplicates(should_stop=lambda: True)) == []

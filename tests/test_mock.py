@@ -262,6 +262,13 @@ def test_models_lists_model_ids(client: httpx2.Client) -> None:
     assert "gpt-4o-mini" in ids and all(m["object"] == "model" for m in body["data"])
 
 
+def test_models_can_be_unlisted_like_a_server_without_the_endpoint() -> None:
+    with MockServer(MockConfig(list_models=False, models=("only-this",))) as server:
+        response = httpx2.get(server.base_url + "/models")
+    assert response.status_code == 404
+    assert "Invalid URL (GET /v1/models)" in response.json()["error"]["message"]
+
+
 def test_billing_endpoints_report_grant_and_cents(client: httpx2.Client) -> None:
     with MockServer(MockConfig(quota_usd=5.0, used_usd=6.9596)) as server:
         subscription = httpx2.get(server.base_url + "/dashboard/billing/subscription").json()
@@ -883,6 +890,7 @@ def test_go_down_refuses_connections_then_recovers_on_the_same_port() -> None:
         ({"embedding_dim": 0}, "embedding_dim"),
         ({"models": ()}, "models"),
         ({"record_bodies": 1}, "record_bodies"),
+        ({"list_models": 1}, "list_models"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(kwargs: dict[str, Any], field: str) -> None:
@@ -930,7 +938,7 @@ def test_cli_flags_become_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
         shlex.split(
             "--port 0 --latency-ms 5 --jitter-ms 2 --rpm 100 --tpm 5000 --burst-s 2 --seed 7 "
             "--fail 500=0.05,429=0.1 --api-key-env MOCK_KEY --quota-usd 5 --used-usd 1.5 "
-            "--no-billing --cotenant-drain --cotenant-share 0.25"
+            "--no-billing --cotenant-drain --cotenant-share 0.25 --no-models"
         )
     )
     config = config_from_args(args)
@@ -940,6 +948,7 @@ def test_cli_flags_become_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.api_key == "sk-from-env"
     assert (config.billing, config.quota_usd, config.used_usd) == (False, 5.0, 1.5)
     assert (config.cotenant_drain, config.cotenant_share) == (True, 0.25)
+    assert config.list_models is False and config_from_args(_parse([])).list_models is True
     assert config_from_args(_parse([])).port == 8000
     monkeypatch.delenv("MOCK_KEY")
     with pytest.raises(ValueError, match="MOCK_KEY"):

@@ -144,14 +144,36 @@ def test_refused_key_stops_early_and_the_rest_stays_pending(tmp_path: Path) -> N
     assert len(seen2) == 180
 
 
-def test_duplicate_custom_ids_are_refused_before_sending(tmp_path: Path) -> None:
+def test_a_repeated_custom_id_is_a_bad_input_record_for_the_later_row(tmp_path: Path) -> None:
+    rows = chat_rows(5)
+    rows[3]["custom_id"] = "req-1"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    handler, seen = openai_handler()
+    summary = batchrun.run_sync(_config(tmp_path, path), transport=httpx2.MockTransport(handler))
+    assert summary.finished
+    records = read_results(tmp_path / "out")
+    assert [r["row"] for r in records] == list(range(5))
+    assert [r["status"] for r in records] == ["ok", "ok", "ok", "error", "ok"]
+    assert (records[3]["custom_id"], records[3]["error_type"]) == ("req-1", "bad_input")
+    assert records[3]["error_message"] == (
+        "line 4: custom_id 'req-1' is already used by row 1 (custom_ids must be unique); not sent"
+    )
+    assert len(seen) == 4  # the earlier row is sent once, the later one not at all
+    checkpoint = Checkpoint.load(tmp_path / "out")
+    assert checkpoint is not None and (checkpoint.total_rows, checkpoint.duplicates) == (5, 1)
+
+
+def test_check_ids_first_refuses_repeated_custom_ids_before_sending(tmp_path: Path) -> None:
     rows = chat_rows(5)
     rows[3]["custom_id"] = "req-1"
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     handler, seen = openai_handler()
     with pytest.raises(batchrun.InputError, match=r"'req-1' on rows 1, 3"):
-        batchrun.run_sync(_config(tmp_path, path), transport=httpx2.MockTransport(handler))
+        batchrun.run_sync(
+            _config(tmp_path, path, check_ids_first=True), transport=httpx2.MockTransport(handler)
+        )
     assert seen == []
+    assert not (tmp_path / "out" / "checkpoint.json").exists()
 
 
 def test_changed_input_is_refused(tmp_path: Path) -> None:

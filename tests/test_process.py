@@ -11,6 +11,7 @@ import errno
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 import batchrun
 from batchrun.mock import MockConfig, MockServer
 from batchrun.store import writer as writer_mod
-from tests.helpers import chat_rows, write_jsonl
+from tests.helpers import chat_rows, read_results, write_jsonl
 from tests.torture import (
     ROOT,
     assert_all_ok,
@@ -279,18 +280,148 @@ def test_output_directory_that_cannot_be_created_is_refused_before_sending(
     )
 
 
-def test_sigint_during_the_first_pass_stops_at_once_and_sends_nothing(tmp_path: Path) -> None:
-    """The first pass over a big new input takes a while; Ctrl-C there must not be lost."""
+def _scan_processes(out: Path) -> list[int]:
+    """Processes running a first pass for `out` (their command line names its scratch dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"batchrun.runner.scan" in command and f"{out}/.batchrun-scan-".encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _first_pass_running(out: Path) -> bool:
+    try:
+        saved = json.loads((out / "checkpoint.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return saved["total_rows"] is None and saved["parts"] > 0
+
+
+def _big_rows(n: int) -> list[dict[str, Any]]:
+    """Rows long enough that an input of `n` gets its first pass in a process of its own."""
+    rows = chat_rows(n)
+    for row in rows:
+        row["body"]["messages"][0]["content"] += " " + "lorem ipsum " * 50
+    return rows
+
+
+def test_sigint_during_the_parallel_first_pass_stops_it_too_and_resume_is_exact(
+    tmp_path: Path,
+) -> None:
+    """The first pass runs alongside sending, in its own process: Ctrl-C stops both, leaves
+    nothing behind, and the resume (which reads the input again) sends each row once."""
+    rows = _big_rows(20_000)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    assert path.stat().st_size > 8 << 20  # the first pass's own process, not a thread
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=20)) as server:
+        args = ("run", path, "--out", out, "--base-url", server.base_url, "--concurrency", "4")
+        proc = popen(*args, "--flush-rows", "20", "--flush-interval", "0.2")
+        wait_for(lambda: _first_pass_running(out) and bool(_scan_processes(out)), timeout=60)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 3, stderr
+        assert "stopped early: interrupted by SIGINT" in stdout
+        assert " of ? rows done; resume with:" in stdout  # the count was not known yet
+        saved = checkpoint_is_consistent(out)
+        assert saved["total_rows"] is None and saved["duplicates"] is None
+        stopped_at = done_rows(out)
+        assert chat_requests(server) == stopped_at
+        wait_for(lambda: not _scan_processes(out), timeout=10)  # the first pass ended with it
+        assert list(out.glob(".batchrun-*")) == []
+        sent_before = chat_requests(server)
+    with MockServer(MockConfig()) as fast:
+        resumed = run_cli("run", path, "--out", out, "--base-url", fast.base_url, "-q")
+        assert resumed.returncode == 0, resumed.stderr
+        assert chat_requests(fast) == len(rows) - sent_before
+    saved = checkpoint_is_consistent(out)
+    assert (saved["total_rows"], saved["duplicates"]) == (len(rows), 0)
+    assert_all_ok(one_record_per_row(out, rows))
+
+
+def test_kill_9_during_the_parallel_first_pass_then_resume_judges_ids_again(
+    tmp_path: Path,
+) -> None:
+    """kill -9 while the first pass is still running, with repeated custom_ids below and beyond
+    the reader's in-memory horizon (100 rows here): the first pass's process ends with its parent,
+    and the resume, with the count still unknown, judges every pending row again, the done ones'
+    ids included, so each repeat is a bad_input record naming its first row and nothing is
+    sent twice."""
+    rows = _big_rows(20_000)
+    repeats = {50: 10, 150: 3, 9_000: 8_500, 19_999: 120}  # row -> the earlier row it repeats
+    for row, first in repeats.items():
+        rows[row]["custom_id"] = rows[first]["custom_id"]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    script = (
+        "import sys, batchrun\n"
+        "config = batchrun.RunConfig(input_path=sys.argv[1], out_dir=sys.argv[2], "
+        "base_url=sys.argv[3], concurrency=4, flush_rows=20, flush_interval_s=0.2, "
+        "id_horizon_rows=100)\n"
+        "batchrun.run_sync(config)\n"
+    )
+    with MockServer(MockConfig(latency_ms=20)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(path), str(out), server.base_url],
+            env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_for(lambda: _first_pass_running(out) and done_rows(out) >= 40, timeout=60)
+        assert _scan_processes(out)
+        proc.kill()
+        proc.communicate(timeout=30)
+        wait_for(lambda: not _scan_processes(out), timeout=10)  # it noticed its parent died
+        killed_at = done_rows(out)
+        saved = json.loads((out / "checkpoint.json").read_text())
+        done_before = {r for start, end in saved["done"] for r in range(start, end)}
+        sent_before = chat_requests(server)
+    assert list(out.glob(".batchrun-scan-*"))  # left behind by the kill: swept by the resume
+    with MockServer(MockConfig()) as fast:
+        resumed = run_cli("run", path, "--out", out, "--base-url", fast.base_url, "-q")
+        assert resumed.returncode == 0, resumed.stderr
+        sent_after = chat_requests(fast)
+    assert list(out.glob(".batchrun-*")) == []
+    saved = checkpoint_is_consistent(out)
+    assert (saved["total_rows"], saved["duplicates"]) == (len(rows), len(repeats))
+    records = read_results(out)
+    assert [r["row"] for r in records] == list(range(len(rows)))
+    for r in records:
+        if r["row"] in repeats:
+            first = repeats[r["row"]]
+            assert (r["status"], r["error_type"]) == ("error", "bad_input")
+            assert f"is already used by row {first} (custom_ids" in r["error_message"]
+        else:
+            assert r["status"] == "ok", r
+    # The resume sends each pending row once, repeats never. Before the kill, at most the rows
+    # in flight (4) or answered but not yet committed (a part: 20) went unrecorded.
+    pending = set(range(len(rows))) - done_before
+    assert sent_after == len(pending - set(repeats))
+    sent_and_recorded = len(done_before - set(repeats))
+    assert sent_and_recorded <= sent_before <= sent_and_recorded + 20 + 4
+    assert killed_at == len(done_before)
+
+
+def test_sigint_during_the_check_ids_first_pass_stops_at_once_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    """With --check-ids-first the whole input is read before sending; Ctrl-C there is not lost."""
     path = write_jsonl(tmp_path / "in.jsonl", chat_rows(200_000))
     out = tmp_path / "out"
     with MockServer(MockConfig()) as server:
-        proc = popen("run", path, "--out", out, "--base-url", server.base_url, "-q")
+        proc = popen(
+            "run", path, "--out", out, "--base-url", server.base_url, "-q", "--check-ids-first"
+        )
         wait_for(lambda: (out / ".lock").exists(), timeout=20)
-        time.sleep(0.5)  # inside the first pass (which takes seconds for 200k rows)
+        time.sleep(1.0)  # inside the pass (which takes seconds for 200k rows)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=15)
         assert proc.returncode == 3, stderr
         assert "stopped early: interrupted by SIGINT" in stdout
-        assert server.stats()["requests"]["total"] == 0
+        assert chat_requests(server) == 0
     assert not (out / "checkpoint.json").exists()  # nothing half set up to resume from
-    assert list(out.glob(".batchrun-ids-*")) == []
+    assert list(out.glob(".batchrun-*")) == []

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrun.common.ranges import RangeSet
-from batchrun.inputs import reader as reader_mod
+from batchrun.inputs import parquet as parquet_mod
+from batchrun.inputs.idtable import PENDING, Pending
 from batchrun.inputs.reader import (
     DEFAULT_ENDPOINT,
     InputError,
@@ -575,7 +576,7 @@ def test_parquet_without_custom_id_uses_row_numbers(tmp_path: Path) -> None:
 
 
 def test_parquet_skip_across_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reader_mod, "_PARQUET_BATCH_ROWS", 4)
+    monkeypatch.setattr(parquet_mod, "_PARQUET_BATCH_ROWS", 4)
     n = 20
     path = tmp_path / "in.parquet"
     bodies = [json.dumps(CHAT_BODY)] * n
@@ -645,6 +646,96 @@ def test_iter_requests_honours_skip(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", [batch_line(f"id-{i}") for i in range(5)])
     got = [r.row for r in iter_requests(path, skip=RangeSet([(1, 3)]))]
     assert got == [0, 3, 4]
+
+
+class _ScriptedJudge:
+    """A judge that knows rows below `known_below` (ids as a dict), and notes what it saw."""
+
+    def __init__(self, known_below: int, *, seen_below: int = 0) -> None:
+        self.known_below = known_below
+        self._seen_below = seen_below
+        self.first: dict[str, int] = {}
+        self.asked: list[int] = []
+        self.seen_rows: list[tuple[int, str]] = []
+
+    def verdict(self, row: int, custom_id: str) -> int | Pending | None:
+        self.asked.append(row)
+        if row >= self.known_below:
+            return PENDING
+        earlier = self.first.setdefault(custom_id, row)
+        return None if earlier == row else earlier
+
+    def seen_below(self) -> int:
+        return self._seen_below
+
+    def seen(self, row: int, custom_id: str) -> None:
+        self.seen_rows.append((row, custom_id))
+        self.first.setdefault(custom_id, row)
+
+
+def test_a_judged_repeat_becomes_a_bad_input_error_naming_the_first_row(tmp_path: Path) -> None:
+    lines = [batch_line("a"), batch_line("b"), b"", batch_line("a"), b"{broken", batch_line("3")]
+    path = write_lines(tmp_path / "in.jsonl", lines)
+    got = list(iter_requests(path, judge=_ScriptedJudge(99)))
+    assert [type(g).__name__ for g in got] == [
+        "Request",
+        "Request",
+        "RowError",
+        "RowError",
+        "RowError",
+    ]
+    assert got[2] == RowError(
+        row=2, custom_id="a", line=4,
+        message="line 4: custom_id 'a' is already used by row 0 (custom_ids must be unique); "
+        "not sent",
+    )  # fmt: skip
+    # A bad row keeps its own reason; its id (its row number here) still counts.
+    assert isinstance(got[3], RowError) and got[3].custom_id == "3"
+    assert got[4] == RowError(
+        row=4, custom_id="3", line=6,
+        message="line 6: custom_id '3' is already used by row 3 (custom_ids must be unique); "
+        "not sent",
+    )  # fmt: skip
+
+
+def test_a_repeat_in_parquet_names_rows(tmp_path: Path) -> None:
+    path = tmp_path / "in.parquet"
+    bodies = [json.dumps(CHAT_BODY)] * 3
+    pq.write_table(pa.table({"custom_id": ["x", "y", "x"], "body": bodies}), path)
+    got = list(iter_requests(path, judge=_ScriptedJudge(99)))
+    assert isinstance(got[2], RowError)
+    assert got[2].message == (
+        "row 2: custom_id 'x' is already used by row 0 (custom_ids must be unique); not sent"
+    )
+
+
+def test_nothing_past_an_unjudged_row_is_handed_out(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [batch_line(f"id-{i}") for i in range(6)])
+    judge = _ScriptedJudge(3)
+    rows = iter_requests(path, judge=judge)
+    assert [next(rows).row for _ in range(3)] == [0, 1, 2]
+    assert next(rows) is PENDING
+    assert next(rows) is PENDING  # asked again, still not known
+    judge.known_below = 99
+    assert [r.row for r in rows] == [3, 4, 5]  # type: ignore[union-attr]
+    assert judge.asked == [0, 1, 2, 3, 3, 3, 4, 5]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_skipped_rows_are_seen_by_the_judge_below_its_mark(tmp_path: Path, fmt: str) -> None:
+    ids = [f"id-{i}" for i in range(8)]
+    ids[6] = "id-1"  # repeats a row that is done (skipped): only `seen` can tell
+    if fmt == "jsonl":
+        path = write_lines(tmp_path / "in.jsonl", [batch_line(cid) for cid in ids])
+    else:
+        path = tmp_path / "in.parquet"
+        bodies = [json.dumps(CHAT_BODY)] * len(ids)
+        pq.write_table(pa.table({"custom_id": ids, "body": bodies}), path)
+    judge = _ScriptedJudge(99, seen_below=5)
+    got = list(iter_requests(path, skip=RangeSet([(0, 3), (5, 6)]), judge=judge))
+    assert judge.seen_rows == [(0, "id-0"), (1, "id-1"), (2, "id-2")]  # row 5: past the mark
+    assert [g.row for g in got] == [3, 4, 6, 7]
+    assert isinstance(got[2], RowError) and "already used by row 1" in got[2].message
 
 
 def test_sample_files_read_cleanly() -> None:

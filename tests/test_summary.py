@@ -34,7 +34,9 @@ def test_exit_code_4_only_when_asked_and_the_output_holds_errors() -> None:
 
 def test_a_resume_shows_this_runs_cost_next_to_the_whole_outputs() -> None:
     totals = RunTotals()
-    totals.add(Record(custom_id="1", row=1, status="ok", attempts=1, cost_usd=0.25))
+    record = Record(custom_id="1", row=1, status="ok", attempts=1)
+    totals.add(record)
+    totals.add_costs([record], [0.25])  # priced as the run commits it
     text = render_summary(
         summary(session=totals, cost_usd=1.0, done_before=6), command="batchrun run x"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -82,3 +84,28 @@ def test_a_full_disk_while_saving_the_checkpoint_is_adopted_on_resume(
     again = Checkpoint.load(tmp_path)
     assert again is not None
     assert (again.parts, again.done, again.counts["ok"]) == (2, RangeSet([(0, 6)]), 6)
+
+
+def test_commits_need_not_import_pandas_and_pandas_still_works_after(tmp_path: Path) -> None:
+    """In a fresh interpreter (this one may have pandas loaded by other tests)."""
+    script = f"""
+import sys
+from pathlib import Path
+from batchrun.models import Record
+from batchrun.store.checkpoint import Checkpoint, Fingerprint
+from batchrun.store.writer import ResultWriter, skip_pandas_import
+out = Path({str(tmp_path)!r})
+fingerprint = Fingerprint(size=1, digest="x", method="sha256")
+checkpoint = Checkpoint(input_path="in", fingerprint=fingerprint, settings={{}}, total_rows=2)
+skip_pandas_import()
+ResultWriter(out, checkpoint).commit(
+    [Record(custom_id=str(i), row=i, status="ok", attempts=1) for i in range(2)]
+)
+print("pandas" in sys.modules)
+import pyarrow.parquet as pq
+print(pq.read_table(out / "results").to_pandas().shape)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["False", "(2, 18)"], done.stderr

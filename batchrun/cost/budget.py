@@ -33,9 +33,9 @@ import anyio
 from batchrun.cost.pricebook import PriceBook
 from batchrun.cost.tokens import count_request_tokens
 from batchrun.endpoints.usage import Usage
-from batchrun.models import Request
+from batchrun.models import Record, Request
 
-__all__ = ["BudgetExhausted", "CostBudget", "WorstCase", "cost_of", "worst_case"]
+__all__ = ["BudgetExhausted", "CostBudget", "WorstCase", "cost_of", "record_cost", "worst_case"]
 
 log = logging.getLogger("batchrun")
 
@@ -105,6 +105,18 @@ def _choices(body: dict[str, Any]) -> int:
     return max(counts, default=1)
 
 
+def record_cost(prices: PriceBook, record: Record) -> float | None:
+    """The cost of a record's answer from the usage it carries; None for an error or no price."""
+    if not record.ok:
+        return None
+    usage = Usage(
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        cached_tokens=record.cached_tokens,
+    )
+    return cost_of(prices, record.model, usage)
+
+
 class CostBudget:
     """Spent + reserved-for-in-flight never passes `max_usd`. Used from one event loop only."""
 
@@ -113,7 +125,7 @@ class CostBudget:
         self.spent_usd = spent_usd
         self.reserved_usd = 0.0
         self.in_flight = 0
-        self._prices = prices
+        self.prices = prices
         self._warned: set[tuple[str, str | None]] = set()
         self._settled: anyio.Event | None = None  # made on first use: it needs the event loop
 
@@ -156,7 +168,7 @@ class CostBudget:
         return worst
 
     def _worst_usd(self, request: Request) -> tuple[float, WorstCase]:
-        case = worst_case(self._prices, request)
+        case = worst_case(self.prices, request)
         if case.usd is None:
             self._warn_once(
                 "unpriced",

@@ -1,6 +1,7 @@
 """Streaming rows out of the input file and turning each into a `Request` or a `RowError`.
 
-Inputs without a template are requests:
+Inputs without a template are requests (Parquet is read by `batchrun.inputs.parquet`; the
+checks every format shares are in `batchrun.inputs.rows`):
 - JSONL, plain or compressed (`.gz`, `.zst`): each non-blank line is one row. A line is either an
   OpenAI Batch API line `{"custom_id", "method", "url", "body"}` or a bare request body
   `{"model", "messages", ...}` sent to the default endpoint.
@@ -17,21 +18,21 @@ Guarantees:
   becomes a `RowError` carrying its line number; it never stops the stream. Only a problem with
   the file as a whole (missing, unreadable, no usable column) raises `InputError`.
 - Rows in `skip` (already done) are passed over without being parsed.
+- With an id judge (`batchrun.inputs.idtable`), a row whose custom_id an earlier row had becomes
+  a `bad_input` row error naming that row, and no row is handed out before it is judged.
 - A bare body is sent byte for byte as it stands in the file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from batchrun.common.ranges import RangeSet
 from batchrun.endpoints.usage import max_output_tokens, output_limit, rough_prompt_tokens
+from batchrun.inputs.idtable import PENDING, IdJudge, Pending
 from batchrun.inputs.rows import (
     DEFAULT_ENDPOINT,
     DEFAULT_MAX_ROW_BYTES,
@@ -39,18 +40,19 @@ from batchrun.inputs.rows import (
     ParsedRow,
     RowProblem,
     check_body,
-    drop_nulls,
+    check_url,
     dumps,
     json_object,
     json_type,
     jsonl_lines,
     open_input,
     row_id,
-    storable_text,
+    table_format,
 )
-from batchrun.inputs.tables import iter_template_ids, iter_template_rows, table_format
-from batchrun.inputs.template import Template
 from batchrun.models import Request, RowError
+
+if TYPE_CHECKING:  # tables and templates bring pyarrow and Jinja2: loaded when a run has one
+    from batchrun.inputs.template import Template
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -64,7 +66,7 @@ __all__ = [
     "open_input",
 ]
 
-_PARQUET_BATCH_ROWS = 2048
+Seen = Callable[[int, str], None]
 
 
 def iter_rows(
@@ -75,23 +77,38 @@ def iter_rows(
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     raw: bool = True,
     template: Template | None = None,
+    seen: Seen | None = None,
+    seen_below: int = 0,
 ) -> Generator[ParsedRow | RowError, None, None]:
     """Every row of the input not in `skip`, in file order, parsed and checked.
 
     With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`
     is then empty): for passes that only look at the rows, such as estimating. A template's
-    bodies are always serialised: their size is part of whether the row can be sent.
+    bodies are always serialised: their size is part of whether the row can be sent. Rows in
+    `skip` below `seen_below` are given to `seen` with their custom_id (the one a parse would
+    give), read as cheaply as `iter_ids` reads it, in row order with the rows handed out.
     """
+    if seen is None:
+        seen_below = 0
     if template is not None:
-        yield from iter_template_rows(
+        from batchrun.inputs.tables import iter_template_ids, iter_template_rows
+
+        rows = iter_template_rows(
             path, template, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes
         )
+        if seen is None or skip is None or seen_below == 0:
+            yield from rows
+        else:
+            ids = iter_template_ids(path, template, max_row_bytes=max_row_bytes)
+            yield from _with_skipped_ids(rows, ids, skip, seen, seen_below)
         return
     kind = table_format(path)
     if kind == "parquet":
-        yield from _iter_parquet(path, endpoint, skip)
+        from batchrun.inputs.parquet import iter_parquet
+
+        yield from iter_parquet(path, endpoint, skip, seen, seen_below)
     elif kind == "jsonl":
-        yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw)
+        yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw, seen, seen_below)
     else:
         raise InputError(_needs_template(path, f"a {kind.upper()} file holds records"))
 
@@ -108,6 +125,27 @@ def _needs_template(path: Path, what: str) -> str:
     )
 
 
+def _with_skipped_ids(
+    rows: Iterator[ParsedRow | RowError],
+    ids: Iterator[tuple[int, str]],
+    skip: RangeSet,
+    seen: Seen,
+    seen_below: int,
+) -> Iterator[ParsedRow | RowError]:
+    """`rows`, with `seen` told the ids of skipped rows below `seen_below` in row order: a
+    template's records are read twice for those (once for ids), as far as `seen_below` only."""
+    skipped = ((r, cid) for r, cid in ids if r < seen_below and r in skip)
+    pending = next(skipped, None)
+    for item in rows:
+        while pending is not None and pending[0] < item.row:
+            seen(*pending)
+            pending = next(skipped, None)
+        yield item
+    while pending is not None:
+        seen(*pending)
+        pending = next(skipped, None)
+
+
 def iter_requests(
     path: Path,
     *,
@@ -115,12 +153,33 @@ def iter_requests(
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     template: Template | None = None,
-) -> Generator[Request | RowError, None, None]:
-    """`iter_rows` turned into what the workers send."""
+    judge: IdJudge | None = None,
+) -> Generator[Request | RowError | Pending, None, None]:
+    """`iter_rows` turned into what the workers send.
+
+    With a `judge`, every row's custom_id is judged in row order (skipped rows included, as far
+    as the judge asks): a row whose id an earlier row had becomes a `bad_input` `RowError`
+    naming that row. While the judge cannot tell, `PENDING` is yielded and the same row is asked
+    about again on the next `next()`: nothing past it is handed out before it is judged.
+    """
+    seen = judge.seen if judge is not None else None
+    seen_below = judge.seen_below() if judge is not None else 0
     rows = iter_rows(
-        path, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes, template=template
+        path,
+        endpoint=endpoint,
+        skip=skip,
+        max_row_bytes=max_row_bytes,
+        template=template,
+        seen=seen,
+        seen_below=seen_below,
     )
     for item in rows:
+        if judge is not None:
+            while isinstance(earlier := judge.verdict(item.row, item.custom_id), Pending):
+                yield PENDING
+            if earlier is not None:
+                yield _repeated(item, earlier)
+                continue
         if isinstance(item, RowError):
             yield item
             continue
@@ -138,12 +197,33 @@ def iter_requests(
         )
 
 
+def _repeated(item: ParsedRow | RowError, earlier: int) -> RowError:
+    """The error of a row whose custom_id row `earlier` has: not sent, or the two results could
+    not be told apart."""
+    where = f"line {item.line}" if item.line is not None else f"row {item.row}"
+    repeat = f"custom_id {item.custom_id!r} is already used by row {earlier}"
+    if isinstance(item, RowError):
+        message = f"{item.message}; also, its {repeat}"
+    else:
+        message = f"{where}: {repeat} (custom_ids must be unique); not sent"
+    return RowError(row=item.row, custom_id=item.custom_id, message=message, line=item.line)
+
+
 def _iter_jsonl(
-    path: Path, endpoint: str, skip: RangeSet | None, max_row_bytes: int, raw: bool
+    path: Path,
+    endpoint: str,
+    skip: RangeSet | None,
+    max_row_bytes: int,
+    raw: bool,
+    seen: Seen | None,
+    seen_below: int,
 ) -> Iterator[ParsedRow | RowError]:
     for row, line_no, line in jsonl_lines(path):
-        if skip is None or row not in skip:
-            yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
+        if skip is not None and row in skip:
+            if row < seen_below and seen is not None:
+                seen(row, _line_id(line, row))
+            continue
+        yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
 
 
 def _parse_jsonl_row(
@@ -169,7 +249,7 @@ def _parse_jsonl_row(
             body = obj.get("body")
             if body is None:
                 raise RowProblem("the row has no 'body'")
-            url = _url(obj.get("url"), endpoint)
+            url = check_url(obj.get("url"), endpoint)
             method = obj.get("method", "POST")
             if method != "POST":
                 raise RowProblem(f"'method' must be \"POST\", got {method!r}")
@@ -184,94 +264,6 @@ def _parse_jsonl_row(
     return ParsedRow(row=row, custom_id=custom_id, url=url, body=body, raw_body=raw, line=line_no)
 
 
-def _iter_parquet(
-    path: Path, endpoint: str, skip: RangeSet | None
-) -> Iterator[ParsedRow | RowError]:
-    pf = _open_parquet(path)
-    names = set(pf.schema_arrow.names)
-    columns = [c for c in ("custom_id", "url", "body") if c in names]
-    row = 0
-    for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
-        start, n = row, batch.num_rows
-        row += n
-        if skip is not None and skip.covers(start, start + n):
-            continue
-        data = batch.to_pydict()
-        bodies = data["body"]
-        ids = data.get("custom_id")
-        urls = data.get("url")
-        for i in range(n):
-            r = start + i
-            if skip is not None and r in skip:
-                continue
-            yield _parse_parquet_row(
-                r, bodies[i], ids[i] if ids else None, urls[i] if urls else None, endpoint
-            )
-
-
-def _open_parquet(path: Path) -> pq.ParquetFile:
-    if not path.exists():
-        raise InputError(f"input file not found: {path}")
-    try:
-        pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path} is not a readable Parquet file: {exc}") from exc
-    schema = pf.schema_arrow
-    if "body" not in schema.names:
-        raise InputError(
-            f"{path} has no 'body' column (columns: {', '.join(schema.names) or 'none'}); "
-            "batchrun needs a 'body' column holding each request body as a JSON string or struct; "
-            "if its rows are records, say how to build each request from its columns with "
-            "--template FILE, or --model M --prompt '{{ column }}'"
-        )
-    body_type = schema.field("body").type
-    if not (pa.types.is_string(body_type) or pa.types.is_large_string(body_type)) and not (
-        pa.types.is_struct(body_type)
-    ):
-        raise InputError(
-            f"{path}: the 'body' column is {body_type}; it must be a JSON string or a struct"
-        )
-    return pf
-
-
-def _parse_parquet_row(
-    row: int, body: Any, custom_id: Any, url: Any, endpoint: str
-) -> ParsedRow | RowError:
-    where = f"row {row}"
-    cid = str(row)
-    try:
-        cid = row_id(custom_id, row)
-        url = _url(url, endpoint)
-        if body is None:
-            raise RowProblem("the 'body' is empty")
-        if isinstance(body, str):
-            try:
-                parsed = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise RowProblem(
-                    f"'body' is not valid JSON: {exc.msg} at column {exc.colno}"
-                ) from None
-            except (ValueError, RecursionError) as exc:
-                raise RowProblem(f"'body' is unreadable JSON: {exc}") from None
-            if not isinstance(parsed, dict):
-                raise RowProblem(f"'body' must be a JSON object, got {json_type(parsed)}")
-            raw = body.encode()
-        else:
-            # A struct column gives every row every field; fields a row did not have come back
-            # as nulls, which must not be sent as explicit nulls.
-            parsed = drop_nulls(body)
-            try:
-                raw = dumps(parsed)
-            except TypeError as exc:  # a binary or timestamp field, say
-                raise RowProblem(
-                    f"the 'body' struct holds a value JSON cannot carry: {exc}"
-                ) from None
-        check_body(parsed, url)
-    except RowProblem as exc:
-        return RowError(row=row, custom_id=cid, message=f"{where}: {exc}")
-    return ParsedRow(row=row, custom_id=cid, url=url, body=parsed, raw_body=raw, line=None)
-
-
 def iter_ids(
     path: Path,
     *,
@@ -280,23 +272,18 @@ def iter_ids(
 ) -> Iterator[tuple[int, str]]:
     """`(row, custom_id)` of every row, cheaply (for the duplicate check and the row count)."""
     if template is not None:
+        from batchrun.inputs.tables import iter_template_ids
+
         yield from iter_template_ids(path, template, max_row_bytes=max_row_bytes)
         return
     kind = table_format(path)
-    if kind not in ("parquet", "jsonl"):
-        raise InputError(_needs_template(path, f"a {kind.upper()} file holds records"))
     if kind == "parquet":
-        pf = _open_parquet(path)
-        if "custom_id" not in pf.schema_arrow.names:
-            for r in range(pf.metadata.num_rows):
-                yield r, str(r)
-            return
-        row = 0
-        for batch in pf.iter_batches(batch_size=65536, columns=["custom_id"]):
-            for value in batch.column(0).to_pylist():
-                yield row, (str(value) if value is not None else str(row))
-                row += 1
+        from batchrun.inputs.parquet import iter_parquet_ids
+
+        yield from iter_parquet_ids(path)
         return
+    if kind != "jsonl":
+        raise InputError(_needs_template(path, f"a {kind.upper()} file holds records"))
     for row, _, line in jsonl_lines(path):
         yield row, _line_id(line, row)
 
@@ -312,11 +299,3 @@ def _line_id(line: bytes, row: int) -> str:
         except (ValueError, RecursionError, RowProblem):
             pass  # reported as a row error when the row is read for sending
     return str(row)
-
-
-def _url(value: Any, endpoint: str) -> str:
-    if value is None:
-        return endpoint
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise RowProblem(f"'url' must be a path such as \"/v1/chat/completions\", got {value!r}")
-    return storable_text("url", value)

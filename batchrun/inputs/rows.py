@@ -26,6 +26,7 @@ __all__ = [
     "ParsedRow",
     "RowProblem",
     "check_body",
+    "check_url",
     "drop_nulls",
     "dumps",
     "json_object",
@@ -35,6 +36,7 @@ __all__ = [
     "required_field",
     "row_id",
     "storable_text",
+    "table_format",
 ]
 
 DEFAULT_ENDPOINT = "/v1/chat/completions"
@@ -47,6 +49,7 @@ _REQUIRED_FIELD: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "/v1/responses": ("input", (str, list)),
 }
 _BOM = b"\xef\xbb\xbf"
+_COMPRESSED = (".gz", ".zst", ".zstd")
 _INT_FIELDS = ("max_tokens", "max_completion_tokens", "n")
 # What reading a damaged compressed file raises, besides OSError (the .zst reader raises OSError).
 READ_ERRORS = (OSError, EOFError, zlib.error)
@@ -136,6 +139,15 @@ def row_id(value: Any, row: int, *, name: str = "custom_id") -> str:
     raise RowProblem(f"'{name}' must be a non-empty string, got {got}")
 
 
+def check_url(value: Any, endpoint: str) -> str:
+    """A row's endpoint path from `value` (`endpoint` when None)."""
+    if value is None:
+        return endpoint
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise RowProblem(f"'url' must be a path such as \"/v1/chat/completions\", got {value!r}")
+    return storable_text("url", value)
+
+
 def storable_text(name: str, value: str) -> str:
     """`value`, if it can be stored: JSON's `\\ud800` escapes decode to text UTF-8 cannot hold."""
     try:
@@ -212,3 +224,17 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names: dict[type, str] = {list: "array", str: "string"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def table_format(path: Path) -> str:
+    """ "parquet", "csv", "tsv" or "jsonl" (anything else), from the file's name."""
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    for suffix in _COMPRESSED:
+        name = name.removesuffix(suffix)
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".tsv", ".tab")):
+        return "tsv"
+    return "jsonl"

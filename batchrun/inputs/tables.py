@@ -49,6 +49,7 @@ from batchrun.inputs.rows import (
     open_input,
     required_field,
     row_id,
+    table_format,
 )
 from batchrun.inputs.template import Template
 from batchrun.models import RowError
@@ -56,23 +57,8 @@ from batchrun.models import RowError
 __all__ = ["csv_header", "iter_records", "iter_template_ids", "iter_template_rows", "table_format"]
 
 _PARQUET_BATCH_ROWS = 2048
-_COMPRESSED = (".gz", ".zst", ".zstd")
 # (row, line, the record's columns, or why the record cannot be read)
 _Record = tuple[int, int | None, dict[str, Any] | str]
-
-
-def table_format(path: Path) -> str:
-    """ "parquet", "csv", "tsv" or "jsonl" (anything else), from the file's name."""
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    for suffix in _COMPRESSED:
-        name = name.removesuffix(suffix)
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".tsv", ".tab")):
-        return "tsv"
-    return "jsonl"
 
 
 def iter_template_rows(

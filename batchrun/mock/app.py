@@ -216,6 +216,8 @@ class MockApp:
         return given is not None and hmac.compare_digest(given, expected)
 
     def _models(self, request: HttpRequest) -> Reply:
+        if not self.config.list_models:
+            return self._not_found(request)
         if not self._authorized(request):
             return Reply(401, INVALID_API_KEY)
         return Reply(200, self._models_body)

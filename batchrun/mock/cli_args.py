@@ -90,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="answer the billing endpoints with 404, as a gateway without them does",
     )
+    parser.add_argument(
+        "--no-models",
+        action="store_true",
+        help="answer GET /v1/models with 404, as a server that does not list its models",
+    )
     _add_answer_arguments(parser)
 
 
@@ -126,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         seed=args.seed,
         api_key=api_key,
         billing=not args.no_billing,
+        list_models=not args.no_models,
         quota_usd=args.quota_usd,
         used_usd=args.used_usd,
         exact_tokens=args.exact_tokens,

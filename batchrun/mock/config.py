@@ -52,6 +52,7 @@ class MockConfig:
         cheap ~4-characters-a-token rule (a few us per request instead of 5-60).
     echo: every chat reply repeats the last user message, so a join of input and results is
         visibly right (a body's `"mock_echo": true` asks for it per request).
+    list_models: False answers `GET /v1/models` with 404, as a server that does not list them.
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +78,7 @@ class MockConfig:
     record_bodies: bool = False
     exact_tokens: bool = False
     echo: bool = False
+    list_models: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -103,7 +105,7 @@ class MockConfig:
             or any(c.isspace() or not c.isprintable() for c in self.api_key)
         ):
             raise ValueError("MockConfig.api_key must be a non-empty string without spaces")
-        for name in ("billing", "record_bodies", "exact_tokens", "echo"):
+        for name in ("billing", "list_models", "record_bodies", "exact_tokens", "echo"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MockConfig.{name} must be a bool")
         _check_int("reply_tokens", self.reply_tokens, 0, None)

@@ -32,6 +32,11 @@ class RunControl:
     def stopping(self) -> bool:
         return self.reason is not None
 
+    async def wait_stopped(self) -> None:
+        """Return once `stop` has been called (inside `batchrun.run` only)."""
+        assert self._stop_event is not None, "wait_stopped is for tasks of a running run"
+        await self._stop_event.wait()
+
     def stop(self, reason: str, *, fatal: bool = False) -> None:
         if self.reason is None:
             self.reason = reason

@@ -33,6 +33,10 @@ class Earlier:
     cost_usd: float = 0.0
 
 
+# Until the first pass has counted the rows: "12,345/? row [00:03, 4,100 row/s, ok=...]".
+_UNKNOWN_TOTAL = "{n_fmt}/? {unit} [{elapsed}, {rate_fmt}{postfix}]"
+
+
 class Progress:
     """A tqdm bar on stderr, only when it is a terminal and the run is not quiet.
 
@@ -44,7 +48,7 @@ class Progress:
     def __init__(
         self,
         *,
-        total: int,
+        total: int | None,
         initial: int,
         enabled: bool,
         stream: TextIO | None = None,
@@ -66,6 +70,7 @@ class Progress:
                 dynamic_ncols=True,
                 smoothing=0.1,
                 file=stream,
+                bar_format=_UNKNOWN_TOTAL if total is None else None,
             )
 
     async def keep_time(
@@ -95,6 +100,13 @@ class Progress:
             self._note = note
             self._bar.set_description_str(note or "", refresh=False)
         self._bar.refresh()
+
+    def set_total(self, total: int) -> None:
+        """The row count, once the first pass knows it: the bar gets its end and its ETA."""
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.bar_format = None
+            self._bar.refresh()
 
     def update(self, totals: RunTotals) -> None:
         if self._bar is None:

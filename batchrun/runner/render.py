@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batchrun.cost.estimate import Estimate
-from batchrun.cost.report import Report
-from batchrun.runner.export import ExportSummary
+if TYPE_CHECKING:  # for the annotations only: `batchrun run` needs format_usd, not pyarrow.compute
+    from batchrun.cost.estimate import Estimate
+    from batchrun.cost.report import Report
+    from batchrun.runner.export import ExportSummary
 
 __all__ = ["format_table", "format_usd", "render_estimate", "render_export", "render_report"]
 

@@ -43,6 +43,7 @@ class RunTotals:
     started_at: float = field(default_factory=time.monotonic)
 
     def add(self, record: Record) -> None:
+        """A record handed to the writer (its cost is counted by `add_costs`, once priced)."""
         self.requests += record.attempts
         self.retries += max(0, record.attempts - 1)
         if record.ok:
@@ -51,14 +52,20 @@ class RunTotals:
             self.completion_tokens += record.completion_tokens or 0
             self.cached_tokens += record.cached_tokens or 0
             self.reasoning_tokens += record.reasoning_tokens or 0
-            if record.cost_usd is None:
-                self.unpriced += 1
-            else:
-                self.cost_usd += record.cost_usd
         else:
             self.errors += 1
             kind = record.error_type or "unknown"
             self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
+
+    def add_costs(self, records: list[Record], costs: list[float | None]) -> None:
+        """What `records` cost (`costs`, one each); an ok record without one is unpriced."""
+        for record, cost in zip(records, costs, strict=True):
+            if not record.ok:
+                continue
+            if cost is None:
+                self.unpriced += 1
+            else:
+                self.cost_usd += cost
 
     @property
     def rows(self) -> int:
@@ -75,7 +82,7 @@ class RunTotals:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunSummary:
     out_dir: Path
-    total_rows: int
+    total_rows: int | None  # None: the first pass had not counted the rows when the run stopped
     done_rows: int
     ok: int  # over the whole output, this run and earlier ones
     errors: int
@@ -89,7 +96,11 @@ class RunSummary:
 
     @property
     def finished(self) -> bool:
-        return self.stopped is None and self.done_rows >= self.total_rows
+        return (
+            self.stopped is None
+            and self.total_rows is not None
+            and self.done_rows >= self.total_rows
+        )
 
     @property
     def exit_code(self) -> int:
@@ -105,8 +116,9 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
     s = summary.session
     elapsed = max(summary.elapsed_s, 1e-9)
     lines = []
+    total = "?" if summary.total_rows is None else f"{summary.total_rows:,}"
     if summary.finished:
-        lines.append(f"finished: {summary.done_rows:,} of {summary.total_rows:,} rows done")
+        lines.append(f"finished: {summary.done_rows:,} of {total} rows done")
         if summary.exit_code == EXIT_ROW_ERRORS:
             lines.append(
                 f"  {summary.errors:,} rows ended in error: exit code {EXIT_ROW_ERRORS} "
@@ -114,10 +126,10 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
             )
     elif summary.stopped:
         lines.append(f"stopped early: {summary.stopped}")
-        lines.append(f"  {summary.done_rows:,} of {summary.total_rows:,} rows done; resume with:")
+        lines.append(f"  {summary.done_rows:,} of {total} rows done; resume with:")
         lines.append(f"  {command}")
     else:
-        lines.append(f"incomplete: {summary.done_rows:,} of {summary.total_rows:,} rows done")
+        lines.append(f"incomplete: {summary.done_rows:,} of {total} rows done")
     resumed = f" (resumed at {summary.done_before:,} done)" if summary.done_before else ""
     lines.append(f"  whole output: {summary.ok:,} ok, {summary.errors:,} errors{resumed}")
     lines.append(

@@ -1,6 +1,7 @@
 """One POST and its answer as plain data: the HTTP engines under the `Sender`.
 
     engine.post(url, body, headers) -> Reply(status, headers, content) | raises TransportError
+    engine.get(url, headers, timeout_s=...) -> the same, for the cheap look-ups (GET /v1/models)
 
 Two engines keep one contract:
 - `AiohttpEngine`, the default of `batchrun run`. Measured on this project's 2-core machine with
@@ -74,6 +75,12 @@ class TransportError(Exception):
 
 class HttpEngine(Protocol):
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply: ...
+
+    async def get(
+        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+    ) -> Reply:
+        """`timeout_s` bounds this exchange instead of the engine's own timeout."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -187,14 +194,36 @@ class AiohttpEngine:
         return self._session
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        return await self._send("POST", url, body, headers, None)
+
+    async def get(
+        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+    ) -> Reply:
+        limit = None if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
+        return await self._send("GET", url, None, headers, limit)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        limit: aiohttp.ClientTimeout | None,
+    ) -> Reply:
         session = self._session or self._open()
         try:
             proxy = self._proxies[url]
         except KeyError:
             proxy = self._proxies[url] = env_proxy(url)
         try:
-            async with session.post(
-                url, data=body, headers=headers, allow_redirects=False, proxy=proxy
+            async with session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                proxy=proxy,
+                timeout=limit or self._timeout,
             ) as response:
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
@@ -285,6 +314,18 @@ class Httpx2Engine:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         try:
             response = await self._client.post(url, content=body, headers=headers)
+        except httpx2.RequestError as exc:
+            raise _httpx2_error(exc) from exc
+        return Reply(response.status_code, response.headers, response.content)
+
+    async def get(
+        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+    ) -> Reply:
+        try:
+            if timeout_s is None:
+                response = await self._client.get(url, headers=headers)
+            else:
+                response = await self._client.get(url, headers=headers, timeout=timeout_s)
         except httpx2.RequestError as exc:
             raise _httpx2_error(exc) from exc
         return Reply(response.status_code, response.headers, response.content)

@@ -4,7 +4,12 @@
 - the input's fingerprint (a changed input file is refused on resume),
 - the settings that change what a row means (the endpoint, the template's digest),
 - `parts`: how many result part files are committed (`part-000000.parquet` .. `parts - 1`),
-- `done`: the finished input row numbers as sorted, merged `[start, end)` ranges.
+- `done`: the finished input row numbers as sorted, merged `[start, end)` ranges,
+- `total_rows`: None until the first pass has counted the rows (it runs alongside sending, so
+  parts can be committed before it is known),
+- `duplicates`: None until the first pass has judged every row's custom_id; then how many rows
+  repeat an earlier row's id (listed in `OUT/duplicates.bin`, see `batchrun.store.duplicates`).
+  A resume with it unknown judges the ids again.
 
 Guarantees:
 - `save` is atomic: write a temporary file, fsync, rename, fsync the directory. A reader sees the
@@ -31,6 +36,7 @@ from batchrun.common.ranges import RangeSet
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "RESULTS_DIR",
     "Checkpoint",
     "CheckpointError",
     "Fingerprint",
@@ -40,6 +46,8 @@ __all__ = [
     "discard_unused_output",
     "fingerprint_file",
 ]
+
+RESULTS_DIR = "results"  # the part files, under OUT
 
 CHECKPOINT_NAME = "checkpoint.json"
 _FORMAT_VERSION = 1
@@ -130,6 +138,7 @@ class Checkpoint:
     parts: int = 0
     done: RangeSet = field(default_factory=RangeSet)
     total_rows: int | None = None
+    duplicates: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
     cost_usd: float = 0.0  # spent on the committed records whose price is known
 
@@ -145,6 +154,7 @@ class Checkpoint:
             "settings": self.settings,
             "parts": self.parts,
             "total_rows": self.total_rows,
+            "duplicates": self.duplicates,
             "counts": self.counts,
             "cost_usd": self.cost_usd,
             "done": [[s, e] for s, e in self.done.ranges()],
@@ -154,13 +164,18 @@ class Checkpoint:
     def from_json(cls, data: dict[str, Any]) -> Checkpoint:
         if data.get("version") != _FORMAT_VERSION:
             raise CheckpointError(f"unsupported checkpoint version {data.get('version')!r}")
+        total_rows = data.get("total_rows")
+        # Written before the first pass ran alongside sending: the ids were all checked first,
+        # and an input with a repeated id was refused, so a known total means none repeats.
+        duplicates = data.get("duplicates", 0 if total_rows is not None else None)
         return cls(
             input_path=str(data["input_path"]),
             fingerprint=Fingerprint.from_json(data["fingerprint"]),
             settings=dict(data["settings"]),
             parts=int(data["parts"]),
             done=RangeSet((int(s), int(e)) for s, e in data["done"]),
-            total_rows=data.get("total_rows"),
+            total_rows=None if total_rows is None else int(total_rows),
+            duplicates=None if duplicates is None else int(duplicates),
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
             cost_usd=float(data.get("cost_usd", 0.0)),
         )
@@ -256,9 +271,15 @@ class OutputLock:
 
 
 def discard_unused_output(out_dir: Path) -> None:
-    """Remove an output directory that a refused run created and left holding only its lock:
-    a refusal leaves nothing behind. Anything else in it stays, and so does the directory."""
+    """Remove an output directory that a refused run created and left holding only its lock (and
+    an empty results folder): a refusal leaves nothing behind. Anything else in it stays, and so
+    does the directory."""
     with contextlib.suppress(OSError):
-        if {entry.name for entry in out_dir.iterdir()} <= {".lock"}:
+        results = out_dir / RESULTS_DIR
+        if {entry.name for entry in out_dir.iterdir()} <= {".lock", RESULTS_DIR} and not (
+            results.is_dir() and any(results.iterdir())
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                results.rmdir()
             (out_dir / ".lock").unlink(missing_ok=True)
             out_dir.rmdir()

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import threading
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,10 @@ import pyarrow.parquet as pq
 
 from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
-from batchrun.store.checkpoint import Checkpoint, fsync_dir
+from batchrun.store.checkpoint import RESULTS_DIR, Checkpoint, fsync_dir
 
-__all__ = ["RESULTS_DIR", "RESULT_SCHEMA", "ResultWriter", "part_name"]
+__all__ = ["RESULTS_DIR", "RESULT_SCHEMA", "ResultWriter", "part_name", "skip_pandas_import"]
 
-RESULTS_DIR = "results"
 RESULT_SCHEMA = pa.schema(
     [
         pa.field("custom_id", pa.string(), nullable=False),
@@ -58,14 +60,45 @@ RESULT_SCHEMA = pa.schema(
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 
 
+class _NoPandas:
+    """A meta path finder that refuses pandas, for the moment pyarrow looks for it."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("pandas is not needed to write results", name=name)
+        return None
+
+
+def skip_pandas_import() -> None:
+    """Keep pyarrow from importing pandas in this process; for processes that are batchrun's own.
+
+    The first time pyarrow turns a Python list into an array it checks whether pandas can be
+    imported, and imports it if so: 0.4-0.5 s of CPU at the first commit of a run, for nothing
+    (the writer hands pyarrow lists only). The check runs once per process and remembers what it
+    found, so it is run here with pandas out of reach. pyarrow still imports pandas when asked
+    for it (`Table.to_pandas`); only its guess that a list might be a pandas object is skipped.
+    """
+    if "pandas" in sys.modules:
+        return
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(blocker)
+
+
 def part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 
 
-def records_to_table(records: list[Record]) -> pa.Table:
+def records_to_table(records: list[Record], costs: list[float | None] | None = None) -> pa.Table:
+    """The records as a table of RESULT_SCHEMA; `costs`, when given, is the cost_usd column."""
     columns: dict[str, list[Any]] = {
         name: [getattr(r, name) for r in records] for name in RESULT_SCHEMA.names
     }
+    if costs is not None:
+        columns["cost_usd"] = costs
     return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
 
 
@@ -77,6 +110,9 @@ class ResultWriter:
         self.results_dir = out_dir / RESULTS_DIR
         self.checkpoint = checkpoint
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        # The writer task commits in a worker thread while the first pass's news is saved from
+        # another: one checkpoint file, one writer at a time.
+        self._saving = threading.Lock()
 
     def existing_parts(self) -> list[tuple[int, Path]]:
         found = []
@@ -104,14 +140,30 @@ class ResultWriter:
             self.checkpoint.parts = index + 1
             adopted += table.num_rows
         if adopted:
-            self.checkpoint.save(self.out_dir)
+            self.save()
         return adopted
 
-    def commit(self, records: list[Record]) -> None:
-        """Write one part file with `records`, then the checkpoint that counts it."""
+    def save(self) -> None:
+        """Write the checkpoint as it stands (atomically, one save at a time)."""
+        with self._saving:
+            self.checkpoint.save(self.out_dir)
+
+    def record_first_pass(self, *, total_rows: int, duplicates: int | None) -> None:
+        """The row count and (once every id is judged) the number of repeated rows; saved now.
+        `duplicates` > 0 only once `OUT/duplicates.bin` is in place."""
+        with self._saving:
+            self.checkpoint.total_rows = total_rows
+            self.checkpoint.duplicates = duplicates
+            self.checkpoint.save(self.out_dir)
+
+    def commit(self, records: list[Record], costs: list[float | None] | None = None) -> None:
+        """Write one part file with `records`, then the checkpoint that counts it. `costs`, one
+        per record, replaces their `cost_usd` (the run prices answers as it commits them)."""
         if not records:
             return
-        table = records_to_table(records)
+        if costs is None:
+            costs = [r.cost_usd for r in records]
+        table = records_to_table(records, costs)
         index = self.checkpoint.parts
         final = self.results_dir / part_name(index)
         tmp = self.results_dir / f".{final.name}.tmp"
@@ -126,11 +178,10 @@ class ResultWriter:
             raise
         tmp.replace(final)
         fsync_dir(self.results_dir)
-        self._count(
-            [r.row for r in records], [r.status for r in records], [r.cost_usd for r in records]
-        )
-        self.checkpoint.parts = index + 1
-        self.checkpoint.save(self.out_dir)
+        with self._saving:
+            self._count([r.row for r in records], [r.status for r in records], costs)
+            self.checkpoint.parts = index + 1
+            self.checkpoint.save(self.out_dir)
 
     def _count(self, rows: list[int], statuses: list[str], costs: list[float | None]) -> None:
         done: RangeSet = self.checkpoint.done
