@@ -24,7 +24,7 @@ from batchrun.common.argparsing import (
     positive_int,
 )
 from batchrun.common.version import __version__
-from batchrun.config import HTTP_CLIENTS
+from batchrun.config import BACKENDS, HTTP_CLIENTS
 
 if TYPE_CHECKING:
     from batchrun.inputs.template import Template
@@ -420,7 +420,10 @@ units:
   tokens: prompt tokens as the API counts them; max output = max_completion_tokens (else
   max_tokens) x n, summed over the rows that set one ("+N no max": rows that set none);
   expected output = F x the row's max, or --output-without-max tokens per choice (embeddings: 0).
-  cost: USD at standard rates (no cached-input or batch discount). low = prompt only, expected =
+  cost: USD at standard rates (no cached-input discount); with --backend openai-batch or
+  anthropic-batch, also at that Batch API's rates, side by side (the price database's batch
+  price, the price file's batch_input / batch_cached_input / batch_output, else 50% of the
+  online price). low = prompt only, expected =
   prompt + expected output, high = prompt + max output. A row with no max may go on as long as
   the model allows: high is then "no upper bound" ("cost_high_is_upper_bound": false in --json),
   and the notes say what --max-cost reserves for such a row (the model's maximum output).
@@ -431,6 +434,7 @@ units:
     cached_input = 0.075
     output = 0.60
     max_output_tokens = 16384   # optional; may stand alone to keep the database's prices
+    batch_input = 0.075         # optional: Batch API rates (batch_cached_input, batch_output)
 
 """
     + _EXACT_HELP
@@ -493,6 +497,13 @@ def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
         help="TOML or JSON price file (USD per 1M tokens) overriding the database per model",
     )
     estimate.add_argument("--json", action="store_true", help="print one JSON document")
+    estimate.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="online",
+        help="also price the rows at this provider Batch API's rates, beside the online ones "
+        "(default: online only)",
+    )
     estimate.add_argument(
         "--expected-output-fraction",
         type=fraction,
@@ -564,6 +575,7 @@ def _estimate(args: argparse.Namespace) -> int:
         )
         # PriceFileError is a ValueError
         prices = PriceBook.load(args.prices, max_output_tokens=args.max_output_tokens)
+        batch = args.backend != "online"
         estimate = estimate_file(
             args.input,
             endpoint=args.endpoint,
@@ -571,6 +583,12 @@ def _estimate(args: argparse.Namespace) -> int:
             model_override=args.model,
             rule=rule,
             template=_template(args),
+            batch_prices=PriceBook.load(
+                args.prices, max_output_tokens=args.max_output_tokens, batch=True
+            )
+            if batch
+            else None,
+            batch_backend=args.backend if batch else None,
         )
     except (InputError, ValueError) as exc:
         return _usage_error(str(exc))
