@@ -1,0 +1,474 @@
+"""A provider batch run's state under `OUT/batches/`: the journal of each chunk's steps, the chunk
+files that are uploaded, and the result files that are downloaded.
+
+    journal.jsonl                   one header, then one fsynced line per step of each chunk:
+                                    packed ─► uploading ─► uploaded ─► creating ─► created
+                                    ─► status ... ─► ended ─► downloaded ─► committed
+                                    (or abandoned: the chunk's rows are free to go again)
+    chunk-000003-requests.jsonl     the bytes uploaded (OpenAI: JSONL; Anthropic: one JSON body)
+    chunk-000003-index.jsonl        [row, wire custom_id, custom_id] per request, in file order
+    chunk-000003-output.jsonl       the provider's results, as downloaded (and -errors.jsonl)
+
+Guarantees:
+- Every journal line is written, flushed and fsynced before `record` returns, so a step the
+  journal names happened (or, for "uploading" / "creating", may have happened) before any later
+  step began: money is spent once because nothing is created again for a chunk whose journal
+  says it may have been.
+- A crash mid-line leaves a torn last line, which `open` ignores and cuts off; every whole line
+  before it stands.
+- Chunk and result files are written under a hidden temporary name, fsynced and renamed: a file
+  with its final name is whole, and its sha256 is the one the journal holds.
+- Memory: the journal holds one small record per chunk (its rows as ranges); chunk files and
+  downloads are streamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from batchrun.common.ranges import RangeSet
+from batchrun.store.checkpoint import CheckpointError, fsync_dir
+
+__all__ = [
+    "BATCHES_DIR",
+    "BatchJournal",
+    "Chunk",
+    "ChunkWriter",
+    "Download",
+    "FileKind",
+    "JournalError",
+    "SealedChunk",
+    "chunk_file",
+    "file_digest",
+    "iter_lines",
+    "read_index",
+    "remove_chunk_files",
+    "sweep_temporary",
+]
+
+BATCHES_DIR = "batches"
+JOURNAL_NAME = "journal.jsonl"
+_FORMAT = "batchrun-batches"
+_VERSION = 1
+FileKind = Literal["requests", "index", "output", "errors"]
+_READ_BLOCK = 1 << 20
+
+
+class JournalError(CheckpointError):
+    """`OUT/batches/journal.jsonl` cannot be read (another format, a damaged line)."""
+
+
+def chunk_file(out_dir: Path, number: int, kind: FileKind, *, suffix: str = ".jsonl") -> Path:
+    return out_dir / BATCHES_DIR / f"chunk-{number:06d}-{kind}{suffix}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Chunk:
+    """Everything the journal says about one chunk. Changed only by `BatchJournal.record`."""
+
+    number: int
+    backend: str
+    endpoint: str
+    rows: RangeSet
+    requests: int
+    size_bytes: int
+    sha256: str
+    file_name: str
+    packed_at: float
+    uploading_at: float | None = None
+    file_id: str | None = None
+    creating_at: float | None = None
+    batch_id: str | None = None
+    status: str | None = None  # the provider's word, as last seen
+    counts: dict[str, int] = field(default_factory=dict)
+    ended: bool = False
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[str] = field(default_factory=list)  # a failed batch's validation errors
+    downloaded: set[str] = field(default_factory=set)
+    committed: bool = False
+    abandoned: str | None = None  # why; the rows are pending again
+
+    @property
+    def live(self) -> bool:
+        """Its rows belong to it: neither collected nor given up."""
+        return not self.committed and self.abandoned is None
+
+    @property
+    def stage(self) -> str:
+        """Where the chunk is, in a word or two, for `batchrun status`."""
+        if self.abandoned is not None:
+            return "abandoned"
+        if self.committed:
+            return "collected"
+        if self.ended:
+            return "ended"
+        if self.batch_id is not None:
+            return "submitted"
+        if self.creating_at is not None:
+            return "creating"
+        if self.file_id is not None:
+            return "uploaded"
+        if self.uploading_at is not None:
+            return "uploading"
+        return "packed"
+
+
+_STEPS = frozenset(
+    {"packed", "uploading", "uploaded", "creating", "created", "status", "ended", "downloaded",
+     "committed", "abandoned"}
+)  # fmt: skip
+
+
+class BatchJournal:
+    """The append-only journal of one output's chunks (see the module docstring).
+
+    `out_id` names this output at the provider (in file names and batch metadata), so that a
+    resume can tell its own uploads and batches from anyone else's.
+    """
+
+    def __init__(self, out_dir: Path, header: dict[str, Any], chunks: dict[int, Chunk]) -> None:
+        self.out_dir = out_dir
+        self.out_id = str(header["out_id"])
+        self.created_at = float(header.get("created_at", 0.0))
+        self.chunks = chunks
+        self._file: IO[bytes] | None = None
+
+    @staticmethod
+    def path_in(out_dir: Path) -> Path:
+        return out_dir / BATCHES_DIR / JOURNAL_NAME
+
+    @classmethod
+    def load(cls, out_dir: Path) -> BatchJournal | None:
+        """The journal as it stands, read only; None when OUT never ran a batch backend."""
+        path = cls.path_in(out_dir)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise JournalError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        journal, _ = cls._parse(out_dir, raw)
+        return journal
+
+    @classmethod
+    def open(cls, out_dir: Path) -> BatchJournal:
+        """The journal for writing, made with a new `out_id` if there is none; a torn last line
+        (a crash mid-write) is cut off. The caller holds the output lock."""
+        path = cls.path_in(out_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        if raw:
+            journal, good = cls._parse(out_dir, raw)
+            if good < len(raw):
+                with path.open("r+b") as f:
+                    f.truncate(good)
+                    os.fsync(f.fileno())
+        else:
+            header = {
+                "format": _FORMAT,
+                "version": _VERSION,
+                "out_id": secrets.token_hex(8),
+                "created_at": time.time(),
+            }
+            tmp = path.with_name(f".{path.name}.tmp")
+            with tmp.open("wb") as f:
+                f.write(_line(header))
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+            fsync_dir(path.parent)
+            journal = cls(out_dir, header, {})
+        journal._file = path.open("ab")
+        return journal
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @classmethod
+    def _parse(cls, out_dir: Path, raw: bytes) -> tuple[BatchJournal, int]:
+        """The journal in `raw`, and how many bytes of it are whole lines."""
+        path = cls.path_in(out_dir)
+        good = raw.rfind(b"\n") + 1
+        lines = raw[:good].splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+            raise JournalError(f"{path} is not a batchrun batch journal; use a new --out")
+        if header.get("version") != _VERSION:
+            raise JournalError(f"{path}: unsupported version {header.get('version')!r}")
+        journal = cls(out_dir, header, {})
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                journal._apply(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise JournalError(f"{path} line {number} is damaged ({exc!r})") from exc
+        return journal, good
+
+    def record(self, number: int, step: str, **fields: Any) -> None:
+        """Append one step of chunk `number`, durably, then apply it."""
+        if step not in _STEPS:
+            raise ValueError(f"unknown journal step {step!r}")
+        if self._file is None:
+            raise RuntimeError("the journal was loaded read-only")
+        entry = {"chunk": number, "step": step, "at": time.time(), **fields}
+        self._file.write(_line(entry))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._apply(entry)
+
+    def add(self, sealed: SealedChunk, *, backend: str, endpoint: str) -> Chunk:
+        """Record a sealed chunk file as chunk `sealed.number` ("packed")."""
+        self.record(
+            sealed.number,
+            "packed",
+            backend=backend,
+            endpoint=endpoint,
+            rows=[[s, e] for s, e in sealed.rows.ranges()],
+            requests=sealed.requests,
+            bytes=sealed.size_bytes,
+            sha256=sealed.sha256,
+            file=sealed.path.name,
+        )
+        return self.chunks[sealed.number]
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        number, step = int(entry["chunk"]), entry["step"]
+        if step == "packed":
+            self.chunks[number] = Chunk(
+                number=number,
+                backend=str(entry["backend"]),
+                endpoint=str(entry["endpoint"]),
+                rows=RangeSet((int(s), int(e)) for s, e in entry["rows"]),
+                requests=int(entry["requests"]),
+                size_bytes=int(entry["bytes"]),
+                sha256=str(entry["sha256"]),
+                file_name=str(entry["file"]),
+                packed_at=float(entry["at"]),
+            )
+            return
+        chunk = self.chunks[number]
+        at = float(entry["at"])
+        if step == "uploading":
+            chunk.uploading_at = at
+        elif step == "uploaded":
+            chunk.file_id = str(entry["file_id"])
+        elif step == "creating":
+            chunk.creating_at = at
+        elif step in ("created", "status", "ended"):
+            if step == "created":
+                chunk.batch_id = str(entry["batch_id"])
+            chunk.status = entry.get("status", chunk.status)
+            chunk.counts = dict(entry.get("counts") or chunk.counts)
+            if step == "ended":
+                chunk.ended = True
+                chunk.output_file_id = entry.get("output_file_id")
+                chunk.error_file_id = entry.get("error_file_id")
+                chunk.errors = list(entry.get("errors") or ())
+        elif step == "downloaded":
+            chunk.downloaded.add(str(entry["kind"]))
+        elif step == "committed":
+            chunk.committed = True
+        elif step == "abandoned":
+            chunk.abandoned = str(entry["reason"])
+
+    @property
+    def live_chunks(self) -> list[Chunk]:
+        return [c for _, c in sorted(self.chunks.items()) if c.live]
+
+    def claimed_rows(self) -> RangeSet:
+        """Rows that belong to a live chunk: they are not packed again."""
+        claimed = RangeSet()
+        for chunk in self.live_chunks:
+            for start, end in chunk.rows.ranges():
+                claimed.add_range(start, end)
+        return claimed
+
+    def next_number(self) -> int:
+        return max(self.chunks, default=-1) + 1
+
+    def batch_ids(self) -> set[str]:
+        return {c.batch_id for c in self.chunks.values() if c.batch_id is not None}
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+# ------------------------------------------------------------------------------ chunk files
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealedChunk:
+    number: int
+    path: Path
+    rows: RangeSet
+    requests: int
+    size_bytes: int
+    sha256: str
+
+
+class ChunkWriter:
+    """Writes one chunk's request file and index under hidden names; `seal` makes them final.
+
+    `head`, `separator` and `tail` frame the items: nothing for OpenAI's JSONL (each line ends
+    with its newline), `{"requests":[`, `,` and `]}` for Anthropic's JSON body.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        number: int,
+        *,
+        suffix: str = ".jsonl",
+        head: bytes = b"",
+        separator: bytes = b"",
+        tail: bytes = b"",
+    ) -> None:
+        self.number = number
+        self._final = chunk_file(out_dir, number, "requests", suffix=suffix)
+        self._final_index = chunk_file(out_dir, number, "index")
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self._final.with_name(f".{self._final.name}.tmp")
+        self._tmp_index = self._final_index.with_name(f".{self._final_index.name}.tmp")
+        self._file = self._tmp.open("wb")
+        self._index = self._tmp_index.open("wb")
+        self._hash = hashlib.sha256()
+        self._separator, self._tail = separator, tail
+        self._rows = RangeSet()
+        self.requests = 0
+        self.size_bytes = 0
+        self._write(head)
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size_bytes += len(data)
+
+    def size_with(self, item: bytes) -> int:
+        """The file's size, tail included, if `item` were added."""
+        separator = len(self._separator) if self.requests else 0
+        return self.size_bytes + separator + len(item) + len(self._tail)
+
+    def add(self, item: bytes, *, row: int, wire_id: str, custom_id: str) -> None:
+        if self.requests:
+            self._write(self._separator)
+        self._write(item)
+        self._index.write(_line_of([row, wire_id, None if custom_id == wire_id else custom_id]))
+        self._rows.add(row)
+        self.requests += 1
+
+    def seal(self) -> SealedChunk:
+        """Finish both files: fsync, rename into place, fsync the directory."""
+        self._write(self._tail)
+        for f in (self._file, self._index):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        self._tmp_index.replace(self._final_index)
+        self._tmp.replace(self._final)
+        fsync_dir(self._final.parent)
+        return SealedChunk(
+            number=self.number,
+            path=self._final,
+            rows=self._rows,
+            requests=self.requests,
+            size_bytes=self.size_bytes,
+            sha256=self._hash.hexdigest(),
+        )
+
+    def discard(self) -> None:
+        for f in (self._file, self._index):
+            f.close()
+        self._tmp.unlink(missing_ok=True)
+        self._tmp_index.unlink(missing_ok=True)
+
+
+def _line_of(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def read_index(out_dir: Path, number: int) -> dict[str, tuple[int, str]]:
+    """wire custom_id -> (row, custom_id) of chunk `number` (as many entries as it has rows)."""
+    found: dict[str, tuple[int, str]] = {}
+    for line in iter_lines(chunk_file(out_dir, number, "index")):
+        row, wire_id, custom_id = json.loads(line)
+        found[wire_id] = (int(row), wire_id if custom_id is None else custom_id)
+    return found
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of a file, or None when it is missing."""
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(_READ_BLOCK):
+                h.update(block)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest()
+
+
+def iter_lines(path: Path) -> Iterator[bytes]:
+    """The non-blank lines of a file, streamed."""
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                yield line
+
+
+class Download:
+    """A result file of chunk `number` being downloaded: `write` pieces, then `finish`."""
+
+    def __init__(self, out_dir: Path, number: int, kind: FileKind) -> None:
+        self.path = chunk_file(out_dir, number, kind)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._file = self._tmp.open("wb")
+        self.size_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size_bytes += len(data)
+
+    def finish(self) -> Path:
+        """fsync, rename into place, fsync the directory. Blocking: call it from a thread."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._tmp.replace(self.path)
+        fsync_dir(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def remove_chunk_files(out_dir: Path, number: int) -> None:
+    """Delete what chunk `number` left under OUT/batches (its journal lines stay)."""
+    for path in (out_dir / BATCHES_DIR).glob(f"chunk-{number:06d}-*"):
+        path.unlink(missing_ok=True)
+
+
+def sweep_temporary(out_dir: Path) -> None:
+    """Delete the hidden temporary files a crash left (never a file with its final name)."""
+    folder = out_dir / BATCHES_DIR
+    if folder.exists():
+        for path in folder.glob(".chunk-*.tmp"):
+            path.unlink(missing_ok=True)
