@@ -223,7 +223,7 @@ def test_a_batch_fault_acts_then_drops_the_connection() -> None:
 def test_batch_routes_need_the_key() -> None:
     mock, _ = app(api_key="sk-test-mock")
     status, answer = call(mock, "GET", "/v1/batches")
-    assert status == 401
+    assert status == 401 and answer["error"]["code"] == "invalid_api_key"
     assert call(mock, "GET", "/v1/batches", key="sk-test-mock")[0] == 200
     reply = mock.handle(
         HttpRequest("GET", "/v1/messages/batches", "", b"", None, True, api_key=b"sk-test-mock")
