@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +58,16 @@ _RUN_EPILOG = (
 resuming:
   Run the same command again with the same --out: finished rows are skipped, nothing is sent twice.
 
+provider batch APIs (--backend openai-batch | anthropic-batch):
+  The same rows through OpenAI's Batch API (/v1/files + /v1/batches; also LiteLLM's proxy) or
+  Anthropic's Message Batches, at the batch price (half the online one), done within 24 h. The
+  run packs the rows into batches (OpenAI 50,000 requests / 200 MB each, one endpoint per batch;
+  Anthropic 100,000 / 256 MB), submits them and returns (exit 3, "submitted"); running the same
+  command again collects what has ended into the same results (or --wait stays to the end).
+  Every file and batch id is in OUT/batches/journal.jsonl before the next step, so a run
+  killed at any moment never creates a second batch for the same rows.
+  batchrun status OUT shows each batch; batchrun cancel OUT stops what is still running.
+
 --max-cost:
   A cap on the output's total spend (the sum of cost_usd, as `batchrun report` counts it). Each
   row reserves its worst case before it is sent: its prompt, counted offline (images of unknown
@@ -69,8 +79,8 @@ resuming:
 
 exit codes:
   0 finished (failed rows are recorded as errors)   2 bad usage or input, nothing sent
-  3 stopped early (Ctrl-C, SIGTERM, refused key, no quota, --max-cost reached): run the
-    same command to resume
+  3 stopped early (Ctrl-C, SIGTERM, refused key, no quota, --max-cost reached), or provider
+    batches submitted and not finished yet: run the same command to resume or collect
   4 finished, but rows ended in error (only with --fail-on-errors)
 """
 )
@@ -111,14 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--endpoint",
-        default="/v1/chat/completions",
-        help="endpoint for rows that do not name one (default: %(default)s)",
+        default=None,
+        help="endpoint for rows that do not name one (default: /v1/chat/completions; "
+        "/v1/messages with --backend anthropic-batch)",
     )
     run.add_argument(
         "--api-key-env",
-        default="OPENAI_API_KEY",
+        default=None,
         metavar="NAME",
-        help="environment variable holding the API key (default: %(default)s)",
+        help="environment variable holding the API key (default: OPENAI_API_KEY; "
+        "ANTHROPIC_API_KEY with --backend anthropic-batch)",
     )
     run.add_argument("--api-key", help=argparse.SUPPRESS)
     run.add_argument(
@@ -219,6 +231,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    batch = run.add_argument_group("provider batch APIs", "see 'provider batch APIs' below")
+    batch.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="online",
+        help="online: send the rows now (default); openai-batch / anthropic-batch: through the "
+        "provider's Batch API, at the batch price, done within 24 h",
+    )
+    batch.add_argument(
+        "--wait",
+        action="store_true",
+        help="with a batch backend: stay until every batch has ended and is collected",
+    )
+    batch.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --wait: how often to ask about the batches (default: 60)",
+    )
+    batch.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="at most N rows per batch (default: the provider's limit, 50,000 or 100,000)",
+    )
+    batch.add_argument("--batch-max-bytes", type=positive_int, help=argparse.SUPPRESS)
     _add_template_arguments(run, model=True)
 
     mock = commands.add_parser(
@@ -231,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(mock)
     _add_bill_commands(commands)
+    _add_batch_commands(commands)
     return parser
 
 
@@ -298,6 +338,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args)
 
 
+def _backend_defaults(args: argparse.Namespace) -> None:
+    """The key, base URL and endpoint a backend's provider has, where the flags give none."""
+    import os
+
+    anthropic = getattr(args, "backend", "online") == "anthropic-batch"
+    if args.api_key_env is None:
+        args.api_key_env = "ANTHROPIC_API_KEY" if anthropic else "OPENAI_API_KEY"
+    if anthropic and args.base_url is None:
+        args.base_url = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com/v1"
+    if getattr(args, "endpoint", "") is None:
+        args.endpoint = "/v1/messages" if anthropic else "/v1/chat/completions"
+
+
 def _run(args: argparse.Namespace) -> int:
     from batchrun.config import RunConfig, default_api_key, default_base_url
     from batchrun.inputs.reader import InputError
@@ -307,6 +360,7 @@ def _run(args: argparse.Namespace) -> int:
     from batchrun.store.checkpoint import CheckpointError
 
     _log_to_stderr(quiet=args.quiet)
+    _backend_defaults(args)
 
     if args.api_key:
         return _usage_error(
@@ -352,6 +406,11 @@ def _run(args: argparse.Namespace) -> int:
             handle_signals=True,
             fail_on_errors=args.fail_on_errors,
             max_row_bytes=args.max_row_bytes,
+            backend=args.backend,
+            wait=args.wait,
+            poll_interval_s=args.poll_interval,
+            batch_max_requests=args.batch_size,
+            batch_max_bytes=args.batch_max_bytes,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850
@@ -636,4 +695,138 @@ def _quota(args: argparse.Namespace) -> int:
     return EXIT_KEY_REFUSED if isinstance(quota, Unreachable) else 0
 
 
-_BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota}
+# --- status, cancel (provider batch APIs) ----------------------------------------------------
+
+_STATUS_EPILOG = """\
+stages (from OUT/batches/journal.jsonl): packed (written, not sent), uploading / uploaded,
+creating, submitted (the batch exists), ended, collected (its records are in OUT/results),
+abandoned (its rows went back to pending: a batch that failed validation, a lost chunk file).
+provider status and requests: as the provider says now (without --offline, for the batches in
+flight), else as the last run saw them.
+
+exit codes:
+  0 shown   2 OUT has no provider batches, or bad usage   3 a provider could not be asked
+"""
+
+_CANCEL_EPILOG = """\
+Asks the provider to cancel every batch of OUT that has not ended. What completed is kept: run
+the same `batchrun run` command again to collect it; rows that never ran become batch_cancelled
+records. OpenAI takes up to 10 minutes to cancel (status cancelling). If a run is still
+submitting batches, stop it first (Ctrl-C), or it may submit more.
+
+exit codes:
+  0 asked   2 OUT has no provider batches, or bad usage   3 a provider refused or could not be
+  asked
+"""
+
+
+def _add_batch_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    status = commands.add_parser(
+        "status",
+        help="the provider batches of a run's output: each one's state and request counts",
+        description="Show each provider batch of OUT (--backend openai-batch / "
+        "anthropic-batch): its stage, the provider's status and request counts.",
+        epilog=_STATUS_EPILOG,
+        formatter_class=raw,
+    )
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel the provider batches of a run's output that have not ended",
+        description="Cancel every provider batch of OUT that is still running; keep what "
+        "completed.",
+        epilog=_CANCEL_EPILOG,
+        formatter_class=raw,
+    )
+    for parser in (status, cancel):
+        parser.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+        parser.add_argument(
+            "--base-url", default=None, help="API base URL (default: the one the run used)"
+        )
+        parser.add_argument(
+            "--api-key-env",
+            default=None,
+            metavar="NAME",
+            help="environment variable holding the API key (default: OPENAI_API_KEY; "
+            "ANTHROPIC_API_KEY for anthropic-batch)",
+        )
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.add_argument(
+        "--offline", action="store_true", help="ask no provider: what the last run saw"
+    )
+
+
+def _key_for(args: argparse.Namespace) -> Callable[[str], str | None]:
+    from batchrun.config import default_api_key
+
+    def key_for(backend: str) -> str | None:
+        name = args.api_key_env or (
+            "ANTHROPIC_API_KEY" if backend == "anthropic-batch" else "OPENAI_API_KEY"
+        )
+        return default_api_key(name)
+
+    return key_for
+
+
+def _status(args: argparse.Namespace) -> int:
+    import functools
+
+    import anyio
+
+    from batchrun.runner.batch_commands import render_status, status_of
+    from batchrun.store.checkpoint import CheckpointError
+
+    try:
+        report = anyio.run(
+            functools.partial(
+                status_of,
+                args.out,
+                key_for=_key_for(args),
+                base_url=args.base_url,
+                refresh=not args.offline,
+            )
+        )
+    except (FileNotFoundError, CheckpointError) as exc:
+        return _usage_error(str(exc))
+    print((report.to_json() if args.json else render_status(report)).rstrip("\n"))
+    return EXIT_KEY_REFUSED if any(v.error for v in report.batches) else 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    import functools
+
+    import anyio
+
+    from batchrun.runner.batch_commands import cancel_batches
+    from batchrun.store.checkpoint import Checkpoint, CheckpointError
+
+    try:
+        views = anyio.run(
+            functools.partial(
+                cancel_batches, args.out, key_for=_key_for(args), base_url=args.base_url
+            )
+        )
+    except (FileNotFoundError, CheckpointError) as exc:
+        return _usage_error(str(exc))
+    if not views:
+        print(f"{args.out}: no batch is running; nothing to cancel")
+        return 0
+    for view in views:
+        state = f"error: {view.error}" if view.error else view.status
+        print(f"batch {view.batch_id} (chunk {view.chunk}, {view.rows:,} rows): {state}")
+    checkpoint = Checkpoint.load(args.out)
+    source = checkpoint.input_path if checkpoint else "INPUT"
+    print(
+        f"what completed is kept: run `batchrun run {source} --out {args.out} --backend "
+        f"{views[0].backend}` (as before) to collect it"
+    )
+    return EXIT_KEY_REFUSED if any(v.error for v in views) else 0
+
+
+_BILL_COMMANDS = {
+    "estimate": _estimate,
+    "report": _report,
+    "quota": _quota,
+    "status": _status,
+    "cancel": _cancel,
+}

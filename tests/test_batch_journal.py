@@ -34,7 +34,12 @@ def seal_chunk(out: Path, number: int, rows: list[int], **frame: bytes) -> Chunk
 def test_journal_records_every_step_and_reads_back(tmp_path: Path) -> None:
     journal = BatchJournal.open(tmp_path)
     sealed = seal_chunk(tmp_path, 0, [0, 1, 2, 5]).seal()
-    chunk = journal.add(sealed, backend="openai-batch", endpoint="/v1/chat/completions")
+    chunk = journal.add(
+        sealed,
+        backend="openai-batch",
+        base_url="http://127.0.0.1:9/v1",
+        endpoint="/v1/chat/completions",
+    )
     assert chunk.stage == "packed" and chunk.rows == RangeSet([(0, 3), (5, 6)])
     journal.record(0, "uploading")
     assert chunk.stage == "uploading"
@@ -62,7 +67,12 @@ def test_journal_records_every_step_and_reads_back(tmp_path: Path) -> None:
 
 def test_a_torn_last_line_is_cut_off_and_the_rest_stands(tmp_path: Path) -> None:
     journal = BatchJournal.open(tmp_path)
-    journal.add(seal_chunk(tmp_path, 0, [0]).seal(), backend="openai-batch", endpoint="/v1/x")
+    journal.add(
+        seal_chunk(tmp_path, 0, [0]).seal(),
+        backend="openai-batch",
+        base_url="http://127.0.0.1:9/v1",
+        endpoint="/v1/x",
+    )
     journal.record(0, "uploading")
     journal.close()
     path = BatchJournal.path_in(tmp_path)
@@ -94,8 +104,18 @@ def test_a_damaged_journal_is_refused_with_its_path(tmp_path: Path) -> None:
 
 def test_abandoned_chunks_free_their_rows(tmp_path: Path) -> None:
     journal = BatchJournal.open(tmp_path)
-    journal.add(seal_chunk(tmp_path, 0, [0, 1]).seal(), backend="openai-batch", endpoint="/x")
-    journal.add(seal_chunk(tmp_path, 1, [2, 3]).seal(), backend="openai-batch", endpoint="/x")
+    journal.add(
+        seal_chunk(tmp_path, 0, [0, 1]).seal(),
+        backend="openai-batch",
+        base_url="http://127.0.0.1:9/v1",
+        endpoint="/x",
+    )
+    journal.add(
+        seal_chunk(tmp_path, 1, [2, 3]).seal(),
+        backend="openai-batch",
+        base_url="http://127.0.0.1:9/v1",
+        endpoint="/x",
+    )
     journal.record(0, "abandoned", reason="the batch failed validation")
     assert journal.claimed_rows() == RangeSet([(2, 4)])
     assert [c.number for c in journal.live_chunks] == [1]

@@ -35,6 +35,7 @@ from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError, iter_requests
 from batchrun.inputs.sniff import check_sendable
 from batchrun.models import ErrorType, Record, Request, RowError
+from batchrun.runner.batch_run import refuse_other_backend, run_batches
 from batchrun.runner.control import RunControl, watch_signals
 from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.preflight import Interrupted, check_quota, prepare_output
@@ -108,7 +109,10 @@ async def run(
         )
     prices = await anyio.to_thread.run_sync(
         functools.partial(
-            PriceBook.load, config.prices_file, max_output_tokens=config.max_output_tokens
+            PriceBook.load,
+            config.prices_file,
+            max_output_tokens=config.max_output_tokens,
+            batch=config.backend != "online",  # the Batch API's prices, for cost_usd too
         )
     )
     created = not out.exists()
@@ -153,6 +157,7 @@ async def run(
         cost_usd=checkpoint.cost_usd if checkpoint else 0.0,
         done_before=done_before,
         fail_on_errors=config.fail_on_errors,
+        waiting=control.waiting,
     )
 
 
@@ -178,6 +183,10 @@ async def _prepare_and_send(
     if done_before:
         log.info("resuming: %s of %s rows done", f"{done_before:,}", f"{checkpoint.total_rows:,}")
     if len(checkpoint.done) < (checkpoint.total_rows or 0) and not control.stopping:
+        if config.backend != "online":  # a provider's Batch API (no gateway sells one: no quota)
+            await run_batches(config, control, writer, totals, prices, transport)
+            return checkpoint, done_before
+        refuse_other_backend(config)  # batches in flight: their rows must not go online too
         try:
             if config.check_quota:
                 async with httpx2.AsyncClient(

@@ -76,6 +76,7 @@ class Chunk:
 
     number: int
     backend: str
+    base_url: str  # where it was sent, for `batchrun status` / `cancel`
     endpoint: str
     rows: RangeSet
     requests: int
@@ -232,12 +233,13 @@ class BatchJournal:
         os.fsync(self._file.fileno())
         self._apply(entry)
 
-    def add(self, sealed: SealedChunk, *, backend: str, endpoint: str) -> Chunk:
+    def add(self, sealed: SealedChunk, *, backend: str, base_url: str, endpoint: str) -> Chunk:
         """Record a sealed chunk file as chunk `sealed.number` ("packed")."""
         self.record(
             sealed.number,
             "packed",
             backend=backend,
+            base_url=base_url,
             endpoint=endpoint,
             rows=[[s, e] for s, e in sealed.rows.ranges()],
             requests=sealed.requests,
@@ -253,6 +255,7 @@ class BatchJournal:
             self.chunks[number] = Chunk(
                 number=number,
                 backend=str(entry["backend"]),
+                base_url=str(entry["base_url"]),
                 endpoint=str(entry["endpoint"]),
                 rows=RangeSet((int(s), int(e)) for s, e in entry["rows"]),
                 requests=int(entry["requests"]),
