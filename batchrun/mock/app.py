@@ -123,6 +123,7 @@ class MockApp:
         # Where the mock is reachable, for the URLs it hands out (Anthropic's results_url); the
         # server sets it once it listens.
         self.base_url = f"http://{config.host}:{config.port}/v1"
+        self._batch_offset_s = 0.0  # advance_batches(): provider batches live on ahead of time
         self._new_batch_api()
         self._zero()
 
@@ -131,7 +132,7 @@ class MockApp:
         self._batch_api = batch_api.BatchApi(
             execute=self._batch_execute,
             execute_message=lambda url, body: self._batch_execute(_MESSAGES, body),
-            clock=self._clock,
+            clock=lambda: self._clock() + self._batch_offset_s,
             phase_s=config.batch_phase_s,
             latency_s=config.batch_latency_ms / 1000,
             faults=config.batch_faults,
@@ -193,6 +194,10 @@ class MockApp:
 
     def set_faults(self, faults: dict[str, float]) -> None:
         self._faults.set_table(faults)
+
+    def advance_batches(self, seconds: float) -> None:
+        """Move the provider batches' clock `seconds` ahead (they see the time jump at once)."""
+        self._batch_offset_s += seconds
 
     # -- the Handler protocol -------------------------------------------------------------------
 

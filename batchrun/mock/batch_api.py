@@ -6,7 +6,8 @@
 `MockConfig.batch_faults` names operations (upload, create, get, list, content, cancel, results)
 whose first N calls are carried out and then answered with a dropped connection: the reply a
 client never sees although the server acted on the request, the case that tests whether a client
-looks before it sends again.
+looks before it sends again. `validate: N` fails the first N OpenAI batches in validation, as
+OpenAI does when the organisation's enqueued-token limit is reached (openai-python#1643).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from batchrun.mock.message_batches import MessageBatchService
 
 __all__ = ["BATCH_FAULT_OPERATIONS", "BatchApi"]
 
-BATCH_FAULT_OPERATIONS = ("upload", "create", "get", "list", "content", "cancel", "results")
+BATCH_FAULT_OPERATIONS = (
+    "upload", "create", "get", "list", "content", "cancel", "results", "validate"
+)  # fmt: skip
 PREFIXES = ("/v1/files", "/v1/batches", "/v1/messages/batches")
 
 
@@ -40,12 +43,20 @@ class BatchApi:
         base_url: Callable[[], str],
     ) -> None:
         self.files = FileStore()
-        self.batches = BatchService(self.files, execute, clock=clock, phase_s=phase_s)
+        self._faults: Counter[str] = Counter(faults)
+        self.batches = BatchService(
+            self.files, execute, clock=clock, phase_s=phase_s, fail_validation=self._fail_validation
+        )
         self.message_batches = MessageBatchService(
             execute_message, clock=clock, phase_s=phase_s, base_url=base_url
         )
         self._latency_s = latency_s
-        self._faults: Counter[str] = Counter(faults)
+
+    def _fail_validation(self) -> bool:
+        if self._faults["validate"] > 0:
+            self._faults["validate"] -= 1
+            return True
+        return False
 
     def stats(self) -> dict[str, object]:
         return {

@@ -125,8 +125,15 @@ class BatchService:
     """The batches of one mock server (see the module docstring)."""
 
     def __init__(
-        self, files: FileStore, execute: Execute, *, clock: Callable[[], float], phase_s: float
+        self,
+        files: FileStore,
+        execute: Execute,
+        *,
+        clock: Callable[[], float],
+        phase_s: float,
+        fail_validation: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._fail_validation = fail_validation
         self._files = files
         self._execute = execute
         self._clock = clock
@@ -229,6 +236,13 @@ class BatchService:
         if batch.status == "validating" and now >= batch.phase_at + phase:
             stored = self._files.files.get(batch.input_file_id)
             errors, requests = _validate(stored.content if stored else b"", batch.endpoint)
+            if not errors and self._fail_validation():
+                message = (
+                    "Enqueued token limit reached for gpt-4o-mini in organization org-mock. "
+                    "Limit: 2,000,000 enqueued tokens. Please try submitting again later."
+                )
+                errors = [{"code": "token_limit_exceeded", "message": message, "param": None,
+                           "line": None}]  # fmt: skip
             batch.total = len(requests)
             if errors:
                 batch.errors = errors
