@@ -386,3 +386,60 @@ def test_anthropic_backend_refuses_chat_rows_as_bad_input(tmp_path: Path, cli: C
             "anthropic-batch sends Messages API requests (/v1/messages)"
             in (record["error_message"])
         )
+
+
+def test_max_cost_holds_for_batches_and_reuses_what_they_did_not_spend(
+    tmp_path: Path, cli: Cli
+) -> None:
+    from batchrun.cost.budget import worst_case
+    from batchrun.inputs.reader import iter_requests
+
+    rows = chat_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    prices = PriceBook.load(batch=True)
+    worst = [worst_case(prices, r).usd for r in iter_requests(path)]  # type: ignore[union-attr]
+    assert all(w is not None for w in worst)
+    max_cost = sum(worst[:14]) * 1.0000001  # 14 rows' worst cases fit at first
+    out = tmp_path / "out"
+    with MockServer(MockConfig(batch_phase_s=0.05)) as server:
+        done = run_batch(cli, path, out, server, "--wait", "--poll-interval", "0.05",
+                         "--batch-size", "5", "--max-cost", f"{max_cost:.10f}")  # fmt: skip
+        assert done.returncode == 3, done.stderr
+        assert "stopped early: the cost budget would be passed (--max-cost $" in done.stdout
+        assert batch_stats(server)["custom_ids_in_two_batches"] == 0
+    records = read_results(out)
+    spent = sum(r["cost_usd"] for r in records)
+    assert spent <= max_cost
+    # Answers cost less than their worst case: the room they left let more rows go.
+    assert 14 < len(records) < 20
+    assert all(r["status"] == "ok" for r in records)
+
+
+@pytest.mark.parametrize("backend", ["openai-batch", "anthropic-batch"])
+def test_the_key_is_in_no_file_and_nothing_printed(tmp_path: Path, cli: Cli, backend: str) -> None:
+    from tests.test_secrets import KEY, OTHER_KEY, leaks
+
+    anthropic = backend == "anthropic-batch"
+    rows = message_rows(["a", "b c", "d"]) if anthropic else chat_rows(3)
+    rows[1]["body"]["mock_fault"] = "400"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    env = {"ANTHROPIC_API_KEY" if anthropic else "OPENAI_API_KEY": KEY}
+    with MockServer(MockConfig(batch_phase_s=SLOW, api_key=KEY)) as server:
+        printed: list[str] = []
+        refused = run_batch(cli, path, out, server, backend=backend,
+                            env={name: OTHER_KEY for name in env})  # fmt: skip
+        assert refused.returncode == 3 and "the API key was refused" in refused.stdout
+        printed += [refused.stdout, refused.stderr]
+        submitted = run_batch(cli, path, out, server, backend=backend, env=env)
+        assert submitted.returncode == 3, submitted.stderr
+        status = cli("status", out, env=env)
+        server.advance_batches(1.5 * SLOW)
+        cancel = cli("cancel", out, env=env)
+        server.advance_batches(3 * SLOW)
+        done = run_batch(cli, path, out, server, backend=backend, env=env)
+        assert done.returncode == 0, done.stderr
+        for result in (submitted, status, cancel, done):
+            printed += [result.stdout, result.stderr]
+    assert leaks(KEY, out, *printed) == []
+    assert leaks(OTHER_KEY, out, *printed) == []

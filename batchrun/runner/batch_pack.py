@@ -11,6 +11,10 @@ Guarantees:
   would not fit, so a chunk's file is on disk and in the journal before the next one starts.
 - A row the provider's Batch API cannot take (an endpoint it does not serve, a row larger than a
   whole batch, Anthropic's `max_tokens: 0`) is a `bad_input` record saying so, not a failed batch.
+- With `--max-cost` (a `CostBudget` whose spend counts the worst case of every live chunk), a row
+  is packed only if its worst case fits; the first that does not ends the packing (`blocked`
+  says why), with the chunks packed so far sealed: a batch's cost is committed when it is
+  created, so it must fit before.
 - Memory: one row at a time, and the open chunk of each endpoint on disk. Blocking: call
   `next_chunk` from a worker thread, one call at a time.
 """
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
+from batchrun.cost.budget import CostBudget
 from batchrun.endpoints.batch_wire import ANTHROPIC_ENDPOINT, embedding_inputs
 from batchrun.inputs.reader import iter_requests
 from batchrun.models import ErrorType, Record, Request, RowError
@@ -50,15 +55,23 @@ def bad_row_record(row: int, custom_id: str, message: str, url: str | None = Non
 class _Open:
     writer: ChunkWriter
     embedding_inputs: int = 0
+    worst_usd: float = 0.0
 
 
 class Packer:
     """Packs the rows not in `skip` into chunks; `bad` collects the rows that cannot go."""
 
     def __init__(
-        self, config: RunConfig, provider: Provider, journal: BatchJournal, skip: RangeSet
+        self,
+        config: RunConfig,
+        provider: Provider,
+        journal: BatchJournal,
+        skip: RangeSet,
+        budget: CostBudget | None = None,
     ) -> None:
         self._config = config
+        self._budget = budget
+        self.blocked: str | None = None  # why packing stopped short: the cost budget
         self._provider = provider
         self._journal = journal
         limits = provider.limits
@@ -81,7 +94,7 @@ class Packer:
         """The next sealed chunk (None: none yet), and whether rows may remain. Returns early,
         without a chunk, once `bad` holds a flush's worth of records, or when `should_stop`."""
         read = 0
-        while not self._read_all:
+        while not self._read_all and self.blocked is None:
             read += 1
             if read % _STOP_CHECK_ROWS == 0 and should_stop():
                 return None, True
@@ -124,6 +137,13 @@ class Packer:
             )
             self.bad.append(bad_row_record(request.row, request.custom_id, message, request.url))
             return None
+        worst = 0.0
+        if self._budget is not None:
+            reserved = self._budget.try_reserve(request)
+            if reserved is None:
+                self.blocked = self._budget.exhausted(request)
+                return None
+            worst = reserved
         inputs = 0
         if self._max_inputs is not None and request.url.endswith("/embeddings"):
             inputs = embedding_inputs(json.loads(request.body))
@@ -140,6 +160,7 @@ class Packer:
             current = self._open[request.url] = _Open(self._new_writer())
         current.writer.add(item, row=request.row, wire_id=wire_id, custom_id=request.custom_id)
         current.embedding_inputs += inputs
+        current.worst_usd += worst
         return sealed
 
     def _new_writer(self) -> ChunkWriter:
@@ -162,6 +183,7 @@ class Packer:
             backend=self._provider.backend,
             base_url=self._config.base_url,
             endpoint=endpoint,
+            worst_usd=chunk.worst_usd,
         )
 
     def _problem(self, request: Request) -> str | None:

@@ -31,6 +31,7 @@ import httpx2
 from batchrun.common.errors import FatalRunError
 from batchrun.common.ranges import RangeSet
 from batchrun.config import RunConfig
+from batchrun.cost.budget import CostBudget
 from batchrun.cost.pricebook import PriceBook
 from batchrun.endpoints.batch_wire import BACKEND_LIMITS
 from batchrun.endpoints.profiles import auth_headers, profile_for
@@ -209,7 +210,16 @@ class _BatchRun:
             skip.add_range(start, end)
         if len(skip) >= (checkpoint.total_rows or 0):
             return
-        packer = Packer(self.config, self.provider, self.journal, skip)
+        budget = None
+        if self.config.max_cost_usd is not None:
+            # A live chunk holds its worst case until its records are in (then its real cost).
+            held = sum(c.worst_usd for c in self.journal.live_chunks)
+            budget = CostBudget(
+                max_usd=self.config.max_cost_usd,
+                spent_usd=checkpoint.cost_usd + held,
+                prices=self.prices,
+            )
+        packer = Packer(self.config, self.provider, self.journal, skip, budget)
         try:
             more = True
             while more and not self.control.stopping:
@@ -224,6 +234,11 @@ class _BatchRun:
                     await self._submit(chunk)
         finally:
             await anyio.to_thread.run_sync(packer.close)
+        if packer.blocked is not None and not self.control.stopping:
+            if self.journal.live_chunks:  # they may cost less than their worst case
+                log.info("--max-cost: no more rows fit until the batches in flight are collected")
+            else:
+                self.control.stop(packer.blocked)
 
     def _stopping(self) -> bool:
         return self.control.stopping

@@ -84,6 +84,7 @@ class Chunk:
     sha256: str
     file_name: str
     packed_at: float
+    worst_usd: float = 0.0  # what --max-cost holds for the chunk until it is collected
     uploading_at: float | None = None
     file_id: str | None = None
     creating_at: float | None = None
@@ -233,11 +234,20 @@ class BatchJournal:
         os.fsync(self._file.fileno())
         self._apply(entry)
 
-    def add(self, sealed: SealedChunk, *, backend: str, base_url: str, endpoint: str) -> Chunk:
+    def add(
+        self,
+        sealed: SealedChunk,
+        *,
+        backend: str,
+        base_url: str,
+        endpoint: str,
+        worst_usd: float = 0.0,
+    ) -> Chunk:
         """Record a sealed chunk file as chunk `sealed.number` ("packed")."""
         self.record(
             sealed.number,
             "packed",
+            worst_usd=worst_usd,
             backend=backend,
             base_url=base_url,
             endpoint=endpoint,
@@ -263,6 +273,7 @@ class BatchJournal:
                 sha256=str(entry["sha256"]),
                 file_name=str(entry["file"]),
                 packed_at=float(entry["at"]),
+                worst_usd=float(entry.get("worst_usd", 0.0)),
             )
             return
         chunk = self.chunks[number]
