@@ -1,26 +1,17 @@
-"""store/batch_journal.py: the journal survives a torn line, chunk files are whole or absent."""
+"""store/batch_journal.py: every step durable, a torn last line cut off, damage refused."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 
 from batchrun.common.ranges import RangeSet
-from batchrun.store.batch_journal import (
-    BatchJournal,
+from batchrun.store.batch_files import (
     ChunkWriter,
-    Download,
-    JournalError,
-    chunk_file,
-    file_digest,
-    iter_lines,
-    read_index,
-    remove_chunk_files,
-    sweep_temporary,
 )
+from batchrun.store.batch_journal import BatchJournal, JournalError
 
 
 def seal_chunk(out: Path, number: int, rows: list[int], **frame: bytes) -> ChunkWriter:
@@ -120,36 +111,3 @@ def test_abandoned_chunks_free_their_rows(tmp_path: Path) -> None:
     assert journal.claimed_rows() == RangeSet([(2, 4)])
     assert [c.number for c in journal.live_chunks] == [1]
     journal.close()
-
-
-def test_chunk_files_are_whole_or_not_there(tmp_path: Path) -> None:
-    writer = seal_chunk(tmp_path, 3, [4, 5], head=b"[", separator=b",", tail=b"]")
-    assert writer.size_with(b"xx") == writer.size_bytes + 1 + 2 + 1
-    assert list((tmp_path / "batches").glob("chunk-*")) == []  # hidden until sealed
-    sealed = writer.seal()
-    assert sealed.path == chunk_file(tmp_path, 3, "requests")
-    assert json.loads(sealed.path.read_bytes()) == [{"row": 4}, {"row": 5}]
-    assert sealed.size_bytes == sealed.path.stat().st_size and sealed.requests == 2
-    assert file_digest(sealed.path) == sealed.sha256
-    assert read_index(tmp_path, 3) == {"w4": (4, "id 4"), "w5": (5, "w5")}
-
-    discarded = seal_chunk(tmp_path, 4, [6])
-    discarded.discard()
-    assert not chunk_file(tmp_path, 4, "requests").exists()
-    assert list((tmp_path / "batches").glob(".*")) == []
-
-
-def test_downloads_are_renamed_into_place_and_swept(tmp_path: Path) -> None:
-    download = Download(tmp_path, 2, "output")
-    download.write(b'{"a":1}\n\n')
-    download.write(b'{"b":2}\n')
-    assert not download.path.exists()
-    path = download.finish()
-    assert list(iter_lines(path)) == [b'{"a":1}\n', b'{"b":2}\n']
-    left = Download(tmp_path, 2, "errors")
-    left.write(b"partial")  # a crash mid-download leaves the hidden file
-    sweep_temporary(tmp_path)
-    assert sorted(p.name for p in (tmp_path / "batches").iterdir()) == [path.name]
-    remove_chunk_files(tmp_path, 2)
-    assert list((tmp_path / "batches").iterdir()) == []
-    assert file_digest(path) is None

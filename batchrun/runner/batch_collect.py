@@ -34,7 +34,8 @@ from batchrun.models import ErrorType, Record
 from batchrun.runner.batch_provider import Provider
 from batchrun.runner.summary import RunTotals
 from batchrun.send.retry import FATAL, classify_response
-from batchrun.store.batch_journal import Chunk, chunk_file, iter_lines, read_index
+from batchrun.store.batch_files import chunk_file, iter_lines, read_index
+from batchrun.store.batch_journal import Chunk
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Collected", "collect_chunk", "record_from_line"]

@@ -32,7 +32,8 @@ from batchrun.endpoints.batch_wire import ANTHROPIC_ENDPOINT, embedding_inputs
 from batchrun.inputs.reader import iter_requests
 from batchrun.models import ErrorType, Record, Request, RowError
 from batchrun.runner.batch_provider import Provider
-from batchrun.store.batch_journal import BatchJournal, Chunk, ChunkWriter
+from batchrun.store.batch_files import ChunkWriter
+from batchrun.store.batch_journal import BatchJournal, Chunk
 
 __all__ = ["Packer", "bad_row_record"]
 

@@ -42,7 +42,8 @@ from batchrun.models import Request
 from batchrun.send.anthropic_batches import AnthropicBatches
 from batchrun.send.batch_http import BatchApiError, BatchState, MaybeAccepted
 from batchrun.send.openai_batches import OpenAIBatches
-from batchrun.store.batch_journal import BatchJournal, Chunk, Download, FileKind, file_digest
+from batchrun.store.batch_files import Download, FileKind, file_digest, request_file
+from batchrun.store.batch_journal import BatchJournal, Chunk
 
 __all__ = [
     "Ambiguous",
@@ -102,7 +103,7 @@ class Provider(Protocol):
 
 
 async def _verified(journal: BatchJournal, chunk: Chunk) -> Path:
-    path = journal.out_dir / "batches" / chunk.file_name
+    path = request_file(journal.out_dir, chunk.file_name)
     digest = await anyio.to_thread.run_sync(file_digest, path)
     if digest != chunk.sha256:
         raise ChunkLost(f"{path} is {'missing' if digest is None else 'changed'}")

@@ -49,12 +49,8 @@ from batchrun.runner.summary import RunTotals
 from batchrun.send.anthropic_batches import AnthropicBatches
 from batchrun.send.batch_http import BatchApiError, BatchHttp, BatchState
 from batchrun.send.openai_batches import OpenAIBatches
-from batchrun.store.batch_journal import (
-    BatchJournal,
-    Chunk,
-    remove_chunk_files,
-    sweep_temporary,
-)
+from batchrun.store.batch_files import remove_chunk_files, remove_request_file, sweep_temporary
+from batchrun.store.batch_journal import BatchJournal, Chunk
 from batchrun.store.checkpoint import CheckpointError
 from batchrun.store.writer import ResultWriter
 
@@ -197,7 +193,7 @@ class _BatchRun:
             log.info("chunk %s: its file was lost before it was sent (%s); packing again",
                      chunk.number, exc)  # fmt: skip
             return
-        await anyio.to_thread.run_sync(_drop_request_file, self.journal, chunk)
+        await anyio.to_thread.run_sync(remove_request_file, self.config.out_dir, chunk.file_name)
         log.info(
             "chunk %s: %s rows submitted as batch %s (%s)",
             chunk.number, f"{chunk.requests:,}", state.id, state.status,
@@ -338,11 +334,6 @@ class _BatchRun:
                 f"{submitted} {self.config.backend} batches submitted and not finished yet; "
                 "run the same command to collect their results (or add --wait)"
             )
-
-
-def _drop_request_file(journal: BatchJournal, chunk: Chunk) -> None:
-    """Once the batch exists, the chunk's request file has done its work (the index stays)."""
-    (journal.out_dir / "batches" / chunk.file_name).unlink(missing_ok=True)
 
 
 def _merge(into: RunTotals, part: RunTotals) -> None:
