@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from batchrun.common.argparsing import (
     positive_int,
 )
 from batchrun.common.version import __version__
-from batchrun.config import HTTP_CLIENTS
+from batchrun.config import BACKENDS, HTTP_CLIENTS
 
 if TYPE_CHECKING:
     from batchrun.inputs.template import Template
@@ -58,6 +58,16 @@ _RUN_EPILOG = (
 resuming:
   Run the same command again with the same --out: finished rows are skipped, nothing is sent twice.
 
+provider batch APIs (--backend openai-batch | anthropic-batch):
+  The same rows through OpenAI's Batch API (/v1/files + /v1/batches; also LiteLLM's proxy) or
+  Anthropic's Message Batches, at the batch price (half the online one), done within 24 h. The
+  run packs the rows into batches (OpenAI 50,000 requests / 200 MB each, one endpoint per batch;
+  Anthropic 100,000 / 256 MB), submits them and returns (exit 3, "submitted"); running the same
+  command again collects what has ended into the same results (or --wait stays to the end).
+  Every file and batch id is in OUT/batches/journal.jsonl before the next step, so a run
+  killed at any moment never creates a second batch for the same rows.
+  batchrun status OUT shows each batch; batchrun cancel OUT stops what is still running.
+
 --max-cost:
   A cap on the output's total spend (the sum of cost_usd, as `batchrun report` counts it). Each
   row reserves its worst case before it is sent: its prompt, counted offline (images of unknown
@@ -69,8 +79,8 @@ resuming:
 
 exit codes:
   0 finished (failed rows are recorded as errors)   2 bad usage or input, nothing sent
-  3 stopped early (Ctrl-C, SIGTERM, refused key, no quota, --max-cost reached): run the
-    same command to resume
+  3 stopped early (Ctrl-C, SIGTERM, refused key, no quota, --max-cost reached), or provider
+    batches submitted and not finished yet: run the same command to resume or collect
   4 finished, but rows ended in error (only with --fail-on-errors)
 """
 )
@@ -111,14 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--endpoint",
-        default="/v1/chat/completions",
-        help="endpoint for rows that do not name one (default: %(default)s)",
+        default=None,
+        help="endpoint for rows that do not name one (default: /v1/chat/completions; "
+        "/v1/messages with --backend anthropic-batch)",
     )
     run.add_argument(
         "--api-key-env",
-        default="OPENAI_API_KEY",
+        default=None,
         metavar="NAME",
-        help="environment variable holding the API key (default: %(default)s)",
+        help="environment variable holding the API key (default: OPENAI_API_KEY; "
+        "ANTHROPIC_API_KEY with --backend anthropic-batch)",
     )
     run.add_argument("--api-key", help=argparse.SUPPRESS)
     run.add_argument(
@@ -226,6 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
         "that pass runs alongside sending and a repeated id is a bad_input record",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    batch = run.add_argument_group("provider batch APIs", "see 'provider batch APIs' below")
+    batch.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="online",
+        help="online: send the rows now (default); openai-batch / anthropic-batch: through the "
+        "provider's Batch API, at the batch price, done within 24 h",
+    )
+    batch.add_argument(
+        "--wait",
+        action="store_true",
+        help="with a batch backend: stay until every batch has ended and is collected",
+    )
+    batch.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --wait: how often to ask about the batches (default: 60)",
+    )
+    batch.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="at most N rows per batch (default: the provider's limit, 50,000 or 100,000)",
+    )
+    batch.add_argument("--batch-max-bytes", type=positive_int, help=argparse.SUPPRESS)
     _add_template_arguments(run, model=True)
 
     mock = commands.add_parser(
@@ -239,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(mock)
     _add_bill_commands(commands)
     _add_export_command(commands)
+    _add_batch_commands(commands)
     return parser
 
 
@@ -308,6 +348,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args)
 
 
+def _backend_defaults(args: argparse.Namespace) -> None:
+    """The key, base URL and endpoint a backend's provider has, where the flags give none."""
+    import os
+
+    anthropic = getattr(args, "backend", "online") == "anthropic-batch"
+    if args.api_key_env is None:
+        args.api_key_env = "ANTHROPIC_API_KEY" if anthropic else "OPENAI_API_KEY"
+    if anthropic and args.base_url is None:
+        args.base_url = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com/v1"
+    if getattr(args, "endpoint", "") is None:
+        args.endpoint = "/v1/messages" if anthropic else "/v1/chat/completions"
+
+
 def _run(args: argparse.Namespace) -> int:
     from batchrun.config import RunConfig, default_api_key, default_base_url
     from batchrun.inputs.reader import InputError
@@ -318,6 +371,7 @@ def _run(args: argparse.Namespace) -> int:
     from batchrun.store.writer import skip_pandas_import
 
     _log_to_stderr(quiet=args.quiet)
+    _backend_defaults(args)
 
     if args.api_key:
         return _usage_error(
@@ -364,6 +418,11 @@ def _run(args: argparse.Namespace) -> int:
             handle_signals=True,
             fail_on_errors=args.fail_on_errors,
             max_row_bytes=args.max_row_bytes,
+            backend=args.backend,
+            wait=args.wait,
+            poll_interval_s=args.poll_interval,
+            batch_max_requests=args.batch_size,
+            batch_max_bytes=args.batch_max_bytes,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850
@@ -433,7 +492,10 @@ units:
   tokens: prompt tokens as the API counts them; max output = max_completion_tokens (else
   max_tokens) x n, summed over the rows that set one ("+N no max": rows that set none);
   expected output = F x the row's max, or --output-without-max tokens per choice (embeddings: 0).
-  cost: USD at standard rates (no cached-input or batch discount). low = prompt only, expected =
+  cost: USD at standard rates (no cached-input discount); with --backend openai-batch or
+  anthropic-batch, also at that Batch API's rates, side by side (the price database's batch
+  price, the price file's batch_input / batch_cached_input / batch_output, else 50% of the
+  online price). low = prompt only, expected =
   prompt + expected output, high = prompt + max output. A row with no max may go on as long as
   the model allows: high is then "no upper bound" ("cost_high_is_upper_bound": false in --json),
   and the notes say what --max-cost reserves for such a row (the model's maximum output).
@@ -444,6 +506,7 @@ units:
     cached_input = 0.075
     output = 0.60
     max_output_tokens = 16384   # optional; may stand alone to keep the database's prices
+    batch_input = 0.075         # optional: Batch API rates (batch_cached_input, batch_output)
 
 """
     + _EXACT_HELP
@@ -518,6 +581,13 @@ def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
         help="TOML or JSON price file (USD per 1M tokens) overriding the database per model",
     )
     estimate.add_argument("--json", action="store_true", help="print one JSON document")
+    estimate.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="online",
+        help="also price the rows at this provider Batch API's rates, beside the online ones "
+        "(default: online only)",
+    )
     estimate.add_argument(
         "--expected-output-fraction",
         type=fraction,
@@ -609,6 +679,7 @@ def _estimate(args: argparse.Namespace) -> int:
         )
         # PriceFileError is a ValueError
         prices = PriceBook.load(args.prices, max_output_tokens=args.max_output_tokens)
+        batch = args.backend != "online"
         estimate = estimate_file(
             args.input,
             endpoint=args.endpoint,
@@ -616,6 +687,12 @@ def _estimate(args: argparse.Namespace) -> int:
             model_override=args.model,
             rule=rule,
             template=_template(args),
+            batch_prices=PriceBook.load(
+                args.prices, max_output_tokens=args.max_output_tokens, batch=True
+            )
+            if batch
+            else None,
+            batch_backend=args.backend if batch else None,
         )
     except (InputError, ValueError) as exc:
         return _usage_error(str(exc))
@@ -695,9 +772,6 @@ def _models(args: argparse.Namespace) -> int:
     else:
         print("\n".join(models) if models else f"models: {found.url} lists none")
     return 0
-
-
-_BILL_COMMANDS = {"estimate": _estimate, "report": _report, "quota": _quota, "models": _models}
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -788,3 +862,141 @@ def _export(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(render_export(summary))
     return 0
+
+
+# --- status, cancel (provider batch APIs) ----------------------------------------------------
+
+_STATUS_EPILOG = """\
+stages (from OUT/batches/journal.jsonl): packed (written, not sent), uploading / uploaded,
+creating, submitted (the batch exists), ended, collected (its records are in OUT/results),
+abandoned (its rows went back to pending: a batch that failed validation, a lost chunk file).
+provider status and requests: as the provider says now (without --offline, for the batches in
+flight), else as the last run saw them.
+
+exit codes:
+  0 shown   2 OUT has no provider batches, or bad usage   3 a provider could not be asked
+"""
+
+_CANCEL_EPILOG = """\
+Asks the provider to cancel every batch of OUT that has not ended. What completed is kept: run
+the same `batchrun run` command again to collect it; rows that never ran become batch_cancelled
+records. OpenAI takes up to 10 minutes to cancel (status cancelling). If a run is still
+submitting batches, stop it first (Ctrl-C), or it may submit more.
+
+exit codes:
+  0 asked   2 OUT has no provider batches, or bad usage   3 a provider refused or could not be
+  asked
+"""
+
+
+def _add_batch_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    status = commands.add_parser(
+        "status",
+        help="the provider batches of a run's output: each one's state and request counts",
+        description="Show each provider batch of OUT (--backend openai-batch / "
+        "anthropic-batch): its stage, the provider's status and request counts.",
+        epilog=_STATUS_EPILOG,
+        formatter_class=raw,
+    )
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel the provider batches of a run's output that have not ended",
+        description="Cancel every provider batch of OUT that is still running; keep what "
+        "completed.",
+        epilog=_CANCEL_EPILOG,
+        formatter_class=raw,
+    )
+    for parser in (status, cancel):
+        parser.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+        parser.add_argument(
+            "--base-url", default=None, help="API base URL (default: the one the run used)"
+        )
+        parser.add_argument(
+            "--api-key-env",
+            default=None,
+            metavar="NAME",
+            help="environment variable holding the API key (default: OPENAI_API_KEY; "
+            "ANTHROPIC_API_KEY for anthropic-batch)",
+        )
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.add_argument(
+        "--offline", action="store_true", help="ask no provider: what the last run saw"
+    )
+
+
+def _key_for(args: argparse.Namespace) -> Callable[[str], str | None]:
+    from batchrun.config import default_api_key
+
+    def key_for(backend: str) -> str | None:
+        name = args.api_key_env or (
+            "ANTHROPIC_API_KEY" if backend == "anthropic-batch" else "OPENAI_API_KEY"
+        )
+        return default_api_key(name)
+
+    return key_for
+
+
+def _status(args: argparse.Namespace) -> int:
+    import functools
+
+    import anyio
+
+    from batchrun.runner.batch_commands import render_status, status_of
+    from batchrun.store.checkpoint import CheckpointError
+
+    try:
+        report = anyio.run(
+            functools.partial(
+                status_of,
+                args.out,
+                key_for=_key_for(args),
+                base_url=args.base_url,
+                refresh=not args.offline,
+            )
+        )
+    except (FileNotFoundError, CheckpointError) as exc:
+        return _usage_error(str(exc))
+    print((report.to_json() if args.json else render_status(report)).rstrip("\n"))
+    return EXIT_KEY_REFUSED if any(v.error for v in report.batches) else 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    import functools
+
+    import anyio
+
+    from batchrun.runner.batch_commands import cancel_batches
+    from batchrun.store.checkpoint import Checkpoint, CheckpointError
+
+    try:
+        views = anyio.run(
+            functools.partial(
+                cancel_batches, args.out, key_for=_key_for(args), base_url=args.base_url
+            )
+        )
+    except (FileNotFoundError, CheckpointError) as exc:
+        return _usage_error(str(exc))
+    if not views:
+        print(f"{args.out}: no batch is running; nothing to cancel")
+        return 0
+    for view in views:
+        state = f"error: {view.error}" if view.error else view.status
+        print(f"batch {view.batch_id} (chunk {view.chunk}, {view.rows:,} rows): {state}")
+    checkpoint = Checkpoint.load(args.out)
+    source = checkpoint.input_path if checkpoint else "INPUT"
+    print(
+        f"what completed is kept: run `batchrun run {source} --out {args.out} --backend "
+        f"{views[0].backend}` (as before) to collect it"
+    )
+    return EXIT_KEY_REFUSED if any(v.error for v in views) else 0
+
+
+_BILL_COMMANDS = {
+    "estimate": _estimate,
+    "report": _report,
+    "quota": _quota,
+    "models": _models,
+    "status": _status,
+    "cancel": _cancel,
+}

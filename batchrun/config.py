@@ -2,7 +2,8 @@
 
 `base_url` and `api_key` default to `$OPENAI_BASE_URL` and `$OPENAI_API_KEY`, read when the
 config is made, as the CLI and the OpenAI SDK read them; a value given explicitly (even
-`api_key=None`: no key) wins.
+`api_key=None`: no key) wins. With `backend="anthropic-batch"` give both (the CLI defaults them to
+`$ANTHROPIC_BASE_URL` or https://api.anthropic.com/v1, and `$ANTHROPIC_API_KEY`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchrun.common.urls import endpoint_in_base_url
+from batchrun.endpoints.batch_wire import BACKEND_LIMITS
 from batchrun.inputs.idtable import MAX_TABLE_ROWS
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 from batchrun.inputs.template import Template
 
 __all__ = [
     "API_KEY_ENV",
+    "BACKENDS",
     "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
     "HTTP_CLIENTS",
@@ -31,6 +34,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 API_KEY_ENV = "OPENAI_API_KEY"
 HTTP_CLIENTS = ("aiohttp", "httpx2")
+# The online pool, or a provider's Batch API (batchrun.runner.batches): the same rows and results.
+BACKENDS = ("online", "openai-batch", "anthropic-batch")
 
 
 def default_base_url() -> str:
@@ -85,6 +90,12 @@ class RunConfig:
     progress: bool = False
     handle_signals: bool = False
     fail_on_errors: bool = False  # exit code 4 when the finished output holds error records
+    backend: str = "online"  # or a provider's Batch API: BACKENDS
+    wait: bool = False  # batch backends: stay until every batch has ended and is collected
+    poll_interval_s: float = 60.0  # batch backends: how often --wait asks about the batches
+    # Batch backends: at most this many requests / bytes per batch (None: the provider's limit).
+    batch_max_requests: int | None = None
+    batch_max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -134,6 +145,27 @@ class RunConfig:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://: {self.base_url!r}")
         check_base_url(self.base_url)
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        _positive("poll_interval_s", self.poll_interval_s)
+        limits = BACKEND_LIMITS.get(self.backend)
+        for name, most in (
+            ("batch_max_requests", limits.max_requests if limits else None),
+            ("batch_max_bytes", limits.max_bytes if limits else None),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            _positive(name, value)
+            if most is not None and value > most:
+                raise ValueError(
+                    f"{name} must be at most {most:,}, the {self.backend} limit, got {value:,}"
+                )
 
     @property
     def effective_endpoint(self) -> str:

@@ -25,6 +25,10 @@ class ErrorType:
     CONNECTION_ERROR = "connection_error"  # still unreachable after every retry
     BAD_RESPONSE = "bad_response"  # a body that is not JSON, or JSON of the wrong shape
     API_ERROR = "api_error"  # HTTP 200 whose body is {"error": ...}
+    # A provider batch ended before the row ran: nothing was charged, a later run may send it.
+    BATCH_EXPIRED = "batch_expired"  # the 24 h window passed
+    BATCH_CANCELLED = "batch_cancelled"  # the batch was cancelled (batchrun cancel OUT)
+    BATCH_MISSING = "batch_missing"  # the batch ended without a result for the row
 
 
 @dataclass(frozen=True, slots=True)

@@ -438,3 +438,58 @@ def test_estimate_of_a_template_counts_what_run_will_send(tmp_path: Path, price_
     assert Estimate.from_json(shortcut.stdout).groups == by_hand.groups
     no_template = _cli(path, "--prices", price_file)
     assert no_template.returncode == 2 and "--template FILE" in no_template.stderr
+
+
+# ---------------------------------------------------------------- batch prices, side by side
+
+
+def test_batch_costs_are_the_same_tokens_at_the_batch_price(
+    small_input: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[models."gpt-4o-mini"]\ninput = 1.0\noutput = 4.0\nbatch_input = 0.25\n'
+        'batch_output = 1.5\n[models."text-embedding-3-small"]\ninput = 0.5\n'
+    )
+    estimate = estimate_file(
+        small_input,
+        prices=PriceBook.load(path, use_database=False),
+        batch_prices=PriceBook.load(path, use_database=False, batch=True),
+        batch_backend="openai-batch",
+    )
+    chat = _group(estimate, "gpt-4o-mini")
+    assert chat.cost_expected_usd == pytest.approx((chat.prompt_tokens + 4 * 336) / 1e6)
+    assert chat.batch_cost_low_usd == pytest.approx(chat.prompt_tokens * 0.25 / 1e6)
+    assert chat.batch_cost_expected_usd == pytest.approx(
+        (chat.prompt_tokens * 0.25 + 336 * 1.5) / 1e6
+    )
+    assert chat.batch_price_source == f"{path} (batch_* prices)"
+    embed = _group(estimate, "text-embedding-3-small")  # no batch_* keys: half its online price
+    assert embed.batch_cost_high_usd == pytest.approx(embed.cost_high_usd / 2)
+    assert "50% of its online prices" in (embed.batch_price_source or "")
+    unknown = _group(estimate, "my-private-model")
+    assert unknown.batch_cost_expected_usd is None  # unknown, never 0
+    totals = estimate.totals()
+    assert totals["batch_cost_expected_usd"] == pytest.approx(
+        chat.batch_cost_expected_usd + embed.batch_cost_expected_usd
+    )
+    assert Estimate.from_json(estimate.to_json()) == estimate
+    text = render_estimate(estimate)
+    assert "online vs batch (openai-batch: done within 24 h, at the batch price):" in text
+    assert f"batch price: {path} (batch_* prices)" in text
+
+
+def test_cli_estimate_backend_shows_online_and_batch(small_input: Path, tmp_path: Path) -> None:
+    plain = _cli(small_input)
+    assert plain.returncode == 0 and "online vs batch" not in plain.stdout
+    done = _cli(small_input, "--backend", "anthropic-batch", "--json")
+    assert done.returncode == 0, done.stderr
+    printed = Estimate.from_json(done.stdout)
+    assert printed.batch_backend == "anthropic-batch"
+    chat = _group(printed, "gpt-4o-mini")
+    database = PriceBook.load(batch=True).price_for("gpt-4o-mini")
+    assert database is not None and chat.batch_price_source == database.source
+    assert chat.batch_cost_low_usd == pytest.approx(
+        chat.prompt_tokens * database.input_per_mtok / 1e6
+    )
+    assert chat.batch_cost_expected_usd < chat.cost_expected_usd

@@ -242,6 +242,8 @@ def test_database_prices_carry_the_context_window() -> None:
         ('[model."m"]\ninput = 1\n', r"unknown top-level key 'model'"),
         ("", r"no models"),
         ('[models."m"\ninput = 1\n', r"is not valid TOML"),
+        ('[models."m"]\nbatch_output = 1\n', r"missing required key 'batch_input'"),
+        ('[models."m"]\nbatch_input = -2\n', r"\.batch_input: must be a finite number >= 0"),
     ],
 )
 def test_bad_price_files_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -265,3 +267,59 @@ def test_missing_price_file(tmp_path: Path) -> None:
         PriceBook.load(path)
     assert str(path) in str(caught.value)
     assert isinstance(caught.value, ValueError)
+
+
+# --- batch prices (--backend openai-batch / anthropic-batch) -------------------------------
+
+
+def _database_batch_price(model: str, provider: str) -> ModelPrice:
+    snapshot = data_snapshot.DataSnapshot(
+        providers=data_snapshot._bundled_snapshot().providers, from_auto_update=False
+    )
+    _, info = snapshot.find_provider_model(model, None, provider, None)
+    return info.get_prices(datetime.now(UTC), {"processing": "batch"})
+
+
+@pytest.mark.parametrize(("model", "provider"), [("gpt-4o-mini", "openai"),
+                                                 ("claude-haiku-4-5", "anthropic")])  # fmt: skip
+def test_batch_book_uses_the_database_batch_price(model: str, provider: str) -> None:
+    online = PriceBook.load().price_for(model)
+    batch = PriceBook.load(batch=True).price_for(model)
+    rates = _database_batch_price(model, provider)
+    assert online is not None and batch is not None
+    assert batch.input_per_mtok == float(rates.input_mtok) < online.input_per_mtok
+    assert batch.output_per_mtok == float(rates.output_mtok)  # type: ignore[arg-type]
+    assert batch.source.endswith("(batch price)")
+    assert PriceBook.load(batch=True).batch and not PriceBook.load().batch
+
+
+def test_batch_without_a_batch_price_is_half_the_online_price() -> None:
+    online = PriceBook.load().price_for("deepseek-chat")
+    batch = PriceBook.load(batch=True).price_for("deepseek-chat")
+    assert online is not None and batch is not None
+    assert batch.input_per_mtok == pytest.approx(online.input_per_mtok / 2)
+    assert batch.output_per_mtok == pytest.approx(online.output_per_mtok / 2)  # type: ignore[operator]
+    assert "50% of online, no batch price in the database" in batch.source
+
+
+def test_price_file_batch_keys_then_half_of_its_online_prices(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[models."gpt-4o-mini"]\ninput = 0.3\noutput = 1.2\n'
+        "batch_input = 0.1\nbatch_cached_input = 0.05\nbatch_output = 0.4\n"
+        '[models."my-model"]\ninput = 2\noutput = 8\n'
+        '[models."gpt-4o"]\nbatch_input = 1\nbatch_output = 3\n'  # batch alone: online stays
+    )
+    batch = PriceBook.load(path, batch=True)
+    assert batch.price_for("gpt-4o-mini") == Price(0.1, 0.4, 0.05, f"{path} (batch_* prices)")
+    assert batch.cost_usd("gpt-4o-mini", prompt_tokens=1000, completion_tokens=1000) == (
+        pytest.approx((1000 * 0.1 + 1000 * 0.4) / 1e6)
+    )
+    mine = batch.price_for("my-model")
+    assert mine is not None and (mine.input_per_mtok, mine.output_per_mtok) == (1.0, 4.0)
+    assert "50% of its online prices" in mine.source
+    online = PriceBook.load(path)
+    assert online.price_for("gpt-4o-mini") == Price(0.3, 1.2, None, str(path))
+    gpt4o = online.price_for("gpt-4o")
+    assert gpt4o is not None and gpt4o.source.startswith("genai-prices")
+    assert batch.price_for("gpt-4o") == Price(1.0, 3.0, None, f"{path} (batch_* prices)")

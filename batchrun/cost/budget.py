@@ -150,6 +150,11 @@ class CostBudget:
             await self._settled.wait()
         return self._take(worst)
 
+    def exhausted(self, request: Request) -> str:
+        """What `BudgetExhausted` says when `request` does not fit (for callers that reserve
+        with `try_reserve` and decide themselves when to stop)."""
+        return self._exhausted(request, worst_case(self.prices, request))
+
     def settle(self, reserved: float, actual: float | None) -> None:
         """A reserved request is done: `actual` is its `cost_usd` (None: nothing to count)."""
         self.in_flight -= 1

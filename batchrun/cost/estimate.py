@@ -10,7 +10,8 @@ model's own tiktoken encoding and OpenAI's message overheads); max output tokens
 `max_completion_tokens` x `n`) summed over the rows that set one, and how many did not; expected
 output tokens by a stated `OutputRule`; cost in USD from the `PriceBook`:
 
-- low: the prompt only (no cached-input discount assumed, standard rates, no batch discount);
+- low: the prompt only (no cached-input discount assumed, the book's rates: online unless it is a
+  batch book);
 - expected: prompt + expected output;
 - high: prompt + max output. A row that sets no maximum counts its expected output here, so high
   is an upper bound only when `rows_without_max == 0` (`cost_high_is_upper_bound`); otherwise
@@ -19,6 +20,9 @@ output tokens by a stated `OutputRule`; cost in USD from the `PriceBook`:
   per choice instead (`PriceBook.output_ceiling`).
 
 Guarantees:
+- With `batch_prices` (`batchrun estimate --backend openai-batch`), every group also carries its
+  three costs at the Batch API's prices (`batch_cost_*_usd`, `batch_price_source`), from the same
+  token counts, so online and batch can be shown side by side.
 - An unknown price gives `None` costs ("unknown" in the table), never 0.
 - `exact` is True only when every row of the group was counted with the model's own encoding by a
   published rule; otherwise `note` / `inexact_reasons` say what was approximated (the encoding it
@@ -99,6 +103,11 @@ class GroupEstimate:
     price_source: str | None = None
     output_ceiling: int | None = None  # rows without a max: what --max-cost assumes per choice
     output_ceiling_source: str | None = None
+    # At the Batch API's prices, when the builder had them (else None, as for unknown prices).
+    batch_cost_low_usd: float | None = None
+    batch_cost_expected_usd: float | None = None
+    batch_cost_high_usd: float | None = None
+    batch_price_source: str | None = None
 
     @property
     def priced(self) -> bool:
@@ -119,6 +128,7 @@ class Estimate:
     output_rule: OutputRule = DEFAULT_OUTPUT_RULE
     model_override: str | None = None
     input: str | None = None
+    batch_backend: str | None = None  # the batch costs are this backend's (e.g. "openai-batch")
 
     @property
     def exact(self) -> bool:
@@ -136,7 +146,10 @@ class Estimate:
             "rows_without_max": sum(g.rows_without_max for g in groups),
             "expected_output_tokens": sum(g.expected_output_tokens for g in groups),
         }
-        for key in ("cost_low_usd", "cost_expected_usd", "cost_high_usd"):
+        keys = ["cost_low_usd", "cost_expected_usd", "cost_high_usd"]
+        if self.batch_backend is not None:
+            keys += [f"batch_{key}" for key in keys]
+        for key in keys:
             known = [getattr(g, key) for g in groups if getattr(g, key) is not None]
             totals[key] = sum(known) if known or not groups else None
         totals["rows_unpriced"] = sum(g.rows for g in groups if not g.priced)
@@ -151,10 +164,13 @@ class Estimate:
         exact, groups [{model, endpoint, rows, prompt_tokens, max_output_tokens, rows_without_max,
         expected_output_tokens, cost_low_usd, cost_expected_usd, cost_high_usd,
         cost_high_is_upper_bound, encoding, exact, inexact_rows, note, inexact_reasons,
-        price_source, output_ceiling, output_ceiling_source}], totals {rows, prompt_tokens,
-        max_output_tokens, rows_without_max, expected_output_tokens, cost_low_usd,
-        cost_expected_usd, cost_high_usd, rows_unpriced, cost_high_is_upper_bound, exact},
-        bad_rows, bad_row_examples [{row, custom_id, message, line}]. Costs are USD; null means
+        price_source, output_ceiling, output_ceiling_source, batch_cost_low_usd,
+        batch_cost_expected_usd, batch_cost_high_usd, batch_price_source}], totals {rows,
+        prompt_tokens, max_output_tokens, rows_without_max, expected_output_tokens, cost_low_usd,
+        cost_expected_usd, cost_high_usd, rows_unpriced, cost_high_is_upper_bound, exact, and
+        with batch_backend: batch_cost_low_usd, batch_cost_expected_usd, batch_cost_high_usd},
+        bad_rows, bad_row_examples [{row, custom_id, message, line}], batch_backend (null, or
+        the backend whose Batch API prices the batch_* costs are at). Costs are USD; null means
         unknown. cost_high_usd is an upper bound only where cost_high_is_upper_bound is true.
         """
         return {
@@ -178,6 +194,7 @@ class Estimate:
             "totals": self.totals(),
             "bad_rows": self.bad_rows,
             "bad_row_examples": [asdict(b) for b in self.bad_row_examples],
+            "batch_backend": self.batch_backend,
         }
 
     def to_json(self) -> str:
@@ -208,6 +225,7 @@ class Estimate:
                 output_rule=rule,
                 model_override=doc.get("model_override"),
                 input=doc.get("input"),
+                batch_backend=doc.get("batch_backend"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EstimateError(f"damaged estimate document: {exc!r}") from exc
@@ -241,13 +259,15 @@ class _Group:
     reasons: dict[str, None] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     costs: list[float | None] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # None: unknown
+    batch_costs: list[float | None] = field(default_factory=lambda: [0.0, 0.0, 0.0])
 
 
 class EstimateBuilder:
     """Feed it every row (`ParsedRow` or `RowError`) once; `result()` at any time.
 
     `model_override` counts and prices every row as that model (a what-if; the rows are not
-    changed). Not thread-safe: one builder per reader.
+    changed). `batch_prices` (with `batch_backend`, its name) prices every group a second time at
+    the Batch API's rates. Not thread-safe: one builder per reader.
     """
 
     def __init__(
@@ -257,8 +277,14 @@ class EstimateBuilder:
         model_override: str | None = None,
         rule: OutputRule = DEFAULT_OUTPUT_RULE,
         input: str | None = None,
+        batch_prices: PriceBook | None = None,
+        batch_backend: str | None = None,
     ) -> None:
+        if (batch_prices is None) != (batch_backend is None):
+            raise ValueError("batch_prices and batch_backend go together")
         self._prices = prices
+        self._batch_prices = batch_prices
+        self._batch_backend = batch_backend
         self._override = model_override
         self._rule = rule
         self._fraction = rule.fraction_of_max
@@ -307,8 +333,9 @@ class EstimateBuilder:
             self._add_row_costs(group, count.tokens, expected, high)
 
     def _new_group(self, model: str | None, url: str) -> _Group:
-        price = self._prices.price_for(model)
-        tiered = price is not None and bool(price.tiers)
+        books = [self._prices] if self._batch_prices is None else [self._prices, self._batch_prices]
+        prices = [book.price_for(model) for book in books]
+        tiered = any(price is not None and bool(price.tiers) for price in prices)
         return _Group(model, url, tiered, url.split("?", 1)[0].rstrip("/").endswith("/embeddings"))
 
     def _inexact(self, group: _Group, note: str) -> None:
@@ -325,14 +352,18 @@ class EstimateBuilder:
                 group.reasons[reason] = None
 
     def _add_row_costs(self, group: _Group, prompt: int, expected: int, maximum: int) -> None:
-        for i, completion in enumerate((0, expected, maximum)):
-            so_far = group.costs[i]
-            if so_far is None:
-                continue
-            cost = self._prices.cost_usd(
-                group.model, prompt_tokens=prompt, completion_tokens=completion
-            )
-            group.costs[i] = None if cost is None else so_far + cost
+        books = [(self._prices, group.costs)]
+        if self._batch_prices is not None:
+            books.append((self._batch_prices, group.batch_costs))
+        for book, costs in books:
+            for i, completion in enumerate((0, expected, maximum)):
+                so_far = costs[i]
+                if so_far is None:
+                    continue
+                cost = book.cost_usd(
+                    group.model, prompt_tokens=prompt, completion_tokens=completion
+                )
+                costs[i] = None if cost is None else so_far + cost
 
     def result(self) -> Estimate:
         """The estimate of every row added so far (groups sorted by model, then endpoint)."""
@@ -344,22 +375,33 @@ class EstimateBuilder:
             output_rule=self._rule,
             model_override=self._override,
             input=self._input,
+            batch_backend=self._batch_backend,
         )
+
+    def _costs(self, group: _Group, book: PriceBook, tiered: list[float | None]) -> list[Any]:
+        if group.tiered:
+            return list(tiered)
+        # Linear rates: the cost of the sums is the sum of the per-row costs.
+        return [
+            book.cost_usd(group.model, prompt_tokens=group.prompt, completion_tokens=completion)
+            for completion in (0, group.expected, group.max_out + group.no_max_expected)
+        ]
 
     def _finish(self, group: _Group) -> GroupEstimate:
         info = tokenizer_for(group.model)
         price = self._prices.price_for(group.model)
         ceiling = self._prices.output_ceiling(group.model) if group.no_max else None
-        if group.tiered:
-            low, expected, high = group.costs
-        else:
-            # Linear rates: the cost of the sums is the sum of the per-row costs.
-            low, expected, high = (
-                self._prices.cost_usd(
-                    group.model, prompt_tokens=group.prompt, completion_tokens=completion
-                )
-                for completion in (0, group.expected, group.max_out + group.no_max_expected)
-            )
+        low, expected, high = self._costs(group, self._prices, group.costs)
+        batch: dict[str, Any] = {}
+        if self._batch_prices is not None:
+            costs = self._costs(group, self._batch_prices, group.batch_costs)
+            batch_price = self._batch_prices.price_for(group.model)
+            batch = {
+                "batch_cost_low_usd": costs[0],
+                "batch_cost_expected_usd": costs[1],
+                "batch_cost_high_usd": costs[2],
+                "batch_price_source": batch_price.source if batch_price is not None else None,
+            }
         return GroupEstimate(
             model=group.model,
             endpoint=group.endpoint,
@@ -379,6 +421,7 @@ class EstimateBuilder:
             price_source=price.source if price is not None else None,
             output_ceiling=ceiling.tokens if ceiling is not None else None,
             output_ceiling_source=ceiling.source if ceiling is not None else None,
+            **batch,
         )
 
 
@@ -390,15 +433,25 @@ def estimate_file(
     model_override: str | None = None,
     rule: OutputRule = DEFAULT_OUTPUT_RULE,
     template: Template | None = None,
+    batch_prices: PriceBook | None = None,
+    batch_backend: str | None = None,
 ) -> Estimate:
     """Stream `path` through the reader (as `run` does) and estimate every row; with a
-    template, the bodies it renders, the same ones `run` sends.
+    template, the bodies it renders, the same ones `run` sends; with `batch_prices`, also at
+    the Batch API's prices of `batch_backend`.
 
     Raises `batchrun.inputs.reader.InputError` when the file as a whole cannot be read, or no
     row of it could be sent (`batchrun.inputs.sniff`).
     """
     check_sendable(path, endpoint=endpoint, template=template)
-    builder = EstimateBuilder(prices, model_override=model_override, rule=rule, input=str(path))
+    builder = EstimateBuilder(
+        prices,
+        model_override=model_override,
+        rule=rule,
+        input=str(path),
+        batch_prices=batch_prices,
+        batch_backend=batch_backend,
+    )
     add = builder.add
     for item in iter_rows(path, endpoint=endpoint, template=template):
         add(item)

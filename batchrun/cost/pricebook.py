@@ -10,8 +10,12 @@ network); see `batchrun.cost.prices`. A model with no known price costs None, ne
 Billing follows OpenAI's usage object: `cached_tokens` are part of `prompt_tokens` and are billed at
 the cached-input rate when one is known, else at the input rate; reasoning tokens are part of
 `completion_tokens`. Models with long-context tiers (the database's tiered prices) bill the whole
-request at the tier its prompt exceeds. Standard (online) rates: batch, flex and priority rates, and
-separate audio or image token rates, are not applied.
+request at the tier its prompt exceeds. Standard (online) rates, unless the book is a batch book
+(`PriceBook.load(..., batch=True)`, for `--backend openai-batch` / `anthropic-batch`): then every
+price is the model's Batch API price: the price file's `batch_*` keys, else 50% of the file's
+online rates, else the database's batch price, else 50% of the database's online price; each
+price's `source` says which. Flex and priority rates, and separate audio or image token rates, are
+not applied.
 
 User file entries match the model name as written, then lowercased, then without a date suffix
 (`gpt-4o-mini-2024-07-18` uses `gpt-4o-mini`), then without a `provider/` prefix. Lookups are cached
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -36,6 +41,7 @@ from batchrun.cost.prices import (
     PriceFileError,
     PriceTier,
     database_price,
+    half_price,
     load_database,
     load_price_file,
 )
@@ -51,6 +57,8 @@ class PriceBook:
 
     __slots__ = (
         "_at",
+        "_batch",
+        "_batch_overrides",
         "_cache",
         "_ceilings",
         "_max_output_tokens",
@@ -67,7 +75,11 @@ class PriceBook:
         at: datetime | None = None,
         ceilings: Mapping[str, int] | None = None,
         max_output_tokens: int | None = None,
+        batch: bool = False,
+        batch_overrides: Mapping[str, Price] | None = None,
     ) -> None:
+        self._batch = batch
+        self._batch_overrides = _with_lowercase(batch_overrides or {})
         self._overrides = _with_lowercase(overrides or {})
         self._ceilings = _with_lowercase(ceilings or {})
         if max_output_tokens is not None and max_output_tokens < 1:
@@ -85,9 +97,11 @@ class PriceBook:
         *,
         use_database: bool = True,
         max_output_tokens: int | None = None,
+        batch: bool = False,
     ) -> PriceBook:
         """A price book with `prices_file`'s entries (if any) over the database;
-        `max_output_tokens` is `--max-output-tokens` (see `output_ceiling`).
+        `max_output_tokens` is `--max-output-tokens` (see `output_ceiling`); `batch`: Batch API
+        prices (see the module docstring).
 
         Raises PriceFileError when the file cannot be read or has a bad entry.
         """
@@ -99,13 +113,20 @@ class PriceBook:
             ceilings=file.max_output_tokens if file else None,
             use_database=use_database,
             max_output_tokens=max_output_tokens,
+            batch=batch,
+            batch_overrides=file.batch_prices if file else None,
         )
 
     def __repr__(self) -> str:
         return (
             f"PriceBook(overrides={len(self._overrides)}, database={self._use_database}, "
-            f"cached_models={len(self._cache)})"
+            f"batch={self._batch}, cached_models={len(self._cache)})"
         )
+
+    @property
+    def batch(self) -> bool:
+        """Whether this book prices the Batch APIs rather than online requests."""
+        return self._batch
 
     def price_for(self, model: str | None) -> Price | None:
         """The price of `model`, or None when neither the user file nor the database knows it."""
@@ -177,11 +198,21 @@ class PriceBook:
     def _lookup(self, model: str | None) -> Price | None:
         if not model:
             return None
-        for name in _override_names(model):
+        names = _override_names(model)
+        if self._batch:
+            for name in names:
+                price = self._batch_overrides.get(name)
+                if price is not None:
+                    return replace(price, source=f"{price.source} (batch_* prices)")
+        for name in names:
             price = self._overrides.get(name)
             if price is not None:
+                if self._batch:
+                    return half_price(price, "batch: 50% of its online prices, no batch_* set")
                 return price
-        return database_price(model, self._at) if self._use_database else None
+        if not self._use_database:
+            return None
+        return database_price(model, self._at, batch=self._batch)
 
 
 def _with_lowercase(entries: Mapping[str, _T]) -> dict[str, _T]:

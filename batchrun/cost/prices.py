@@ -11,9 +11,18 @@ overrides the database for the models it names. Its format, prices in USD per mi
     cached_input = 0.075  # optional: cached prompt tokens, else billed at `input`
     output = 0.60         # optional for embedding models: else output is billed as unknown
     max_output_tokens = 16384  # optional: the most a row with no output limit can produce
+    batch_input = 0.075   # optional: the provider's Batch API rates (--backend *-batch);
+    batch_cached_input = 0.0375  # batch_input is required once any batch_* key is set
+    batch_output = 0.30
 
 `max_output_tokens` is what `--max-cost` reserves for a row that sets no output limit (see
-`batchrun.cost.ceilings`); an entry may set it alone and keep the database's prices.
+`batchrun.cost.ceilings`); an entry may set it alone and keep the database's prices. So may
+the `batch_*` keys: the online prices then stay the database's.
+
+Batch prices (`database_price(..., batch=True)`): genai-prices carries the Batch API rates of
+some models as a price variant (`processing = "batch"`, OpenAI's and Anthropic's, each from the
+date the database says); for a model without one, batch is 50% of the online price, which is
+what OpenAI and Anthropic charge, and the source says so.
 
 A `.json` file holds the same shape: `{"models": {"gpt-4o-mini": {"input": 0.15, ...}}}`; any other
 suffix is read as TOML. A bad file raises `PriceFileError` naming the file and the bad key.
@@ -28,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
@@ -38,7 +47,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from genai_prices.data_snapshot import DataSnapshot
-    from genai_prices.types import ModelPrice
+    from genai_prices.types import ModelInfo, ModelPrice
 
 __all__ = [
     "Price",
@@ -46,6 +55,7 @@ __all__ = [
     "PriceFileError",
     "PriceTier",
     "database_price",
+    "half_price",
     "load_database",
     "load_price_file",
 ]
@@ -82,14 +92,43 @@ class Price:
 
 @dataclass(frozen=True, slots=True)
 class PriceFile:
-    """A user price file: prices and output ceilings by model name as written."""
+    """A user price file: prices, batch prices and output ceilings by model name as written."""
 
     prices: dict[str, Price]
     max_output_tokens: dict[str, int]
+    batch_prices: dict[str, Price] = field(default_factory=dict)
 
 
 _PRICE_KEYS = ("input", "cached_input", "output")
-_FILE_KEYS = (*_PRICE_KEYS, "max_output_tokens")
+_BATCH_KEYS = ("batch_input", "batch_cached_input", "batch_output")
+_FILE_KEYS = (*_PRICE_KEYS, "max_output_tokens", *_BATCH_KEYS)
+# What the Batch APIs of OpenAI and Anthropic charge against their online rates.
+BATCH_DISCOUNT = 0.5
+
+
+def half_price(price: Price, why: str) -> Price:
+    """`price` at the batch discount, its source saying `why` (no batch rate was known)."""
+
+    def half(rate: float | None) -> float | None:
+        return None if rate is None else rate * BATCH_DISCOUNT
+
+    tiers = tuple(
+        PriceTier(
+            t.above_prompt_tokens,
+            t.input_per_mtok * BATCH_DISCOUNT,
+            half(t.output_per_mtok),
+            half(t.cached_input_per_mtok),
+        )
+        for t in price.tiers
+    )
+    return replace(
+        price,
+        input_per_mtok=price.input_per_mtok * BATCH_DISCOUNT,
+        output_per_mtok=half(price.output_per_mtok),
+        cached_input_per_mtok=half(price.cached_input_per_mtok),
+        source=f"{price.source} ({why})",
+        tiers=tiers,
+    )
 
 
 def load_price_file(path: Path) -> PriceFile:
@@ -116,20 +155,26 @@ def load_price_file(path: Path) -> PriceFile:
         raise PriceFileError(f'price file {path}: no models; expected [models."NAME"] tables')
     prices: dict[str, Price] = {}
     ceilings: dict[str, int] = {}
+    batch: dict[str, Price] = {}
     for name, entry in models.items():
-        price, ceiling = _file_entry(path, name, entry)
+        price, batch_price, ceiling = _file_entry(path, name, entry)
         if price is not None:
             prices[name] = price
+        if batch_price is not None:
+            batch[name] = batch_price
         if ceiling is not None:
             ceilings[name] = ceiling
-    return PriceFile(prices, ceilings)
+    return PriceFile(prices, ceilings, batch)
 
 
 def _format(path: Path) -> str:
     return "JSON" if path.suffix.lower() == ".json" else "TOML"
 
 
-def _file_entry(path: Path, model: str, entry: object) -> tuple[Price | None, int | None]:
+def _file_entry(
+    path: Path, model: str, entry: object
+) -> tuple[Price | None, Price | None, int | None]:
+    """(online price, batch price, output ceiling) of one entry; each None where not set."""
     where = f"price file {path}: models.{json.dumps(model)}"
     if not isinstance(entry, dict):
         raise PriceFileError(f"{where}: expected a table of prices, got {type(entry).__name__}")
@@ -143,10 +188,21 @@ def _file_entry(path: Path, model: str, entry: object) -> tuple[Price | None, in
         raise PriceFileError(
             f"{where}.max_output_tokens: must be a whole number of tokens >= 1, got {ceiling!r}"
         )
-    if ceiling is not None and all(entry.get(key) is None for key in _PRICE_KEYS):
-        return None, ceiling  # only the ceiling: the prices stay the database's
+    online = _rates(path, where, entry, _PRICE_KEYS)
+    batch = _rates(path, where, entry, _BATCH_KEYS)
+    if online is None and batch is None and ceiling is None:
+        raise PriceFileError(f"{where}: missing required key 'input' (USD per 1M input tokens)")
+    return online, batch, ceiling
+
+
+def _rates(
+    path: Path, where: str, entry: dict[str, object], keys: tuple[str, str, str]
+) -> Price | None:
+    """The Price that `keys` (input, cached input, output) of an entry give; None if none set."""
+    if all(entry.get(key) is None for key in keys):
+        return None
     values: dict[str, float | None] = {}
-    for key in _PRICE_KEYS:
+    for key in keys:
         value = entry.get(key)
         if value is None:
             values[key] = None
@@ -158,15 +214,20 @@ def _file_entry(path: Path, model: str, entry: object) -> tuple[Price | None, in
             raise PriceFileError(
                 f"{where}.{key}: must be a number (USD per 1M tokens), got {value!r}"
             )
-    input_price = values["input"]
+    input_key, cached_key, output_key = keys
+    input_price = values[input_key]
     if input_price is None:
-        raise PriceFileError(f"{where}: missing required key 'input' (USD per 1M input tokens)")
-    price = Price(input_price, values["output"], values["cached_input"], source=str(path))
-    return price, ceiling
+        raise PriceFileError(
+            f"{where}: missing required key {input_key!r} (USD per 1M input tokens)"
+        )
+    return Price(input_price, values[output_key], values[cached_key], source=str(path))
 
 
-def database_price(model: str, at: datetime | None = None) -> Price | None:
+def database_price(model: str, at: datetime | None = None, *, batch: bool = False) -> Price | None:
     """The genai-prices price of `model` at time `at` (default now), or None if it has none.
+
+    `batch`: the Batch API price: the database's batch variant where it has one active at `at`,
+    else 50% of the online price (the source says which).
 
     Tried in order: the model at provider "openai"; a `provider/model` name at the provider its
     prefix names; the provider genai-prices recognises from the name (deepseek-chat, claude-...);
@@ -187,10 +248,24 @@ def database_price(model: str, at: datetime | None = None) -> Price | None:
         except LookupError:
             continue
         source = f"genai-prices {_version()}: {provider.id} {info.id}"
-        price = _database_rates(info.get_prices(at), source)
+        if batch and _has_batch_variant(info, at):
+            rates = info.get_prices(at, {"processing": "batch"})
+            price = _database_rates(rates, source + " (batch price)")
+        else:
+            price = _database_rates(info.get_prices(at), source)
+            if batch and price is not None:
+                price = half_price(price, "batch: 50% of online, no batch price in the database")
         if price is not None:
             return replace(price, context_window=info.context_window)
     return None
+
+
+def _has_batch_variant(info: ModelInfo, at: datetime) -> bool:
+    return any(
+        variant.when == {"processing": "batch"}
+        and (variant.constraint is None or variant.constraint.active(at))
+        for variant in info.price_variants or ()
+    )
 
 
 def load_database() -> None:

@@ -269,9 +269,11 @@ def shortcut_template(
 ) -> Template:
     """The template `--model M --prompt P [--system S] [--max-tokens N]` stand for.
 
-    Chat: `{"model", "messages": [system?, user], "max_tokens"?}`; embeddings:
-    `{"model", "input"}`. It names no endpoint of its own: rows go to `endpoint` (--endpoint),
-    as with a template file that names none. The same body in a file has the same digest."""
+    Chat: `{"model", "messages": [system?, user], "max_tokens"?}`; Anthropic's Messages API
+    (`/v1/messages`): `{"model", "max_tokens", "system"?, "messages": [user]}`, where max_tokens
+    is required; embeddings: `{"model", "input"}`. It names no endpoint of its own: rows go to
+    `endpoint` (--endpoint), as with a template file that names none. The same body in a file
+    has the same digest."""
     source = "--prompt"
     if not model:
         raise TemplateError("--prompt needs --model: the model each request is sent to")
@@ -285,9 +287,19 @@ def shortcut_template(
         body["messages"] = [*system_message, {"role": "user", "content": prompt}]
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+    elif endpoint == "/v1/messages":
+        if max_tokens is None:
+            raise TemplateError(
+                "--prompt for /v1/messages (Anthropic's Messages API) needs --max-tokens: "
+                "the API requires max_tokens"
+            )
+        body["max_tokens"] = max_tokens
+        if system is not None:
+            body["system"] = system
+        body["messages"] = [{"role": "user", "content": prompt}]
     else:
         raise TemplateError(
-            f"--prompt builds chat or embeddings requests, not {endpoint} ones; "
+            f"--prompt builds chat, Messages API or embeddings requests, not {endpoint} ones; "
             "write a template file (--template) for that endpoint"
         )
     return Template(body, id_column=id_column, source=source)

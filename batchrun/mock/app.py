@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+import batchrun.mock.batch_api as batch_api
 import batchrun.mock.payloads as payloads
 from batchrun.cost.tokens import count_request_tokens
 from batchrun.mock.config import MockConfig
@@ -44,6 +45,7 @@ _CACHEABLE_CHARS = 4096
 _MAX_REMEMBERED_PREFIXES = 100_000
 _CHAT = "/v1/chat/completions"
 _EMBEDDINGS = "/v1/embeddings"
+_MESSAGES = "/v1/messages"
 
 
 @dataclass(slots=True)
@@ -118,7 +120,24 @@ class MockApp:
             ("GET", "/v1/dashboard/billing/subscription"): self._subscription,
             ("GET", "/v1/dashboard/billing/usage"): self._usage,
         }
+        # Where the mock is reachable, for the URLs it hands out (Anthropic's results_url); the
+        # server sets it once it listens.
+        self.base_url = f"http://{config.host}:{config.port}/v1"
+        self._batch_offset_s = 0.0  # advance_batches(): provider batches live on ahead of time
+        self._new_batch_api()
         self._zero()
+
+    def _new_batch_api(self) -> None:
+        config = self.config
+        self._batch_api = batch_api.BatchApi(
+            execute=self._batch_execute,
+            execute_message=lambda url, body: self._batch_execute(_MESSAGES, body),
+            clock=lambda: self._clock() + self._batch_offset_s,
+            phase_s=config.batch_phase_s,
+            latency_s=config.batch_latency_ms / 1000,
+            faults=config.batch_faults,
+            base_url=lambda: self.base_url,
+        )
 
     def _zero(self) -> None:
         self._requests = 0
@@ -155,6 +174,7 @@ class MockApp:
                 "tpm_charged": self._tokens["tpm_charged"],
             },
             "connections": len(self._connections),
+            "batches": self._batch_api.stats(),
         }
 
     def bodies(self) -> list[bytes]:
@@ -168,11 +188,16 @@ class MockApp:
         self._faults.reset(self.config.seed)
         self._jitter_rng.seed(f"{self.config.seed}/jitter")
         self._prefixes.clear()
+        self._new_batch_api()
         if self._limiter is not None:
             self._limiter.reset(self._clock())
 
     def set_faults(self, faults: dict[str, float]) -> None:
         self._faults.set_table(faults)
+
+    def advance_batches(self, seconds: float) -> None:
+        """Move the provider batches' clock `seconds` ahead (they see the time jump at once)."""
+        self._batch_offset_s += seconds
 
     # -- the Handler protocol -------------------------------------------------------------------
 
@@ -182,8 +207,12 @@ class MockApp:
             return self._control(request)
         route = self._routes.get((request.method, path))
         self._requests += 1
-        self._paths[path if route is not None else "(unknown)"] += 1
-        reply = route(request) if route is not None else self._not_found(request)
+        if route is None and path.startswith(batch_api.PREFIXES):
+            label, reply = self._batches(request)
+            self._paths[label] += 1
+        else:
+            self._paths[path if route is not None else "(unknown)"] += 1
+            reply = route(request) if route is not None else self._not_found(request)
         if reply.action == "send":
             self._statuses[reply.status] += 1
         return reply
@@ -214,6 +243,80 @@ class MockApp:
             return True
         given = request.authorization
         return given is not None and hmac.compare_digest(given, expected)
+
+    def _batches(self, request: HttpRequest) -> tuple[str, Reply]:
+        expected = self.config.api_key
+        given = request.api_key  # Anthropic's own header; Bearer as everywhere else
+        if not self._authorized(request) and not (
+            expected is not None
+            and given is not None
+            and hmac.compare_digest(given, expected.encode())
+        ):
+            return "(unauthorized)", Reply(401, INVALID_API_KEY)
+        found = self._batch_api.route(request)
+        return found if found is not None else ("(unknown)", self._not_found(request))
+
+    def _batch_execute(self, url: str, body: bytes) -> tuple[int, bytes]:
+        """One request of a provider batch, answered as the online endpoint would answer it
+        (no rate limit or latency: the batch has its own queue)."""
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise _Invalid("The request body must be a JSON object.")
+            make_job = {_CHAT: self._chat_job, _EMBEDDINGS: self._embeddings_job,
+                        _MESSAGES: self._claude_job}.get(url)  # fmt: skip
+            if make_job is None:
+                message = f"Invalid URL (POST {url})"
+                return 404, payloads.error_body(message, "invalid_request_error")
+            job = make_job(data)
+            try:
+                requested = body_fault(data)
+            except ValueError as exc:
+                raise _Invalid(str(exc), "mock_fault") from None
+        except ValueError as exc:  # _Invalid, or a body that is not JSON
+            param = exc.param if isinstance(exc, _Invalid) else None
+            return 400, payloads.error_body(str(exc), "invalid_request_error", param=param)
+        kind = self._faults.pick(requested, body)
+        if kind is not None:
+            self._fault_counts[kind] += 1
+        if kind is None or kind in SUCCESS_FAULTS:
+            answer, prompt_tokens, completion_tokens = job.build(kind != "no_usage")
+            self._tokens["prompt_tokens"] += prompt_tokens
+            self._tokens["completion_tokens"] += completion_tokens
+            return 200, answer
+        reply = fault_reply(kind, model=job.model, retry_after_ms=0, headers=b"")
+        if reply.action != "send" or reply.status < 400:  # a hang, a reset, a 200 that lies
+            return 500, payloads.error_body("The server had an error processing your request.",
+                                            "server_error")  # fmt: skip
+        return reply.status, reply.body
+
+    def _claude_job(self, data: dict[str, Any]) -> _Job:
+        model = _model(data)
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _Invalid("messages: Field required", "messages")
+        if _optional_int(data, "max_tokens", 1) is None:
+            raise _Invalid("max_tokens: Field required", "max_tokens")
+        prompt_tokens = payloads.estimate_chat_prompt_tokens(
+            messages, data.get("tools"), model=model
+        )
+        system = data.get("system")
+        if isinstance(system, str):
+            prompt_tokens += (len(system) + 3) // 4
+        reply_tokens = _optional_int(data, "mock_reply_tokens", 0)
+        if reply_tokens is None:
+            reply_tokens = self.config.reply_tokens
+
+        def build(with_usage: bool) -> tuple[bytes, int, int]:
+            body, completion_tokens = payloads.claude_message(
+                data,
+                message_id=f"msg_mock{next(self._ids):020x}",
+                prompt_tokens=prompt_tokens,
+                reply_tokens=reply_tokens,
+            )
+            return body, prompt_tokens, completion_tokens
+
+        return _Job(model, prompt_tokens, build)
 
     def _models(self, request: HttpRequest) -> Reply:
         if not self.config.list_models:

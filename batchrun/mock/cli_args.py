@@ -108,6 +108,21 @@ def _add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--echo", action="store_true", help="every chat reply repeats the last user message"
     )
+    parser.add_argument(
+        "--batch-phase-s",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="provider batches (/v1/batches, /v1/messages/batches): how long each state "
+        "lasts, validating, in_progress, finalizing (%(default)s)",
+    )
+    parser.add_argument(
+        "--batch-latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="delay of every Batch API answer (files, batches, message batches)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
@@ -136,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         used_usd=args.used_usd,
         exact_tokens=args.exact_tokens,
         echo=args.echo,
+        batch_phase_s=args.batch_phase_s,
+        batch_latency_ms=args.batch_latency_ms,
     )
 
 

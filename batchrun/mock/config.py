@@ -53,6 +53,12 @@ class MockConfig:
     echo: every chat reply repeats the last user message, so a join of input and results is
         visibly right (a body's `"mock_echo": true` asks for it per request).
     list_models: False answers `GET /v1/models` with 404, as a server that does not list them.
+    batch_phase_s: how long each state of a provider batch lasts (OpenAI: validating,
+        in_progress, finalizing; Anthropic: in_progress twice as long), see `batchrun.mock.batches`.
+    batch_latency_ms: the delay of every Batch API answer (files, batches, message batches).
+    batch_faults: operation -> N: the first N calls of that Batch API operation (upload,
+        create, get, list, content, cancel, results) are carried out, then their connection is
+        dropped before the answer (`batchrun.mock.batch_api`).
     """
 
     host: str = "127.0.0.1"
@@ -79,14 +85,20 @@ class MockConfig:
     exact_tokens: bool = False
     echo: bool = False
     list_models: bool = True
+    batch_phase_s: float = 1.0
+    batch_latency_ms: float = 0.0
+    batch_faults: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
             raise ValueError("MockConfig.host must be a non-empty string")
         _check_int("port", self.port, 0, 65535)
-        for name in ("latency_ms", "jitter_ms", "quota_usd", "used_usd"):
+        for name in ("latency_ms", "jitter_ms", "quota_usd", "used_usd", "batch_latency_ms"):
             _check_float(name, getattr(self, name), allow_zero=True)
         _check_float("burst_s", self.burst_s, allow_zero=False)
+        _check_float("batch_phase_s", self.batch_phase_s, allow_zero=False)
+        _check_batch_faults(self.batch_faults)
+        object.__setattr__(self, "batch_faults", MappingProxyType(dict(self.batch_faults)))
         if not isinstance(self.cotenant_drain, bool):
             raise ValueError("MockConfig.cotenant_drain must be a bool")
         _check_float("cotenant_share", self.cotenant_share, allow_zero=True)
@@ -121,6 +133,20 @@ class MockConfig:
         table = validate_fault_table(self.faults, field="MockConfig.faults")
         # Frozen means frozen: nobody can change the faults through the caller's dict later.
         object.__setattr__(self, "faults", MappingProxyType(table))
+
+
+def _check_batch_faults(faults: object) -> None:
+    from batchrun.mock.batch_api import BATCH_FAULT_OPERATIONS
+
+    if not isinstance(faults, Mapping):
+        raise ValueError("MockConfig.batch_faults must be a mapping of operation -> count")
+    for operation, count in faults.items():
+        if operation not in BATCH_FAULT_OPERATIONS:
+            raise ValueError(
+                f"MockConfig.batch_faults: unknown operation {operation!r}; known: "
+                f"{', '.join(BATCH_FAULT_OPERATIONS)}"
+            )
+        _check_int(f"batch_faults[{operation!r}]", count, 0, None)
 
 
 def _check_int(name: str, value: object, low: int | None, high: int | None) -> None:

@@ -49,7 +49,8 @@ Action = Literal["send", "hang", "reset", "reset_midway"]
 
 @dataclass(slots=True)
 class HttpRequest:
-    """One parsed request. Only the headers the mock needs are kept."""
+    """One parsed request. Only the headers the mock needs are kept: `authorization`, Anthropic's
+    `x-api-key`, and `content_type` (a multipart upload's boundary)."""
 
     method: str
     path: str
@@ -57,6 +58,8 @@ class HttpRequest:
     body: bytes
     authorization: bytes | None
     keep_alive: bool
+    api_key: bytes | None = None
+    content_type: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -111,7 +114,16 @@ class _BadRequest(Exception):
 
 
 class _Head:
-    __slots__ = ("authorization", "body_start", "content_length", "keep_alive", "method", "target")
+    __slots__ = (
+        "api_key",
+        "authorization",
+        "body_start",
+        "content_length",
+        "content_type",
+        "keep_alive",
+        "method",
+        "target",
+    )
 
     def __init__(
         self,
@@ -121,6 +133,8 @@ class _Head:
         keep_alive: bool,
         content_length: int,
         body_start: int,
+        api_key: bytes | None = None,
+        content_type: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -128,6 +142,8 @@ class _Head:
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.body_start = body_start
+        self.api_key = api_key
+        self.content_type = content_type
 
 
 def _header(head: bytes, lower: bytes, marker: bytes) -> bytes | None:
@@ -143,8 +159,8 @@ def _header(head: bytes, lower: bytes, marker: bytes) -> bytes | None:
 def _parse_head(buf: bytearray, end: int) -> tuple[_Head, bool]:
     """Parse the head that ends at `end`; also says whether the peer asked for 100-continue.
 
-    One regex checks that every header line is `token: value`; then only the five headers the
-    mock needs are looked up, which is cheaper than splitting every line.
+    One regex checks that every header line is `token: value`; then only the headers the mock
+    needs are looked up, which is cheaper than splitting every line.
     """
     head = bytes(buf[:end])
     line_end = head.find(b"\r\n")
@@ -188,6 +204,8 @@ def _parse_head(buf: bytearray, end: int) -> tuple[_Head, bool]:
         keep_alive,
         length,
         end + 4,
+        _header(head, lower, b"\r\nx-api-key:"),
+        _header(head, lower, b"\r\ncontent-type:"),
     )
     return head_, expect == b"100-continue"
 
@@ -275,7 +293,14 @@ class HttpProtocol(asyncio.Protocol):
             self._head = None
             path, _, query = head.target.partition("?")
             request = HttpRequest(
-                head.method, path, query, body, head.authorization, head.keep_alive
+                head.method,
+                path,
+                query,
+                body,
+                head.authorization,
+                head.keep_alive,
+                head.api_key,
+                head.content_type,
             )
             reply = self._handler.handle(request)
             close = reply.close or not head.keep_alive

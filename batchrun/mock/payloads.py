@@ -34,6 +34,8 @@ __all__ = [
     "billing_subscription",
     "billing_usage",
     "chat_completion",
+    "claude_error",
+    "claude_message",
     "dump",
     "echo_of",
     "embeddings",
@@ -317,3 +319,31 @@ def billing_subscription(quota_usd: float) -> bytes:
 def billing_usage(used_usd: float) -> bytes:
     """one-api's `GET /v1/dashboard/billing/usage`: what was spent, in CENTS."""
     return dump({"object": "list", "total_usage": round(used_usd * 100, 6)})
+
+
+def claude_message(
+    data: Mapping[str, Any], *, message_id: str, prompt_tokens: int, reply_tokens: int
+) -> tuple[bytes, int]:
+    """An Anthropic Messages API answer (`type: message`) and its output tokens: at most the
+    body's `max_tokens`, so `stop_reason` is `max_tokens` when it cut the reply short."""
+    limit = data.get("max_tokens")
+    tokens = min(reply_tokens, limit) if isinstance(limit, int) else reply_tokens
+    stop = "max_tokens" if isinstance(limit, int) and reply_tokens > limit else "end_turn"
+    text = " ".join(_WORDS[i % len(_WORDS)] for i in range(tokens))
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": data.get("model"),
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt_tokens, "cache_creation_input_tokens": 0,
+                  "cache_read_input_tokens": 0, "output_tokens": tokens},
+    }  # fmt: skip
+    return dump(message), tokens
+
+
+def claude_error(kind: str, message: str) -> bytes:
+    """Anthropic's error envelope: `{"type": "error", "error": {"type", "message"}}`."""
+    return dump({"type": "error", "error": {"type": kind, "message": message}})

@@ -65,6 +65,7 @@ class _Service:
         self._server = server
         # With port 0 the kernel chose; later restarts (go_down) must come back on this one.
         self.port = server.sockets[0].getsockname()[1]
+        self.app.base_url = self.base_url
 
     def go_down(self, seconds: float) -> None:
         """Refuse connections for `seconds`: stop listening, drop every connection, come back."""
@@ -205,6 +206,13 @@ class MockServer:
         """Replace the probabilistic fault table; ValueError for an unknown kind or probability."""
         table = validate_fault_table(faults, field="faults")
         self._call(lambda: self._running().app.set_faults(table))
+
+    def advance_batches(self, seconds: float) -> None:
+        """Move the clock the provider batches live on `seconds` ahead: a test sets
+        `batch_phase_s` long and decides exactly when each batch moves on."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        self._call(lambda: self._running().app.advance_batches(seconds))
 
     def go_down(self, seconds: float) -> None:
         """Refuse connections for `seconds`, then listen again on the same port.

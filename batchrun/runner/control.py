@@ -26,6 +26,9 @@ class RunControl:
 
     reason: str | None = None
     fatal: bool = False
+    # The run returns with work in flight at a provider (batches submitted, not yet ended):
+    # not a failure, the same command collects it later.
+    waiting: bool = False
     _stop_event: anyio.Event | None = field(default=None, repr=False)
 
     @property

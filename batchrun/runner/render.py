@@ -63,13 +63,20 @@ def render_estimate(estimate: Estimate) -> str:
     body.append(_cells("total", "", totals))
     if totals["rows_unpriced"]:
         body[-1][-1] += f" (+unknown: {totals['rows_unpriced']:,} rows)"
-    lines += ["", *format_table(_HEADER, body, left=2), "", "how it was counted:"]
+    lines += ["", *format_table(_HEADER, body, left=2)]
+    if estimate.batch_backend is not None:
+        lines += ["", *_batch_table(estimate)]
+    lines += ["", "how it was counted:"]
     for g in estimate.groups:
         how = "exact" if g.exact else f"NOT exact ({g.inexact_rows:,} of {g.rows:,} rows inexact)"
         lines.append(f"  {g.model or '(no model)'} {g.endpoint}: {how}")
         lines.append(f"      tokens: {g.note}")
         lines += [f"      {reason}" for reason in g.inexact_reasons]
         lines.append(f"      price: {g.price_source or 'unknown (no price for this model)'}")
+        if estimate.batch_backend is not None:
+            lines.append(
+                f"      batch price: {g.batch_price_source or 'unknown (no price for this model)'}"
+            )
         if g.rows_without_max and g.output_ceiling is not None:
             lines.append(
                 f"      output: {g.rows_without_max:,} rows set no limit: no upper bound; "
@@ -84,11 +91,33 @@ def render_estimate(estimate: Estimate) -> str:
         "cost low = prompt only; expected = prompt + expected output; high = prompt + max output "
         "(an upper bound only when every row sets a max: a row without one may go on as long "
         "as the model allows, so high then says no upper bound). "
-        "Standard rates in USD; no cached-input or batch discount assumed.",
+        "Standard rates in USD; no cached-input discount assumed"
+        + ("." if estimate.batch_backend is None else "; batch: the Batch API's rates."),
         "exact = counted with the model's own tokenizer by OpenAI's published rules.",
     ]
     lines += [f"bad row {b.row} ({b.custom_id}): {b.message}" for b in estimate.bad_row_examples]
     return "\n".join(lines)
+
+
+_BATCH_HEADER = ["model", "endpoint", "online expected", "batch expected", "online high"]
+_BATCH_HEADER += ["batch high", "saved (expected)"]
+
+
+def _batch_table(estimate: Estimate) -> list[str]:
+    """Online vs the Batch API, side by side: the same tokens at both prices."""
+
+    def row(label: str, endpoint: str, f: Mapping[str, Any]) -> list[str]:
+        online, batch = f["cost_expected_usd"], f["batch_cost_expected_usd"]
+        saved = "unknown" if online is None or batch is None else format_usd(online - batch)
+        highs = [format_usd(f["cost_high_usd"]), format_usd(f["batch_cost_high_usd"])]
+        if f["rows_without_max"] and f["cost_high_usd"] is not None:
+            highs = ["no upper bound", "no upper bound"]
+        return [label, endpoint, format_usd(online), format_usd(batch), *highs, saved]
+
+    body = [row(g.model or "(no model)", g.endpoint, asdict(g)) for g in estimate.groups]
+    body.append(row("total", "", estimate.totals()))
+    title = f"online vs batch ({estimate.batch_backend}: done within 24 h, at the batch price):"
+    return [title, *format_table(_BATCH_HEADER, body, left=2)]
 
 
 def _ms(value: float | None) -> str:

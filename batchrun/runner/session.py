@@ -39,6 +39,7 @@ from batchrun.cost.estimate import Estimate, load_estimate, save_estimate
 from batchrun.cost.pricebook import PriceBook
 from batchrun.cost.prices import load_price_file
 from batchrun.inputs.rows import InputError
+from batchrun.runner.batch_run import refuse_other_backend, run_batches
 from batchrun.runner.control import RunControl
 from batchrun.runner.firstpass import FirstPass, Verdicts
 from batchrun.runner.preflight import (
@@ -119,7 +120,11 @@ class Session:
         if config.prices_file is not None:  # a bad price file is refused before anything else
             await anyio.to_thread.run_sync(load_price_file, config.prices_file)
         prices = _Later(
-            lambda: PriceBook.load(config.prices_file, max_output_tokens=config.max_output_tokens)
+            lambda: PriceBook.load(
+                config.prices_file,
+                max_output_tokens=config.max_output_tokens,
+                batch=config.backend != "online",  # the Batch API's prices, for cost_usd too
+            )
         )
         fingerprint = _Later(lambda: fingerprint_file(config.input_path))
         failure: Exception | None = None
@@ -127,7 +132,11 @@ class Session:
             tg.start_soon(prices.run)
             tg.start_soon(fingerprint.run)
             try:
-                found = await check_server(self.engine, config)
+                # Anthropic's own API wants x-api-key, not the Bearer key GET /v1/models sends:
+                # its batch backend checks the key with its first Batch API call instead.
+                found = None
+                if config.backend != "anthropic-batch":
+                    found = await check_server(self.engine, config)
                 opened = await anyio.to_thread.run_sync(
                     open_output, config, await fingerprint.result()
                 )
@@ -165,11 +174,20 @@ class Session:
             self.estimate = await anyio.to_thread.run_sync(load_estimate, out)
             if self.estimate is not None:
                 models.warn(g.model for g in self.estimate.groups if g.model)
-        whole_pass_first = config.check_ids_first and checkpoint.duplicates is None
+        batch = config.backend != "online"
+        # A provider batch is packed from rows whose ids are judged and whose count is known:
+        # it waits for the whole pass (the batch itself takes hours; the pass, seconds).
+        whole_pass_first = (config.check_ids_first or batch) and checkpoint.duplicates is None
         if whole_pass_first and not await self._check_everything_first(checkpoint, models, prices):
             if not resumed:
                 self.checkpoint = None  # stopped during the pass: nothing was set up
             return
+        if batch:
+            await anyio.to_thread.run_sync(writer.save)  # resumable from here on
+            book = await prices.result()
+            await run_batches(config, control, writer, self.totals, book, self.transport)
+            return
+        refuse_other_backend(config)  # batches in flight: their rows must not go online too
         pending = None if checkpoint.total_rows is None else checkpoint.total_rows - done_at_start
         quota = QuotaCheck(config, pending_rows=pending)
 

@@ -93,6 +93,7 @@ class RunSummary:
     cost_usd: float = 0.0  # over the whole output (priced rows), this run and earlier ones
     done_before: int = 0  # rows the output had done when this run began
     fail_on_errors: bool = False
+    waiting: bool = False  # stopped because a provider's batches are still running
 
     @property
     def finished(self) -> bool:
@@ -124,6 +125,10 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
                 f"  {summary.errors:,} rows ended in error: exit code {EXIT_ROW_ERRORS} "
                 "(--fail-on-errors)"
             )
+    elif summary.stopped and summary.waiting:
+        lines.append(f"submitted: {summary.stopped}")
+        lines.append(f"  {summary.done_rows:,} of {summary.total_rows:,} rows done; collect with:")
+        lines.append(f"  {command}")
     elif summary.stopped:
         lines.append(f"stopped early: {summary.stopped}")
         lines.append(f"  {summary.done_rows:,} of {total} rows done; resume with:")

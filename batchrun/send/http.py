@@ -45,6 +45,7 @@ __all__ = [
     "TransportError",
     "TransportErrorKind",
     "env_proxy",
+    "httpx2_transport_error",
 ]
 
 USER_AGENT = f"batchrun/{__version__}"
@@ -340,6 +341,12 @@ _HTTPX2_TIMEOUT_PHASES: tuple[tuple[type[httpx2.TimeoutException], str], ...] = 
     (httpx2.WriteTimeout, "write timeout"),
     (httpx2.PoolTimeout, "pool timeout"),
 )
+
+
+def httpx2_transport_error(exc: httpx2.RequestError) -> TransportError:
+    """httpx2's exceptions in batchrun's words: the one translation, also for the few calls
+    made on httpx2 directly (the provider Batch APIs, `batchrun.send.batch_http`)."""
+    return _httpx2_error(exc)
 
 
 def _httpx2_error(exc: httpx2.RequestError) -> TransportError:
