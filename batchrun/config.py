@@ -85,6 +85,10 @@ class RunConfig:
     progress: bool = False
     handle_signals: bool = False
     fail_on_errors: bool = False  # exit code 4 when the finished output holds error records
+    # The write-ahead journal (batchrun.store.journal). Off only to measure what it costs (the
+    # hidden --no-journal): then a kill -9 or a second Ctrl-C loses the answers that arrived
+    # since the last part.
+    journal: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
