@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on Ctrl-C/SIGTERM, how long requests in flight may finish (default: 10)",
     )
+    # Hidden: only for measuring what the journal costs (`bench --only journal`). Without it, a
+    # kill -9 or a second Ctrl-C loses the answers that arrived since the last part.
+    run.add_argument("--no-journal", action="store_true", help=argparse.SUPPRESS)
     run.add_argument(
         "--max-outage",
         type=non_negative_float,
@@ -407,6 +410,7 @@ def _run(args: argparse.Namespace) -> int:
             flush_rows=args.flush_rows,
             flush_interval_s=args.flush_interval,
             grace_s=args.grace,
+            journal=not args.no_journal,
             max_outage_s=args.max_outage,
             prices_file=args.prices,
             max_cost_usd=args.max_cost,

@@ -96,6 +96,10 @@ class RunConfig:
     # Batch backends: at most this many requests / bytes per batch (None: the provider's limit).
     batch_max_requests: int | None = None
     batch_max_bytes: int | None = None
+    # The write-ahead journal (batchrun.store.journal). Off only to measure what it costs (the
+    # hidden --no-journal): then a kill -9 or a second Ctrl-C loses the answers that arrived
+    # since the last part.
+    journal: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))

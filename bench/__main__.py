@@ -19,6 +19,7 @@ from bench.report import Row, commit, machine, render, to_json
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "overhead": throughput.overhead,
+    "journal": throughput.journal,
     "smalljob": throughput.small_job,
     "concurrency": throughput.concurrency,
     "memory": throughput.memory,

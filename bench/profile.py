@@ -56,6 +56,8 @@ RULES: list[Rule] = [
         None,
     ),
     ("writer: Parquet part + checkpoint (thread)", ("ResultWriter.commit",), None),
+    ("journal: one write per group of answers (event loop)", ("Journal.write",), None),
+    ("journal: group syncs (thread)", ("Journal.sync", "GroupCommit."), None),
     ("limiter", ("Limiter.",), None),
     ("retry classification", ("classify_response",), None),
     ("response JSON parse", ("_json_or_none", "loads (json"), None),

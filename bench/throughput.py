@@ -1,4 +1,5 @@
-"""Benchmarks 1-3: overhead against a bare loop, 2,000 in flight, and memory at two sizes.
+"""Benchmarks 1-3: overhead against a bare loop, 2,000 in flight, and memory at two sizes; and
+what the write-ahead journal costs at the overhead benchmark's load.
 
 Throughput is the whole process, start to exit (`end-to-end`), and also the steady rate while
 the mock's count of answered requests went from 10% to 90% of the rows (start-up and tail left
@@ -16,7 +17,7 @@ from bench.procs import BenchError, Child, MockServer
 from bench.report import Row, median, met
 from bench.sampler import StatsSampler, counters
 
-__all__ = ["Figures", "concurrency", "measure", "memory", "overhead", "small_job"]
+__all__ = ["Figures", "concurrency", "journal", "measure", "memory", "overhead", "small_job"]
 
 _MIN_RATE = 50.0  # req/s below which a run is considered stuck (sets the timeouts)
 
@@ -63,15 +64,24 @@ def measure(
 
 
 def _run_one(
-    ctx: Context, mock: MockServer, input_rows: int, concurrency: int, every_s: float, kind: str
+    ctx: Context,
+    mock: MockServer,
+    input_rows: int,
+    concurrency: int,
+    every_s: float,
+    kind: str,
+    *flags: str,
 ) -> Figures:
-    """Figures of one run on a freshly reset mock: `kind` is "batchrun" or a bare loop's client."""
+    """Figures of one run on a freshly reset mock: `kind` is "batchrun" (with `flags`) or a bare
+    loop's client."""
     path = ctx.chat_input(input_rows)
     mock.reset()
     out: Path | None = None
     if kind == "batchrun":
         out = ctx.out_dir("overhead")
-        child = ctx.batchrun_run(path, out, mock.base_url, "--concurrency", str(concurrency))
+        child = ctx.batchrun_run(
+            path, out, mock.base_url, "--concurrency", str(concurrency), *flags
+        )
     else:
         child = ctx.bare_run(path, mock.base_url, concurrency, client=kind)
     try:
@@ -79,7 +89,7 @@ def _run_one(
     finally:
         if out is not None:
             ctx.remove(out)
-    label = kind if kind == "batchrun" else f"bare {kind}"
+    label = " ".join([kind, *flags]) if kind == "batchrun" else f"bare {kind}"
     ctx.log(f"  {label:12s} {figures.show()}")
     return figures
 
@@ -114,6 +124,60 @@ def overhead(ctx: Context) -> list[Row]:
         ctx.log("  reference: bare httpx2 loop, 1 run")
         reference = _run_one(ctx, mock, rows, c, 0.5, "httpx2")
     return _overhead_rows(f"{rows:,} req, C={c}", bare, ours) + _reference_rows(reference, ours)
+
+
+def journal(ctx: Context) -> list[Row]:
+    """What the write-ahead journal costs at full speed: batchrun with and without it
+    (the hidden `--no-journal`), the overhead benchmark's load, in interleaved pairs whose
+    order alternates, so that a drift in the machine's load favours neither."""
+    rows, c = ctx.settings.overhead_rows, ctx.settings.concurrency
+    ctx.log(f"[journal] {rows:,} chat requests, concurrency {c}, zero-latency mock")
+    off: list[Figures] = []
+    on: list[Figures] = []
+    with ctx.mock() as mock:
+        for k in range(ctx.settings.repeat):
+            ctx.log(f"  pair {k + 1}/{ctx.settings.repeat}")
+            for journaled in (True, False) if k % 2 else (False, True):
+                flags = () if journaled else ("--no-journal",)
+                figures = _run_one(ctx, mock, rows, c, 0.5, "batchrun", *flags)
+                (on if journaled else off).append(figures)
+    rate_ratio = median([j.rate / n.rate for n, j in zip(off, on, strict=True)])
+    cpu_ratio = median([j.cpu_us / n.cpu_us for n, j in zip(off, on, strict=True)])
+    steady = [
+        j.steady_rate / n.steady_rate
+        for n, j in zip(off, on, strict=True)
+        if j.steady_rate and n.steady_rate
+    ]
+    name = f"{rows:,} req, C={c}"
+    return [
+        Row(
+            bench="journal",
+            measure=f"batchrun --no-journal, {name}: req/s",
+            value=_rate(off),
+            data={"runs": _raw(off)},
+        ),
+        Row(
+            bench="journal",
+            measure=f"batchrun (journal on), {name}: req/s",
+            value=_rate(on),
+            data={"runs": _raw(on)},
+        ),
+        Row(
+            bench="journal",
+            measure="req/s ratio with / without the journal (median of pairs)",
+            value=f"{rate_ratio:.3f}x" + (f" (steady {median(steady):.3f}x)" if steady else ""),
+            target=">= 0.95x",
+            met=met(rate_ratio >= 0.95),
+            data={"ratio": rate_ratio, "steady_ratio": median(steady) if steady else None},
+        ),
+        Row(
+            bench="journal",
+            measure="client CPU per request: without / with the journal",
+            value=f"{median([n.cpu_us for n in off]):,.0f} / "
+            f"{median([j.cpu_us for j in on]):,.0f} us ({cpu_ratio:.3f}x)",
+            data={"ratio": cpu_ratio},
+        ),
+    ]
 
 
 def _overhead_rows(name: str, bare: list[Figures], ours: list[Figures]) -> list[Row]:

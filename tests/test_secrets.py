@@ -20,6 +20,7 @@ import pytest
 
 import batchrun
 from batchrun.mock import MockConfig, MockServer
+from batchrun.store.journal import Journal
 from tests.helpers import chat_rows, completion, faulty_rows, write_jsonl
 from tests.torture import (
     ROOT,
@@ -153,6 +154,23 @@ def interrupted(tmp: Path, server: MockServer, out: Path) -> tuple[str, str, str
     return KEY, stdout, stderr
 
 
+def killed(tmp: Path, server: MockServer, out: Path) -> tuple[str, str, str]:
+    """kill -9 between two parts: what arrived is in the journal only, and is scanned there."""
+    path = write_jsonl(tmp / "in.jsonl", faulty_rows(400, _EVERY_ROW_FAULT))
+    proc = subprocess.Popen(
+        batchrun_cmd(
+            "run", path, "--out", out, "--base-url", server.base_url, "-q",
+            "--concurrency", "4", "--max-retries", "1", "--timeout", "0.5",
+        ),
+        env=cli_env(KEY), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: len(list(Journal(out).read())) >= 40, timeout=60)
+    proc.kill()
+    stdout, stderr = proc.communicate(timeout=30)
+    assert Journal(out).files(), "nothing in the journal: the scan would prove nothing"
+    return KEY, stdout, stderr
+
+
 _SCENARIOS: list[Scenario] = [
     normal,
     every_row_fault,
@@ -163,6 +181,7 @@ _SCENARIOS: list[Scenario] = [
     no_quota("insufficient_quota"),
     no_quota("user_quota"),
     interrupted,
+    killed,
 ]
 
 
@@ -216,3 +235,45 @@ def test_a_server_that_echoes_the_key_does_not_leak_it(
     records = one_record_per_row(tmp_path / "out", rows)
     assert [r["status"] for r in records] == ["error", "error", "error", "ok", "ok"]
     assert leaks(KEY, tmp_path / "out", caplog.text) == []
+
+
+def test_an_echoed_key_never_reaches_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a crash would leave it: the journal is never released, so every record the run
+    # journaled is still there to be scanned (raw bytes: the journal is JSON, not compressed).
+    monkeypatch.setattr(Journal, "release", lambda self, done: None)
+    rows = chat_rows(5)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.method != "POST":
+            return httpx2.Response(404)
+        echoed = request.headers["authorization"]
+        body = json.loads(request.content)
+        row = int(body["messages"][0]["content"].rsplit(" ", 1)[1])
+        if row == 0:
+            return httpx2.Response(400, json={"error": {"message": f"bad request from {echoed}"}})
+        if row == 1:
+            return httpx2.Response(200, json={"error": {"message": f"upstream said {echoed}"}})
+        if row == 2:
+            return httpx2.Response(502, text=f"<html>proxy error for {echoed}</html>")
+        answer = completion(body)
+        answer["debug"] = {"authorization": echoed}
+        return httpx2.Response(200, json=answer)
+
+    summary = batchrun.run_sync(
+        config(
+            path,
+            tmp_path / "out",
+            "http://echo.test/v1",
+            api_key=KEY,
+            max_retries=0,
+            max_outage_s=0,
+        ),
+        transport=httpx2.MockTransport(handler),
+    )
+    assert summary.exit_code == 0
+    journaled = sorted(r.row for r in Journal(tmp_path / "out").read())
+    assert journaled == list(range(5)), "the scan would not cover the journal"
+    assert leaks(KEY, tmp_path / "out") == []

@@ -109,3 +109,165 @@ print(pq.read_table(out / "results").to_pandas().shape)
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split("\n")[:2] == ["False", "(2, 18)"], done.stderr
+
+
+# ------------------------------------------------------------- the journal, at every crash instant
+
+
+def price(record: Record) -> float | None:
+    """A price book stand-in: each row its own price, so a cost counted twice shows."""
+    return 0.001 * (record.row + 1) if record.ok else None
+
+
+def dataset_rows(out: Path) -> list[int]:
+    """The rows of the counted parts, after checking that the checkpoint counts exactly those,
+    and their cost exactly once, priced by `price`."""
+    saved = Checkpoint.load(out)
+    assert saved is not None
+    files = sorted((out / "results").glob("part-*.parquet"))[: saved.parts]
+    tables = [pq.read_table(p) for p in files]
+    rows = sorted(r for t in tables for r in t.column("row").to_pylist())
+    assert RangeSet((r, r + 1) for r in rows) == saved.done and len(rows) == len(saved.done)
+    costs = [c for t in tables for c in t.column("cost_usd").to_pylist()]
+    expected = [0.001 * (r + 1) for t in tables for r in t.column("row").to_pylist()]
+    assert costs == pytest.approx(expected)  # every answer priced, the folded ones too
+    assert saved.cost_usd == pytest.approx(sum(expected))
+    return rows
+
+
+def commit(writer: ResultWriter, rows: range) -> None:
+    """A flush as `Stages._commit` does it: priced, then committed."""
+    batch = records(rows)
+    writer.commit(batch, [price(r) for r in batch])
+
+
+def resume(out: Path) -> ResultWriter:
+    """A fresh process: load the checkpoint, recover, fold the journal (as the session does)."""
+    saved = Checkpoint.load(out)
+    assert saved is not None
+    writer = ResultWriter(out, saved)
+    writer.recover()
+    writer.fold_journal(price)
+    return writer
+
+
+class Crash(Exception):
+    """Stands for the process dying at this instant (nothing after it runs)."""
+
+
+def crash(*args: object, **kwargs: object) -> None:
+    raise Crash
+
+
+def test_recover_folds_what_only_the_journal_holds_and_prices_it(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.journal.write(records(range(0, 4)))
+    commit(writer, range(0, 4))
+    writer.journal.write(records(range(4, 7)))  # then kill -9: rows 4-6 only in the journal
+    assert [r.cost_usd for r in writer.journal.read()] == [None] * 3  # journaled unpriced
+    resumed = resume(tmp_path)
+    assert dataset_rows(tmp_path) == list(range(7))
+    assert resumed.checkpoint.counts == {"ok": 7, "error": 0}
+    assert resumed.checkpoint.cost_usd == pytest.approx(0.001 * sum(range(1, 8)))
+    assert resumed.journal.files() == [] and not (tmp_path / "journal").exists()
+
+
+def test_a_fold_of_error_records_counts_them_and_no_cost(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    failed = Record(custom_id="c-0", row=0, status="error", error_type="server", attempts=3)
+    writer.journal.write([failed, *records(range(1, 3))])
+    resumed = resume(tmp_path)
+    assert resumed.checkpoint.counts == {"ok": 2, "error": 1}
+    assert resumed.checkpoint.cost_usd == pytest.approx(0.002 + 0.003)
+
+
+def test_nothing_to_fold_leaves_no_journal_and_no_part(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    assert not writer.has_journal()
+    assert writer.fold_journal(crash) == 0  # the price book is not even asked
+    assert writer.existing_parts() == []
+
+
+def test_crash_after_the_part_and_before_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.journal.write(records(range(0, 6)))
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_bytes", crash)
+    with pytest.raises(Crash):
+        commit(writer, range(0, 4))  # the part is in place, the checkpoint is not
+    monkeypatch.undo()
+    # The resume adopts the part (rows 0-3), then folds only what no part holds (4-5).
+    resume(tmp_path)
+    assert dataset_rows(tmp_path) == list(range(6))
+
+
+def test_crash_after_the_checkpoint_and_before_the_journal_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.journal.write(records(range(0, 4)))
+    monkeypatch.setattr(writer.journal, "release", crash)
+    with pytest.raises(Crash):
+        commit(writer, range(0, 4))
+    # The journal still holds rows 0-3, which a counted part holds too: not counted (nor their
+    # cost added) twice.
+    assert [r.row for r in writer.journal.read()] == [0, 1, 2, 3]
+    resumed = resume(tmp_path)
+    assert dataset_rows(tmp_path) == list(range(4))
+    assert resumed.checkpoint.parts == 1 and resumed.checkpoint.counts["ok"] == 4
+
+
+@pytest.mark.parametrize("instant", ["part written", "checkpoint saved"])
+def test_crash_in_the_middle_of_the_fold_is_finished_by_the_next_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instant: str
+) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.journal.write(records(range(0, 5)))
+    writer.journal.release(RangeSet())  # a new segment from here
+    writer.journal.write(records(range(3, 6)))  # rows 3 and 4 in two files
+    saved = Checkpoint.load(tmp_path)
+    assert saved is not None
+    folding = ResultWriter(tmp_path, saved)
+    folding.recover()
+    if instant == "part written":
+        monkeypatch.setattr(checkpoint_mod, "atomic_write_bytes", crash)
+    else:
+        monkeypatch.setattr(folding.journal, "clear", crash)
+    with pytest.raises(Crash):
+        folding.fold_journal(price)
+    monkeypatch.undo()
+    resumed = resume(tmp_path)
+    assert dataset_rows(tmp_path) == list(range(6))  # each row once, its cost once
+    assert resumed.checkpoint.parts == 1
+    assert resumed.journal.files() == []
+
+
+def test_a_fold_that_cannot_be_written_keeps_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.journal.write(records(range(0, 3)))
+    saved = Checkpoint.load(tmp_path)
+    assert saved is not None
+    monkeypatch.setattr(writer_mod.pq, "write_table", no_space)
+    with pytest.raises(OSError, match="No space left on device"):
+        ResultWriter(tmp_path, saved).fold_journal(price)
+    monkeypatch.undo()
+    assert [r.row for r in writer.journal.read()] == [0, 1, 2]  # still there for the next try
+    assert not saved.done and saved.cost_usd == 0
+    resume(tmp_path)
+    assert dataset_rows(tmp_path) == [0, 1, 2]
+
+
+def test_a_torn_group_at_the_kill_stays_pending(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.journal.write(records(range(0, 3)))
+    [segment] = writer.journal.files()
+    whole = segment.stat().st_size
+    writer.journal.write(records(range(3, 6)))
+    with segment.open("r+b") as f:  # killed halfway through the second group's write
+        f.truncate(whole + (segment.stat().st_size - whole) // 2)
+    resumed = resume(tmp_path)
+    assert dataset_rows(tmp_path) == [0, 1, 2]
+    assert 3 not in resumed.checkpoint.done  # sent again by the resume: it was never durable

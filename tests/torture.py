@@ -12,8 +12,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,25 @@ CHAT = "/v1/chat/completions"
 def chat_requests(server: MockServer) -> int:
     """Chat completion requests the mock has seen (the quota look-ups are not counted)."""
     return int(server.stats()["requests"]["by_path"].get(CHAT, 0))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Resends:
+    """What the mock's recorded bodies (`MockConfig(record_bodies=True)`) say about rows sent
+    more than once: each row's body is its own, so a body seen twice is a row sent twice."""
+
+    distinct: int  # bodies: rows sent at least once
+    repeated: int  # bodies sent more than once: rows sent again
+    resent: int  # requests after the first of their body
+
+
+def resends(server: MockServer) -> Resends:
+    seen = Counter(server.bodies())
+    return Resends(
+        distinct=len(seen),
+        repeated=sum(1 for n in seen.values() if n > 1),
+        resent=sum(n - 1 for n in seen.values()),
+    )
 
 
 def config(input_path: Path, out: Path, base_url: str, **overrides: Any) -> batchrun.RunConfig:

@@ -2,7 +2,9 @@
 that turns SIGINT / SIGTERM into such a stop.
 
 A first signal stops dispatching and lets requests in flight finish (the pipeline's grace
-timer); a second one exits at once: what was committed is consistent, so a resume is exact.
+timer); a second one exits at once, after the run's `on_hard_exit` hook has saved the answers
+that arrived (into the journal; at most a couple of seconds): what was committed is consistent
+and what was journaled is folded on resume, so a resume re-sends only the requests in flight.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -30,6 +33,8 @@ class RunControl:
     # not a failure, the same command collects it later.
     waiting: bool = False
     _stop_event: anyio.Event | None = field(default=None, repr=False)
+    # What to save before a second signal quits the process; says what became of the answers.
+    _before_exit: Callable[[], str] | None = field(default=None, repr=False)
 
     @property
     def stopping(self) -> bool:
@@ -47,6 +52,16 @@ class RunControl:
             if self._stop_event is not None:
                 self._stop_event.set()
 
+    def on_hard_exit(self, save: Callable[[], str] | None) -> None:
+        """Set (or clear) what a second Ctrl-C runs before it quits the process."""
+        self._before_exit = save
+
+    def save_before_exit(self) -> str:
+        """Run the hook; what became of the answers that arrived, for the user."""
+        if self._before_exit is None:
+            return "what was saved is consistent"
+        return self._before_exit()
+
 
 async def watch_signals(control: RunControl, *, task_status: TaskStatus[None]) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -62,9 +77,9 @@ async def watch_signals(control: RunControl, *, task_status: TaskStatus[None]) -
                     flush=True,
                 )
             else:
+                saved = control.save_before_exit()
                 print(
-                    f"\n{name} again: quitting now; what was saved is consistent, "
-                    "run the same command to resume",
+                    f"\n{name} again: quitting now; {saved}; run the same command to resume",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -54,7 +54,7 @@ from batchrun.runner.preflight import (
 from batchrun.runner.progress import Earlier, Progress
 from batchrun.runner.rowsource import RowSource
 from batchrun.runner.scan import ScanSettings
-from batchrun.runner.stages import Stages
+from batchrun.runner.stages import Stages, fold_journal
 from batchrun.runner.summary import RunTotals
 from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
@@ -164,6 +164,8 @@ class Session:
         writer = ResultWriter(out, checkpoint)
         await anyio.to_thread.run_sync(writer.recover)
         self.checkpoint = checkpoint
+        if not await fold_journal(writer, prices.result, control):
+            return  # the journal could not be committed: nothing is sent
         done_at_start = self.done_at_start = len(checkpoint.done)
         if done_at_start:
             total = "?" if checkpoint.total_rows is None else f"{checkpoint.total_rows:,}"
@@ -236,6 +238,7 @@ class Session:
             source.close()
             if verdicts is not None:
                 verdicts.close()
+            writer.close()  # the journal: its directory goes once nothing in it is uncommitted
 
     async def _check_everything_first(
         self, checkpoint: Checkpoint, models: ModelCheck, prices: _Later[PriceBook]

@@ -1,19 +1,26 @@
 """Committing result records to `OUT/results/part-NNNNNN.parquet`, then the checkpoint.
 
 Inputs: `Record`s in any order. Output: an ordinary Parquet dataset (one file per flush) and an
-up-to-date `checkpoint.json`.
+up-to-date `checkpoint.json`. Between two parts, the records live in the journal
+(`batchrun.store.journal`, `OUT/journal/`), which the writer owns too.
 
 Guarantees:
 - A part file is written under a hidden temporary name, fsynced, renamed into place and the
   directory fsynced; only then does the checkpoint count it. Hidden files are ignored by pyarrow,
   pandas, polars and DuckDB, so a reader never sees half a part.
+- Only once the checkpoint counts a part are its rows released from the journal, so a row is
+  always in a counted part, in the journal, or in both, from the instant it was journaled.
 - A commit that fails (a full disk, say) raises `OSError` and leaves the checkpoint as it was; a
   half-written part is removed. If it fails after the part was renamed into place, `recover`
   adopts that part on resume.
-- `recover` runs before a resumed run sends anything: it deletes temporary files and adopts a part
-  committed after the last checkpoint (a crash between the two steps), so its rows are neither
-  lost nor sent twice.
-- Memory holds at most one flush of records.
+- `recover` then `fold_journal` run before a resumed run sends anything: `recover` deletes
+  temporary files and adopts a part committed after the last checkpoint (a crash between the two
+  steps), so its rows are neither lost nor sent twice; `fold_journal` commits the journaled
+  records that no counted part holds, priced as a flush prices them, and only then empties the
+  journal. A crash at any step leaves a state that the next resume finishes: no row lost, none
+  counted (or its cost added) twice.
+- Memory holds at most one flush of records (the fold: what the journal held, at most about two
+  flushes).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ import pyarrow.parquet as pq
 from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
 from batchrun.store.checkpoint import RESULTS_DIR, Checkpoint, fsync_dir
+from batchrun.store.journal import Journal
 
 __all__ = ["RESULTS_DIR", "RESULT_SCHEMA", "ResultWriter", "part_name", "skip_pandas_import"]
 
@@ -109,6 +118,7 @@ class ResultWriter:
         self.out_dir = out_dir
         self.results_dir = out_dir / RESULTS_DIR
         self.checkpoint = checkpoint
+        self.journal = Journal(out_dir)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         # The writer task commits in a worker thread while the first pass's news is saved from
         # another: one checkpoint file, one writer at a time.
@@ -143,6 +153,35 @@ class ResultWriter:
             self.save()
         return adopted
 
+    def has_journal(self) -> bool:
+        """Whether a crash left journal files for `fold_journal` (one directory listing)."""
+        return bool(self.journal.files())
+
+    def fold_journal(self, price: Callable[[Record], float | None]) -> int:
+        """Commit the journaled records that no counted part holds, each priced by `price` (the
+        run's price book, as a flush prices them), then empty the journal; after `recover`.
+        Returns how many rows it brought in. Raises OSError when the part cannot be written (a
+        disk still full): the journal is then kept as it was."""
+        done = self.checkpoint.done
+        seen: set[int] = set()
+        records = []
+        for record in self.journal.read():
+            # A row in a counted part (a crash between the checkpoint and the journal's release),
+            # or one journaled twice: taken once.
+            if record.row not in done and record.row not in seen:
+                seen.add(record.row)
+                records.append(record)
+        if records:
+            self._write_part(records, [price(r) for r in records])
+        # Only now: had the fold not reached the checkpoint, the journal would still hold them.
+        self.journal.clear()
+        self.journal.close()  # and its directory goes: an output finished by the fold is tidy
+        return len(records)
+
+    def close(self) -> None:
+        """Close the journal (its directory goes when nothing in it is left uncommitted)."""
+        self.journal.close()
+
     def save(self) -> None:
         """Write the checkpoint as it stands (atomically, one save at a time)."""
         with self._saving:
@@ -157,12 +196,17 @@ class ResultWriter:
             self.checkpoint.save(self.out_dir)
 
     def commit(self, records: list[Record], costs: list[float | None] | None = None) -> None:
-        """Write one part file with `records`, then the checkpoint that counts it. `costs`, one
-        per record, replaces their `cost_usd` (the run prices answers as it commits them)."""
+        """Write one part file with `records`, then the checkpoint that counts it, then release
+        from the journal what the checkpoint now counts. `costs`, one per record, replaces their
+        `cost_usd` (the run prices answers as it commits them)."""
         if not records:
             return
         if costs is None:
             costs = [r.cost_usd for r in records]
+        self._write_part(records, costs)
+        self.journal.release(self.checkpoint.done)
+
+    def _write_part(self, records: list[Record], costs: list[float | None]) -> None:
         table = records_to_table(records, costs)
         index = self.checkpoint.parts
         final = self.results_dir / part_name(index)
