@@ -188,7 +188,7 @@ def test_kill_9_resends_only_the_requests_that_were_in_flight(tmp_path: Path) ->
     saved = json.loads((out / "checkpoint.json").read_text())
     assert all(r["cost_usd"] > 0 for r in records)
     assert saved["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in records))
-    assert f"${saved['cost_usd']:.2f}" in resumed.stdout
+    assert f"${saved['cost_usd']:,.4f} whole output" in resumed.stdout
 
 
 def test_second_ctrl_c_saves_what_arrived_and_resends_only_what_was_in_flight(
