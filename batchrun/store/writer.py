@@ -55,6 +55,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("latency_ms", pa.float64()),
         pa.field("cost_usd", pa.float64()),
+        pa.field("request_sha256", pa.string()),
     ]
 )
 _PART = re.compile(r"^part-(\d+)\.parquet$")
