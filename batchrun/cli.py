@@ -58,6 +58,16 @@ _RUN_EPILOG = (
 resuming:
   Run the same command again with the same --out: finished rows are skipped, nothing is sent twice.
 
+--retry-errors[=TYPES]:
+  Once every row has a record, re-send only the rows whose record is an error: by default
+  rate_limited, server_error, timeout, connection_error, bad_response; or the comma-separated
+  TYPES (any error_type; 'all' for every one; a bad_input row of an unchanged input fails
+  again). Each new record supersedes the row's old one (attempts add up); readers through the
+  checkpoint (report, export) see one record per row at every instant, and when the pass
+  finishes the results are compacted so that plain Parquet readers do too (--no-compact: later,
+  with `batchrun compact OUT`). Killed part way, the same command resumes the pass; run again
+  after it finished, it retries the errors that remain.
+
 --max-cost:
   A cap on the output's total spend (the sum of cost_usd, as `batchrun report` counts it). Each
   row reserves its worst case before it is sent: its prompt, counted offline (images of unknown
@@ -225,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
         "estimate) and refuse it (exit 2, nothing sent) if a custom_id repeats; by default "
         "that pass runs alongside sending and a repeated id is a bad_input record",
     )
+    run.add_argument(
+        "--retry-errors",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="TYPES",
+        help="once every row has a record, re-send the rows whose record is an error "
+        "(default types: rate_limited, server_error, timeout, connection_error, bad_response; "
+        "or --retry-errors=TYPE,TYPE or =all); see below",
+    )
+    run.add_argument(
+        "--no-compact",
+        action="store_true",
+        help="after --retry-errors, leave the superseded records in OUT/results until "
+        "`batchrun compact OUT`",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     _add_template_arguments(run, model=True)
 
@@ -239,6 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(mock)
     _add_bill_commands(commands)
     _add_export_command(commands)
+    compact = commands.add_parser(
+        "compact",
+        help="rewrite OUT/results as fewer, larger parts holding one record per row",
+        description="Rewrite the committed records of OUT as parts of up to --part-rows rows, in "
+        "row order, without the records a --retry-errors pass superseded. Atomic: a kill at any "
+        "instant leaves a correct, resumable output. Exit 0 done, 2 not an output or locked by "
+        "a run.",
+    )
+    compact.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+    compact.add_argument(
+        "--part-rows",
+        type=positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="rows per part (default: 1,000,000)",
+    )
     return parser
 
 
@@ -305,7 +347,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _BILL_COMMANDS[args.command](args)
     if args.command == "export":
         return _export(args)
+    if args.command == "compact":
+        return _compact(args)
     return _run(args)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from batchrun.store.checkpoint import CheckpointError
+    from batchrun.store.compact import compact_output
+    from batchrun.store.ordered import ResultsError
+
+    try:
+        done = compact_output(args.out, part_rows=args.part_rows)
+    except (CheckpointError, ResultsError) as exc:
+        return _usage_error(str(exc))
+    print(
+        f"compacted {args.out / 'results'}: {done.parts_before:,} parts into "
+        f"{done.parts_after:,}, {done.records:,} records ({done.dropped:,} superseded left out), "
+        f"{done.seconds:.1f} s"
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -364,6 +425,8 @@ def _run(args: argparse.Namespace) -> int:
             handle_signals=True,
             fail_on_errors=args.fail_on_errors,
             max_row_bytes=args.max_row_bytes,
+            retry_errors=_retry_types(args.retry_errors),
+            compact=not args.no_compact,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850
@@ -383,6 +446,20 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     print(render_summary(summary, command=command_as_typed()))
     return summary.exit_code
+
+
+def _retry_types(value: str | None) -> tuple[str, ...] | None:
+    """`--retry-errors[=TYPES]` as the types to retry (RunConfig checks the names)."""
+    from batchrun.models import ERROR_TYPES
+    from batchrun.store.rerun import DEFAULT_RETRY_TYPES
+
+    if value is None:
+        return None
+    if value == "default":
+        return DEFAULT_RETRY_TYPES
+    if value == "all":
+        return ERROR_TYPES
+    return tuple(t.strip() for t in value.split(",") if t.strip())
 
 
 def _log_to_stderr(*, quiet: bool) -> None:

@@ -15,6 +15,7 @@ from batchrun.common.urls import endpoint_in_base_url
 from batchrun.inputs.idtable import MAX_TABLE_ROWS
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 from batchrun.inputs.template import Template
+from batchrun.models import ERROR_TYPES
 
 __all__ = [
     "API_KEY_ENV",
@@ -85,6 +86,11 @@ class RunConfig:
     progress: bool = False
     handle_signals: bool = False
     fail_on_errors: bool = False  # exit code 4 when the finished output holds error records
+    # Once the output is finished, re-send the rows whose record is an error of these types
+    # (batchrun.runner.rerun); None: do not.
+    retry_errors: tuple[str, ...] | None = None
+    # After a retry pass, rewrite the parts without the superseded records (batchrun compact).
+    compact: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -127,6 +133,15 @@ class RunConfig:
                 "template must be a Template (batchrun.load_template or shortcut_template), "
                 f"got {type(self.template).__name__}"
             )
+        if self.retry_errors is not None:
+            object.__setattr__(self, "retry_errors", tuple(self.retry_errors))
+            unknown = [t for t in self.retry_errors if t not in ERROR_TYPES]
+            if unknown or not self.retry_errors:
+                raise ValueError(
+                    f"retry_errors (--retry-errors) names no error type batchrun records: "
+                    f"{', '.join(map(repr, unknown)) or 'none given'}; the types are "
+                    f"{', '.join(ERROR_TYPES)}"
+                )
         if not self.endpoint.startswith("/"):
             raise ValueError(
                 f"endpoint must be a path such as /v1/chat/completions: {self.endpoint!r}"

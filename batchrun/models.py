@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["ErrorType", "Record", "Request", "RowError"]
+__all__ = ["ERROR_TYPES", "ErrorType", "Record", "Request", "RowError"]
 
 
 class ErrorType:
@@ -26,6 +26,9 @@ class ErrorType:
     CONNECTION_ERROR = "connection_error"  # still unreachable after every retry
     BAD_RESPONSE = "bad_response"  # a body that is not JSON, or JSON of the wrong shape
     API_ERROR = "api_error"  # HTTP 200 whose body is {"error": ...}
+
+
+ERROR_TYPES = tuple(v for k, v in vars(ErrorType).items() if k.isupper())
 
 
 @dataclass(frozen=True, slots=True)

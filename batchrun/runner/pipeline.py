@@ -122,6 +122,7 @@ async def run(
         cost_usd=checkpoint.cost_usd if checkpoint else 0.0,
         done_before=session.done_at_start if session is not None else 0,
         fail_on_errors=config.fail_on_errors,
+        rerun=session.rerun if session is not None else None,
     )
 
 

@@ -51,12 +51,14 @@ from batchrun.runner.preflight import (
     open_output,
 )
 from batchrun.runner.progress import Earlier, Progress
+from batchrun.runner.rerun import note_open_pass, run_retry_pass
 from batchrun.runner.rowsource import RowSource
 from batchrun.runner.scan import ScanSettings
 from batchrun.runner.stages import Stages
 from batchrun.runner.summary import RunTotals
 from batchrun.send.http import HttpEngine
-from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
+from batchrun.store.checkpoint import Checkpoint, CheckpointError, RerunPass, fingerprint_file
+from batchrun.store.compact import open_writer
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
 from batchrun.store.writer import ResultWriter
 
@@ -112,6 +114,7 @@ class Session:
         self._first_pass_recorded = anyio.Event()
         self._count_recorded = anyio.Event()  # the row count, estimate and models acted on
         self.done_at_start = 0
+        self.rerun: RerunPass | None = None  # the retry pass this run made (--retry-errors)
 
     async def run(self) -> Checkpoint | None:
         """The checkpoint as it ends; None when stopped before the output was set up."""
@@ -131,7 +134,9 @@ class Session:
                 opened = await anyio.to_thread.run_sync(
                     open_output, config, await fingerprint.result()
                 )
-                await self._with_output(tg, *opened, ModelCheck(found), prices)
+                writer = await self._with_output(tg, *opened, ModelCheck(found), prices)
+                if writer is not None:
+                    await self._retry_errors(writer, prices)
             except FatalRunError as exc:  # from the server check: nothing was set up
                 self.control.stop(exc.message, fatal=True)
             except Exception as exc:
@@ -149,18 +154,18 @@ class Session:
         resumed: bool,
         models: ModelCheck,
         prices: _Later[PriceBook],
-    ) -> None:
+    ) -> ResultWriter | None:
+        """Send the pending rows; the writer, for a retry pass, unless the run is stopping."""
         config, control = self.config, self.control
         out = config.out_dir
-        writer = ResultWriter(out, checkpoint)
-        await anyio.to_thread.run_sync(writer.recover)
+        writer = await anyio.to_thread.run_sync(open_writer, out, checkpoint)
         self.checkpoint = checkpoint
         done_at_start = self.done_at_start = len(checkpoint.done)
         if done_at_start:
             total = "?" if checkpoint.total_rows is None else f"{checkpoint.total_rows:,}"
             log.info("resuming: %s of %s rows done", f"{done_at_start:,}", total)
         if checkpoint.total_rows is not None and done_at_start >= checkpoint.total_rows:
-            return  # finished already: nothing to send
+            return writer  # finished already: nothing to send
         if resumed:
             self.estimate = await anyio.to_thread.run_sync(load_estimate, out)
             if self.estimate is not None:
@@ -169,7 +174,7 @@ class Session:
         if whole_pass_first and not await self._check_everything_first(checkpoint, models, prices):
             if not resumed:
                 self.checkpoint = None  # stopped during the pass: nothing was set up
-            return
+            return None
         pending = None if checkpoint.total_rows is None else checkpoint.total_rows - done_at_start
         quota = QuotaCheck(config, pending_rows=pending)
 
@@ -189,7 +194,7 @@ class Session:
                 first_pass = await self._start_first_pass(tg, writer, verdicts, models, quota)
                 source.watch(first_pass)
             if not await self._quota(tg, quota, first_pass):
-                return
+                return None
             # The price book (~0.3 s to load) prices the answers as they are committed: only
             # --max-cost, which prices each request before sending it, waits for it here.
             budget_prices = await prices.result() if config.max_cost_usd is not None else None
@@ -218,6 +223,24 @@ class Session:
             source.close()
             if verdicts is not None:
                 verdicts.close()
+        return None if control.stopping else writer
+
+    async def _retry_errors(self, writer: ResultWriter, prices: _Later[PriceBook]) -> None:
+        """`--retry-errors`, once every row has a record; else a note if a pass was stopped."""
+        checkpoint = writer.checkpoint
+        total = checkpoint.total_rows
+        try:
+            if self.config.retry_errors is None or total is None or len(checkpoint.done) < total:
+                note_open_pass(checkpoint)
+                return
+            budget_prices = await prices.result() if self.config.max_cost_usd else None
+            self.rerun = await run_retry_pass(
+                self.config, self.control, writer, self.totals, self.engine, prices.result,
+                budget_prices,
+            )  # fmt: skip
+        finally:
+            if writer.rerun is not None:
+                writer.rerun.close()
 
     async def _check_everything_first(
         self, checkpoint: Checkpoint, models: ModelCheck, prices: _Later[PriceBook]

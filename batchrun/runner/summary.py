@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchrun.models import Record
+from batchrun.store.checkpoint import RerunPass
 
 __all__ = [
     "EXIT_OK",
@@ -93,6 +94,7 @@ class RunSummary:
     cost_usd: float = 0.0  # over the whole output (priced rows), this run and earlier ones
     done_before: int = 0  # rows the output had done when this run began
     fail_on_errors: bool = False
+    rerun: RerunPass | None = None  # the retry pass this run made (--retry-errors)
 
     @property
     def finished(self) -> bool:
@@ -137,6 +139,13 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
         f"{s.requests:,} requests, {s.retries:,} retries, {elapsed:,.1f} s, "
         f"{s.rows / elapsed:,.1f} rows/s"
     )
+    if summary.rerun is not None:
+        r = summary.rerun
+        state = "" if r.finished else f", {r.rows - len(r.done):,} still to re-send"
+        lines.append(
+            f"  retry pass {r.number}: {len(r.done):,} of {r.rows:,} rows re-sent, "
+            f"{r.fixed:,} ok now{state}"
+        )
     if s.errors_by_type:
         kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors_by_type.items()))
         lines.append(f"  errors by type: {kinds}")

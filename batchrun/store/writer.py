@@ -24,7 +24,7 @@ import sys
 import threading
 from importlib.machinery import ModuleSpec
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,7 +33,25 @@ from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
 from batchrun.store.checkpoint import RESULTS_DIR, Checkpoint, fsync_dir
 
-__all__ = ["RESULTS_DIR", "RESULT_SCHEMA", "ResultWriter", "part_name", "skip_pandas_import"]
+
+class Superseding(Protocol):
+    """A pass whose records supersede the rows' earlier ones (`batchrun.store.rerun.PassRows`)."""
+
+    def supersede(self, records: list[Record]) -> list[Record]: ...
+
+    def count(self, checkpoint: Checkpoint, rows: list[int], statuses: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "RESULTS_DIR",
+    "RESULT_SCHEMA",
+    "ResultWriter",
+    "Superseding",
+    "part_name",
+    "skip_pandas_import",
+]
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -114,6 +132,8 @@ class ResultWriter:
         # The writer task commits in a worker thread while the first pass's news is saved from
         # another: one checkpoint file, one writer at a time.
         self._saving = threading.Lock()
+        # A pass re-sending rows: its records supersede the rows' old ones (store.rerun).
+        self.rerun: Superseding | None = None
 
     def existing_parts(self) -> list[tuple[int, Path]]:
         found = []
@@ -164,6 +184,8 @@ class ResultWriter:
             return
         if costs is None:
             costs = [r.cost_usd for r in records]
+        if self.rerun is not None:
+            records = self.rerun.supersede(records)
         table = records_to_table(records, costs)
         index = self.checkpoint.parts
         final = self.results_dir / part_name(index)
@@ -185,10 +207,13 @@ class ResultWriter:
             self.checkpoint.save(self.out_dir)
 
     def _count(self, rows: list[int], statuses: list[str], costs: list[float | None]) -> None:
-        done: RangeSet = self.checkpoint.done
-        for row in sorted(rows):
-            done.add(row)
-        counts = self.checkpoint.counts
-        for status in statuses:
-            counts[status] = counts.get(status, 0) + 1
+        if self.rerun is not None:
+            self.rerun.count(self.checkpoint, rows, statuses)
+        else:
+            done: RangeSet = self.checkpoint.done
+            for row in sorted(rows):
+                done.add(row)
+            counts = self.checkpoint.counts
+            for status in statuses:
+                counts[status] = counts.get(status, 0) + 1
         self.checkpoint.cost_usd += sum(c for c in costs if c is not None)
