@@ -21,7 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.mock import MockConfig, MockServer
-from batchrun.store.checkpoint import Checkpoint
+from batchrun.models import Record
+from batchrun.store.checkpoint import Checkpoint, Fingerprint
+from batchrun.store.compact import open_writer
+from batchrun.store.rerun import PassRows, iter_listed_rows, pass_path, start_retry_pass
+from batchrun.store.writer import ResultWriter, records_to_table
 from tests.helpers import faulty_rows, read_results, write_jsonl
 from tests.test_cli import ROOT, batchrun_cmd, env_with_key, run_cli
 
@@ -259,3 +263,78 @@ def test_help_names_retry_errors_and_compact() -> None:
     assert "compact" in top.stdout
     compact = run_cli("compact", "--help")
     assert "--part-rows" in compact.stdout
+
+
+# --- the pass's list and the writer's seam (batchrun.store.rerun) -----------------------------
+
+
+def _finished_output(out: Path, rows: int, errors: set[int]) -> Checkpoint:
+    checkpoint = Checkpoint(
+        input_path="in.jsonl",
+        fingerprint=Fingerprint(size=0, digest="x", method="sha256"),
+        settings={},
+        total_rows=rows,
+        duplicates=0,
+    )
+    writer = ResultWriter(out, checkpoint)
+    records = [
+        Record(
+            custom_id=str(r),
+            row=r,
+            status="error" if r in errors else "ok",
+            error_type="server_error" if r in errors else None,
+            attempts=3 if r in errors else 1,
+        )
+        for r in range(rows)
+    ]
+    random.Random(3).shuffle(records)  # completion order
+    for start in range(0, rows, 64):
+        writer.commit(records[start : start + 64])
+    return checkpoint
+
+
+def test_the_pass_lists_its_rows_and_the_reader_skips_every_other_row(tmp_path: Path) -> None:
+    errors = set(random.Random(5).sample(range(10_000), 1_500))
+    checkpoint = _finished_output(tmp_path, 10_000, errors)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    rerun = start_retry_pass(tmp_path, checkpoint, ["server_error"], scratch)
+    assert rerun.rows == 1_500 and list(iter_listed_rows(pass_path(tmp_path, 1))) == sorted(errors)
+    saved = Checkpoint.load(tmp_path)
+    assert saved is not None and saved.open_pass is not None and saved.open_pass.rows == 1_500
+    rerun.done.add_range(0, 100)  # the first 100 listed rows were committed already
+    rows = PassRows(tmp_path, rerun)
+    wanted = sorted(errors)[100:]
+    assert [r for r in range(10_000) if r not in rows] == wanted
+    rows = PassRows(tmp_path, rerun)
+    first_wanted = wanted[0]
+    assert rows.covers(0, first_wanted) and not rows.covers(0, first_wanted + 1)
+    assert rows.covers(9_999, 9_999)
+
+
+def test_a_part_committed_by_a_killed_pass_is_adopted_for_the_pass_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    checkpoint = _finished_output(tmp_path, 300, {5, 50, 51, 200})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    start_retry_pass(tmp_path, checkpoint, ["server_error"], scratch)
+    # The killed run wrote a part with rows 50 and 200 fixed, and died before the checkpoint.
+    fixed = [Record(custom_id=str(r), row=r, status="ok", attempts=1) for r in (50, 200)]
+    index = checkpoint.parts
+    pq.write_table(
+        records_to_table(fixed), tmp_path / "results" / f"part-{index:06d}.parquet"
+    )  # fmt: skip
+    resumed = Checkpoint.load(tmp_path)
+    assert resumed is not None
+    writer = open_writer(tmp_path, resumed)
+    assert resumed.parts == index + 1
+    assert resumed.open_pass is not None and len(resumed.open_pass.done) == 2
+    assert resumed.counts == {"ok": 298, "error": 2} and resumed.stale_records == 2
+    assert resumed.open_pass.fixed == 2
+    rows = PassRows(tmp_path, resumed.open_pass)
+    assert [r for r in range(300) if r not in rows] == [5, 51]
+    # Attempts add up: the new record of row 5 carries the first pass's 3.
+    assert writer.rerun is not None
+    (carried,) = writer.rerun.supersede([Record(custom_id="5", row=5, status="ok", attempts=1)])
+    assert carried.attempts == 4

@@ -37,6 +37,7 @@ from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, RerunPass
 from batchrun.store.compact import compact
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
+from batchrun.store.ordered import ResultsError
 from batchrun.store.rerun import PassRows, pass_path, start_retry_pass
 from batchrun.store.writer import ResultWriter
 
@@ -160,7 +161,15 @@ def _finish(config: RunConfig, writer: ResultWriter, rerun: RerunPass) -> None:
             "compacting %s: %s superseded records leave", writer.results_dir,
             f"{checkpoint.stale_records:,}",
         )  # fmt: skip
-        done = compact(config.out_dir, checkpoint)
+        try:
+            done = compact(config.out_dir, checkpoint)
+        except (OSError, ResultsError) as exc:
+            log.warning(
+                "warning: cannot compact %s (%s); the results are complete, but plain Parquet "
+                "readers see the superseded records until `batchrun compact %s` succeeds",
+                writer.results_dir, exc, config.out_dir,
+            )  # fmt: skip
+            return
         log.info(
             "compacted: %s parts into %s, %s records, %.1f s", f"{done.parts_before:,}",
             f"{done.parts_after:,}", f"{done.records:,}", done.seconds,

@@ -125,20 +125,21 @@ def compact(
     writer: pq.ParquetWriter | None = None
     try:
         for window in order.windows():
-            table = window.table
-            if table.num_rows == 0:
-                continue
-            if writer is None:
-                sink = pa.OSFile(str(_hidden(results, index)), "wb")
-                writer = pq.ParquetWriter(sink, RESULT_SCHEMA, compression="zstd")
-            writer.write_table(table.cast(RESULT_SCHEMA))
-            records += table.num_rows
-            in_part += table.num_rows
-            if in_part >= part_rows:
-                _close(writer, sink, _hidden(results, index))
-                writer = sink = None
-                index += 1
-                in_part = 0
+            table = window.table.cast(RESULT_SCHEMA)
+            while table.num_rows:
+                if writer is None:
+                    sink = pa.OSFile(str(_hidden(results, index)), "wb")
+                    writer = pq.ParquetWriter(sink, RESULT_SCHEMA, compression="zstd")
+                piece = table.slice(0, part_rows - in_part)
+                table = table.slice(piece.num_rows)
+                writer.write_table(piece)
+                records += piece.num_rows
+                in_part += piece.num_rows
+                if in_part >= part_rows:
+                    _close(writer, sink, _hidden(results, index))
+                    writer = sink = None
+                    index += 1
+                    in_part = 0
         if writer is not None:
             _close(writer, sink, _hidden(results, index))
             writer = sink = None
@@ -152,9 +153,13 @@ def compact(
             _hidden(results, i).unlink(missing_ok=True)
         raise
     fsync_dir(results)
-    checkpoint.first_part, checkpoint.parts = start, index
-    checkpoint.stale_records = 0
-    checkpoint.save(out_dir)  # the switch
+    was = checkpoint.first_part, checkpoint.parts, checkpoint.stale_records
+    checkpoint.first_part, checkpoint.parts, checkpoint.stale_records = start, index, 0
+    try:
+        checkpoint.save(out_dir)  # the switch
+    except BaseException:
+        checkpoint.first_part, checkpoint.parts, checkpoint.stale_records = was
+        raise
     finish_compaction(out_dir, checkpoint)
     return CompactSummary(
         parts_before=parts_before,
