@@ -68,6 +68,13 @@ resuming:
   with `batchrun compact OUT`). Killed part way, the same command resumes the pass; run again
   after it finished, it retries the errors that remain.
 
+--update:
+  After editing, adding or removing rows (or changing the template): rows are matched to the
+  records by custom_id (the id column; rows without one by row number). A row whose request
+  (url and body as it would be sent) is unchanged keeps its record and is not sent; changed and
+  new rows are sent; records of rows no longer in the input leave the results. Without it a
+  changed input is refused.
+
 --max-cost:
   A cap on the output's total spend (the sum of cost_usd, as `batchrun report` counts it). Each
   row reserves its worst case before it is sent: its prompt, counted offline (images of unknown
@@ -244,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="once every row has a record, re-send the rows whose record is an error "
         "(default types: rate_limited, server_error, timeout, connection_error, bad_response; "
         "or --retry-errors=TYPE,TYPE or =all); see below",
+    )
+    run.add_argument(
+        "--update",
+        action="store_true",
+        help="the input (or template) changed since OUT was made: send only the changed and new "
+        "rows (matched by custom_id, or by row number where rows have none); records of rows "
+        "no longer in the input leave the results",
     )
     run.add_argument(
         "--no-compact",
@@ -427,6 +441,7 @@ def _run(args: argparse.Namespace) -> int:
             max_row_bytes=args.max_row_bytes,
             retry_errors=_retry_types(args.retry_errors),
             compact=not args.no_compact,
+            update=args.update,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850

@@ -91,6 +91,9 @@ class RunConfig:
     retry_errors: tuple[str, ...] | None = None
     # After a retry pass, rewrite the parts without the superseded records (batchrun compact).
     compact: bool = True
+    # A changed input (or template, endpoint) is matched to the output's records by custom_id
+    # and only its changed and new rows are sent (batchrun.runner.update), instead of refused.
+    update: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))

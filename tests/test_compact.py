@@ -104,14 +104,14 @@ def test_a_crash_at_any_step_leaves_a_correct_resumable_output(
     checkpoint = _output(tmp_path)
     if when == "writing":
         calls = iter(range(100))
+        real_close = compact_module.PartSink._close_part
 
-        def close(*args: object) -> None:
+        def close(self: compact_module.PartSink) -> None:
             if next(calls) == 1:
                 raise Crash  # the second new part
-            real_close(*args)  # type: ignore[arg-type]
+            real_close(self)
 
-        real_close = compact_module._close
-        monkeypatch.setattr(compact_module, "_close", close)
+        monkeypatch.setattr(compact_module.PartSink, "_close_part", close)
     elif when == "before the switch":
         monkeypatch.setattr(Checkpoint, "save", lambda self, out: (_ for _ in ()).throw(Crash()))
     else:

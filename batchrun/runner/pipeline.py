@@ -123,6 +123,7 @@ async def run(
         done_before=session.done_at_start if session is not None else 0,
         fail_on_errors=config.fail_on_errors,
         rerun=session.rerun if session is not None else None,
+        update=session.update if session is not None else None,
     )
 
 

@@ -41,7 +41,7 @@ from batchrun.store.ordered import ResultsError
 from batchrun.store.rerun import PassRows, pass_path, start_retry_pass
 from batchrun.store.writer import ResultWriter
 
-__all__ = ["note_open_pass", "run_retry_pass"]
+__all__ = ["close_open_pass", "note_open_pass", "run_retry_pass"]
 
 log = logging.getLogger("batchrun")
 
@@ -147,6 +147,14 @@ def _open(
         return None
     rows = writer.rerun = PassRows(out, rerun)
     return rerun, rows
+
+
+def close_open_pass(config: RunConfig, writer: ResultWriter) -> None:
+    """Close a stopped retry pass as it stands (its committed rows stay). Blocking."""
+    current = writer.checkpoint.open_pass
+    if current is not None:
+        log.info("retry pass %d was stopped part way; closing it as it stands", current.number)
+        _close_pass(config, writer, current)
 
 
 def _finish(config: RunConfig, writer: ResultWriter, rerun: RerunPass) -> None:

@@ -56,10 +56,12 @@ from batchrun.runner.rowsource import RowSource
 from batchrun.runner.scan import ScanSettings
 from batchrun.runner.stages import Stages
 from batchrun.runner.summary import RunTotals
+from batchrun.runner.update import PendingUpdate, apply_update
 from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, RerunPass, fingerprint_file
 from batchrun.store.compact import open_writer
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
+from batchrun.store.update import UpdateCounts
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Session"]
@@ -115,6 +117,7 @@ class Session:
         self._count_recorded = anyio.Event()  # the row count, estimate and models acted on
         self.done_at_start = 0
         self.rerun: RerunPass | None = None  # the retry pass this run made (--retry-errors)
+        self.update: UpdateCounts | None = None  # what --update found, if the input changed
 
     async def run(self) -> Checkpoint | None:
         """The checkpoint as it ends; None when stopped before the output was set up."""
@@ -152,6 +155,7 @@ class Session:
         tg: TaskGroup,
         checkpoint: Checkpoint,
         resumed: bool,
+        update: PendingUpdate | None,
         models: ModelCheck,
         prices: _Later[PriceBook],
     ) -> ResultWriter | None:
@@ -159,6 +163,8 @@ class Session:
         config, control = self.config, self.control
         out = config.out_dir
         writer = await anyio.to_thread.run_sync(open_writer, out, checkpoint)
+        if update is not None:  # --update, and the input changed: only its new rows pending
+            self.update = await anyio.to_thread.run_sync(apply_update, config, writer, update)
         self.checkpoint = checkpoint
         done_at_start = self.done_at_start = len(checkpoint.done)
         if done_at_start:

@@ -261,6 +261,12 @@ class Checkpoint:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong shape
             raise CheckpointError(f"{path} is damaged ({exc}); use a new --out directory") from exc
 
+    def differs(self, fingerprint: Fingerprint, settings: dict[str, Any]) -> bool:
+        """Whether the input or a setting that changes what a row means is not as it was."""
+        if fingerprint != self.fingerprint:
+            return True
+        return any(self.settings.get(k) != settings.get(k) for k in {**self.settings, **settings})
+
     def check_resumable(self, fingerprint: Fingerprint, settings: dict[str, Any]) -> None:
         """Refuse to continue a run whose input or meaning has changed."""
         if fingerprint != self.fingerprint:
@@ -268,7 +274,9 @@ class Checkpoint:
                 f"the input file has changed since this output was started "
                 f"(was {self.fingerprint.size} bytes, sha256 {self.fingerprint.digest[:12]}; "
                 f"now {fingerprint.size} bytes, sha256 {fingerprint.digest[:12]}). "
-                "Use a new --out directory for a different input."
+                "Add --update to send only its changed and new rows (rows are matched by "
+                "custom_id, or by row number where they have none), or use a new --out "
+                "directory for a different input."
             )
         # A setting the checkpoint lacks was not set then (an output older than the setting):
         # resuming it with the setting given would change what its rows mean.
@@ -277,8 +285,9 @@ class Checkpoint:
             if new != old:
                 raise CheckpointError(
                     f"--{key.replace('_', '-')} was {_shown(key, old)} when this output was "
-                    f"started and is {_shown(key, new)} now; use the same value to resume, or a "
-                    "new --out directory"
+                    f"started and is {_shown(key, new)} now; use the same value to resume, "
+                    "--update to re-send the rows whose requests it changes, or a new --out "
+                    "directory"
                 )
 
 

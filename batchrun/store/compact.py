@@ -24,6 +24,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,18 +42,21 @@ from batchrun.store.writer import RESULT_SCHEMA, ResultWriter, part_name
 
 __all__ = [
     "DEFAULT_PART_ROWS",
+    "NULLABLE_SCHEMA",
     "CompactSummary",
+    "PartSink",
     "compact",
     "compact_output",
     "finish_compaction",
     "open_writer",
+    "switch",
 ]
 
 DEFAULT_PART_ROWS = 1_000_000
 _SUFFIX = ".compact"
 _HIDDEN = re.compile(r"^\.part-(\d+)\.parquet\.compact$")
 _PART = re.compile(r"^part-(\d+)\.parquet$")
-_NULLABLE = pa.schema([f.with_nullable(True) for f in RESULT_SCHEMA])
+NULLABLE_SCHEMA = pa.schema([f.with_nullable(True) for f in RESULT_SCHEMA])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,85 +104,113 @@ def open_writer(out_dir: Path, checkpoint: Checkpoint) -> ResultWriter:
     return writer
 
 
+class PartSink:
+    """New parts of up to `part_rows` records, written under hidden names from part `start` on,
+    each fsynced; `discard` removes them. Counted by nothing until `switch`."""
+
+    def __init__(self, out_dir: Path, start: int, part_rows: int) -> None:
+        if part_rows <= 0:
+            raise ValueError(f"part_rows must be positive, got {part_rows!r}")
+        self._results = out_dir / RESULTS_DIR
+        self.start = self.end = start
+        self.records = 0
+        self._part_rows = part_rows
+        self._in_part = 0
+        self._sink: pa.NativeFile | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        table = table.cast(RESULT_SCHEMA)
+        while table.num_rows:
+            if self._writer is None:
+                self._sink = pa.OSFile(str(_hidden(self._results, self.end)), "wb")
+                self._writer = pq.ParquetWriter(self._sink, RESULT_SCHEMA, compression="zstd")
+            piece = table.slice(0, self._part_rows - self._in_part)
+            table = table.slice(piece.num_rows)
+            self._writer.write_table(piece)
+            self.records += piece.num_rows
+            self._in_part += piece.num_rows
+            if self._in_part >= self._part_rows:
+                self._close_part()
+
+    def _close_part(self) -> None:
+        assert self._writer is not None and self._sink is not None
+        self._writer.close()
+        self._sink.close()
+        self._writer = self._sink = None
+        fd = os.open(_hidden(self._results, self.end), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.end += 1
+        self._in_part = 0
+
+    def close(self) -> None:
+        """Every part complete on disk; the parts are `start .. end - 1`."""
+        if self._writer is not None:
+            self._close_part()
+        fsync_dir(self._results)
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+        for i in range(self.start, self.end + 1):
+            _hidden(self._results, i).unlink(missing_ok=True)
+
+
+def switch(out_dir: Path, checkpoint: Checkpoint, sink: PartSink, **changes: Any) -> None:
+    """Make `sink`'s parts the output's, with `changes` to the checkpoint, in one atomic save;
+    then finish (rename the parts into place, remove the old ones). On a failed save the
+    checkpoint in memory stays as on disk."""
+    changes.update(first_part=sink.start, parts=sink.end, stale_records=0)
+    was = {name: getattr(checkpoint, name) for name in changes}
+    for name, value in changes.items():
+        setattr(checkpoint, name, value)
+    try:
+        checkpoint.save(out_dir)  # the switch
+    except BaseException:
+        for name, value in was.items():
+            setattr(checkpoint, name, value)
+        raise
+    finish_compaction(out_dir, checkpoint)
+
+
 def compact(
     out_dir: Path, checkpoint: Checkpoint, *, part_rows: int = DEFAULT_PART_ROWS
 ) -> CompactSummary:
     """Rewrite the committed records as parts of up to `part_rows` rows, in row order, one record
     per row (see the module docstring). Blocking; the caller holds OUT's lock and has opened the
     writer (`open_writer`), so no part is uncounted."""
-    if part_rows <= 0:
-        raise ValueError(f"part_rows must be positive, got {part_rows!r}")
     began = time.monotonic()
-    results = out_dir / RESULTS_DIR
     parts_before = checkpoint.parts - checkpoint.first_part
-    start = index = checkpoint.parts
+    sink = PartSink(out_dir, checkpoint.parts, part_rows)
     order = RowOrder(
         out_dir,
         checkpoint,
         columns=RESULT_SCHEMA.names,
         project=lambda batch: batch.select(RESULT_SCHEMA.names),
-        schema=_NULLABLE,
+        schema=NULLABLE_SCHEMA,
         scratch=[out_dir],
     )
-    records = in_part = 0
-    sink: pa.NativeFile | None = None
-    writer: pq.ParquetWriter | None = None
     try:
         for window in order.windows():
-            table = window.table.cast(RESULT_SCHEMA)
-            while table.num_rows:
-                if writer is None:
-                    sink = pa.OSFile(str(_hidden(results, index)), "wb")
-                    writer = pq.ParquetWriter(sink, RESULT_SCHEMA, compression="zstd")
-                piece = table.slice(0, part_rows - in_part)
-                table = table.slice(piece.num_rows)
-                writer.write_table(piece)
-                records += piece.num_rows
-                in_part += piece.num_rows
-                if in_part >= part_rows:
-                    _close(writer, sink, _hidden(results, index))
-                    writer = sink = None
-                    index += 1
-                    in_part = 0
-        if writer is not None:
-            _close(writer, sink, _hidden(results, index))
-            writer = sink = None
-            index += 1
+            if window.table.num_rows:
+                sink.write(window.table)
+        sink.close()
     except BaseException:
-        if writer is not None:
-            writer.close()
-        if sink is not None:
-            sink.close()
-        for i in range(start, index + 1):
-            _hidden(results, i).unlink(missing_ok=True)
+        sink.discard()
         raise
-    fsync_dir(results)
-    was = checkpoint.first_part, checkpoint.parts, checkpoint.stale_records
-    checkpoint.first_part, checkpoint.parts, checkpoint.stale_records = start, index, 0
-    try:
-        checkpoint.save(out_dir)  # the switch
-    except BaseException:
-        checkpoint.first_part, checkpoint.parts, checkpoint.stale_records = was
-        raise
-    finish_compaction(out_dir, checkpoint)
+    switch(out_dir, checkpoint, sink)
     return CompactSummary(
         parts_before=parts_before,
-        parts_after=index - start,
-        records=records,
+        parts_after=sink.end - sink.start,
+        records=sink.records,
         dropped=order.duplicates,
         seconds=time.monotonic() - began,
     )
-
-
-def _close(writer: pq.ParquetWriter, sink: pa.NativeFile | None, path: Path) -> None:
-    writer.close()
-    assert sink is not None
-    sink.close()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def compact_output(out_dir: Path, *, part_rows: int = DEFAULT_PART_ROWS) -> CompactSummary:
