@@ -367,10 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
+    from batchrun.runner.export import use_returning_allocator
     from batchrun.store.checkpoint import CheckpointError
     from batchrun.store.compact import compact_output
     from batchrun.store.ordered import ResultsError
 
+    use_returning_allocator()  # 300 MB at 100k records with mimalloc, 206 MB with jemalloc
     try:
         done = compact_output(args.out, part_rows=args.part_rows)
     except (CheckpointError, ResultsError) as exc:

@@ -20,7 +20,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -35,9 +37,7 @@ from batchrun.runner.stages import Stages
 from batchrun.runner.summary import RunTotals
 from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, RerunPass
-from batchrun.store.compact import compact
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
-from batchrun.store.ordered import ResultsError
 from batchrun.store.rerun import PassRows, pass_path, start_retry_pass
 from batchrun.store.writer import ResultWriter
 
@@ -115,6 +115,8 @@ async def run_retry_pass(
     if len(rerun.done) < rerun.rows or control.stopping:
         return rerun
     await anyio.to_thread.run_sync(_finish, config, writer, rerun)
+    if config.compact and checkpoint.stale_records:
+        await _compact(config, writer)
     return rerun
 
 
@@ -158,30 +160,42 @@ def close_open_pass(config: RunConfig, writer: ResultWriter) -> None:
 
 
 def _finish(config: RunConfig, writer: ResultWriter, rerun: RerunPass) -> None:
-    checkpoint = writer.checkpoint
     _close_pass(config, writer, rerun)
     log.info(
         "retry pass %d: %s of %s rows re-sent are ok now", rerun.number, f"{rerun.fixed:,}",
         f"{rerun.rows:,}",
     )  # fmt: skip
-    if config.compact and checkpoint.stale_records:
-        log.info(
-            "compacting %s: %s superseded records leave", writer.results_dir,
-            f"{checkpoint.stale_records:,}",
+
+
+async def _compact(config: RunConfig, writer: ResultWriter) -> None:
+    """Compact OUT in a child process (`batchrun.runner.compactjob`), then take up the
+    checkpoint it saved. A failure is a warning: the results are complete either way."""
+    checkpoint = writer.checkpoint
+    log.info(
+        "compacting %s: %s superseded records leave", writer.results_dir,
+        f"{checkpoint.stale_records:,}",
+    )  # fmt: skip
+    command = [sys.executable, "-m", "batchrun.runner.compactjob", str(config.out_dir)]
+    with anyio.CancelScope(shield=True):  # a stop meanwhile waits for it: it is atomic anyway
+        done = await anyio.run_process(command, check=False)
+        saved = await anyio.to_thread.run_sync(Checkpoint.load, config.out_dir)
+    if saved is not None:
+        checkpoint.first_part, checkpoint.parts = saved.first_part, saved.parts
+        checkpoint.stale_records = saved.stale_records
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        log.warning(
+            "warning: cannot compact %s (%s); the results are complete, but plain Parquet "
+            "readers see the superseded records until `batchrun compact %s` succeeds",
+            writer.results_dir, reason[-1] if reason else f"exit {done.returncode}",
+            config.out_dir,
         )  # fmt: skip
-        try:
-            done = compact(config.out_dir, checkpoint)
-        except (OSError, ResultsError) as exc:
-            log.warning(
-                "warning: cannot compact %s (%s); the results are complete, but plain Parquet "
-                "readers see the superseded records until `batchrun compact %s` succeeds",
-                writer.results_dir, exc, config.out_dir,
-            )  # fmt: skip
-            return
-        log.info(
-            "compacted: %s parts into %s, %s records, %.1f s", f"{done.parts_before:,}",
-            f"{done.parts_after:,}", f"{done.records:,}", done.seconds,
-        )  # fmt: skip
+        return
+    figures = json.loads(done.stdout)
+    log.info(
+        "compacted: %s parts into %s, %s records, %.1f s", f"{figures['parts_before']:,}",
+        f"{figures['parts_after']:,}", f"{figures['records']:,}", figures["seconds"],
+    )  # fmt: skip
 
 
 def _close_pass(config: RunConfig, writer: ResultWriter, rerun: RerunPass) -> None:

@@ -208,7 +208,8 @@ class RowOrder:
         projected = self._project(batch)
         if projected.schema != self._schema:
             projected = projected.cast(self._schema)
-        return projected.append_column(_PART, pa.array([index] * batch.num_rows, pa.int32()))
+        # `project` may drop records (a caller that knows no row has two keeps only some).
+        return projected.append_column(_PART, pa.array([index] * projected.num_rows, pa.int32()))
 
 
 def _read(path: Path) -> Iterator[pa.RecordBatch]:
