@@ -8,12 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pyarrow.parquet as pq
 import pytest
 
+import batchrun
 from batchrun.mock import MockConfig, MockServer
+from batchrun.store import update as store_update
 from batchrun.store.checkpoint import Checkpoint, fingerprint_file
-from tests.helpers import chat_rows, read_results, write_jsonl
+from tests.helpers import TEST_KEY, chat_rows, openai_handler, read_results, write_jsonl
 from tests.test_cli import run_cli
 
 CHAT = "/v1/chat/completions"
@@ -154,3 +157,40 @@ def test_update_refuses_an_output_without_request_hashes(
     assert "did not keep request hashes" in refused.stderr
     assert since.questions() == []
     assert len(read_results(out)) == 5  # the output as it was
+
+
+def test_an_update_killed_before_its_switch_leaves_the_old_output_and_sends_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = chat_rows(40)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    handler, seen = openai_handler()
+    transport = httpx2.MockTransport(handler)
+    config = batchrun.RunConfig(
+        input_path=path, out_dir=tmp_path / "out", base_url="http://mock.test/v1",
+        api_key=TEST_KEY, concurrency=4, flush_rows=7, update=True,
+    )  # fmt: skip
+    assert batchrun.run_sync(config, transport=transport).finished
+    new = _edit(rows)
+    write_jsonl(path, new)
+    before = len(seen)
+
+    class Killed(Exception):
+        pass
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(store_update, "switch", crash)
+    with pytest.raises(Killed):
+        batchrun.run_sync(config, transport=transport)
+    monkeypatch.undo()
+    assert len(seen) == before  # nothing sent before the switch
+    assert [r["custom_id"] for r in read_results(tmp_path / "out")] == [
+        r["custom_id"] for r in rows
+    ]  # the old output, whole; no hidden part left counted
+    summary = batchrun.run_sync(config, transport=transport)
+    assert summary.finished
+    assert len(seen) - before == 5
+    records = read_results(tmp_path / "out")
+    assert [r["custom_id"] for r in records] == [r["custom_id"] for r in new]
