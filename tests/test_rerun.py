@@ -338,3 +338,43 @@ def test_a_part_committed_by_a_killed_pass_is_adopted_for_the_pass_not_sent_agai
     assert writer.rerun is not None
     (carried,) = writer.rerun.supersede([Record(custom_id="5", row=5, status="ok", attempts=1)])
     assert carried.attempts == 4
+
+
+def test_a_full_disk_while_listing_the_rows_to_retry_stops_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx2
+
+    import batchrun
+    from batchrun.runner import rerun as runner_rerun
+    from tests.helpers import TEST_KEY, openai_handler
+
+    path = write_jsonl(tmp_path / "in.jsonl", faulty_rows(10, {}))
+    fail_first = {3, 7}
+
+    def fail(body: dict[str, Any], n: int) -> Any:
+        text = body["messages"][0]["content"]
+        if any(text == f"question number {i}" for i in fail_first):
+            fail_first.discard(int(text.rsplit(" ", 1)[1]))
+            return httpx2.Response(500, json={"error": {"message": "boom"}})
+        return None
+
+    handler, seen = openai_handler(fail)
+    transport = httpx2.MockTransport(handler)
+    config = batchrun.RunConfig(
+        input_path=path, out_dir=tmp_path / "out", base_url="http://mock.test/v1",
+        api_key=TEST_KEY, concurrency=2, max_retries=0, retry_errors=("server_error",),
+    )  # fmt: skip
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner_rerun, "start_retry_pass", full)
+    summary = batchrun.run_sync(config, transport=transport)
+    assert summary.exit_code == 3 and summary.stopped is not None
+    assert "cannot list the rows to retry" in summary.stopped
+    assert "No space left on device" in summary.stopped
+    assert len(seen) == 10 and summary.errors == 2  # the first pass, whole; nothing re-sent
+    monkeypatch.undo()
+    again = batchrun.run_sync(config, transport=transport)
+    assert again.finished and again.errors == 0 and len(seen) == 12

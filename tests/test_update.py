@@ -194,3 +194,36 @@ def test_an_update_killed_before_its_switch_leaves_the_old_output_and_sends_noth
     assert len(seen) - before == 5
     records = read_results(tmp_path / "out")
     assert [r["custom_id"] for r in records] == [r["custom_id"] for r in new]
+
+
+def test_a_full_disk_during_the_update_stops_with_exit_3_and_the_old_output_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = chat_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    handler, seen = openai_handler()
+    transport = httpx2.MockTransport(handler)
+    config = batchrun.RunConfig(
+        input_path=path, out_dir=tmp_path / "out", base_url="http://mock.test/v1",
+        api_key=TEST_KEY, concurrency=4, flush_rows=7, update=True,
+    )  # fmt: skip
+    assert batchrun.run_sync(config, transport=transport).finished
+    write_jsonl(path, _edit(chat_rows(40))[:21])
+    before = len(seen)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_update, "switch", full)
+    summary = batchrun.run_sync(config, transport=transport)
+    assert summary.exit_code == 3 and summary.stopped is not None
+    assert "cannot match the records" in summary.stopped
+    assert (
+        "No space left on device" in summary.stopped and "run the same command" in summary.stopped
+    )
+    assert len(seen) == before
+    assert [r["custom_id"] for r in read_results(tmp_path / "out")] == [
+        r["custom_id"] for r in rows
+    ]
+    monkeypatch.undo()
+    assert batchrun.run_sync(config, transport=transport).finished

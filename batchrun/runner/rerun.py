@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from batchrun.common.errors import FatalRunError
 from batchrun.config import RunConfig
 from batchrun.cost.pricebook import PriceBook
 from batchrun.runner.control import RunControl
@@ -38,6 +39,7 @@ from batchrun.runner.summary import RunTotals
 from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, RerunPass
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
+from batchrun.store.ordered import ResultsError
 from batchrun.store.rerun import PassRows, pass_path, start_retry_pass
 from batchrun.store.writer import ResultWriter
 
@@ -74,7 +76,14 @@ async def run_retry_pass(
     assert config.retry_errors is not None
     checkpoint = writer.checkpoint
     types = list(config.retry_errors)
-    opened = await anyio.to_thread.run_sync(_open, config, writer, types)
+    try:
+        opened = await anyio.to_thread.run_sync(_open, config, writer, types)
+    except (OSError, ResultsError) as exc:  # nothing sent; the pass not opened, or not changed
+        raise FatalRunError(
+            "output",
+            f"cannot list the rows to retry in {config.out_dir}: {exc}; once that is fixed, "
+            "run the same command to resume",
+        ) from exc
     if opened is None:
         log.info("no row's record is an error of the types to retry (%s)", ", ".join(types))
         return None

@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from batchrun.common.errors import FatalRunError
 from batchrun.config import RunConfig
 from batchrun.inputs.reader import iter_requests
 from batchrun.models import Request
 from batchrun.runner.rerun import close_open_pass
 from batchrun.store.checkpoint import Fingerprint
+from batchrun.store.ordered import ResultsError
 from batchrun.store.update import UpdateCounts, update_output
 from batchrun.store.writer import ResultWriter
 
@@ -46,14 +48,21 @@ def apply_update(config: RunConfig, writer: ResultWriter, update: PendingUpdate)
         "--update: matching the records to %s by custom_id (rows without one by row number)",
         config.input_path,
     )
-    counts = update_output(
-        config.out_dir,
-        writer.checkpoint,
-        _requests(config),
-        input_path=config.input_path,
-        fingerprint=update.fingerprint,
-        settings=update.settings,
-    )
+    try:
+        counts = update_output(
+            config.out_dir,
+            writer.checkpoint,
+            _requests(config),
+            input_path=config.input_path,
+            fingerprint=update.fingerprint,
+            settings=update.settings,
+        )
+    except (OSError, ResultsError) as exc:  # nothing was sent, and the output is as it was
+        raise FatalRunError(
+            "output",
+            f"cannot match the records of {config.out_dir} to the changed input: {exc}; once "
+            "that is fixed, run the same command to resume",
+        ) from exc
     log.info("--update: %s", describe_update(counts))
     return counts
 
