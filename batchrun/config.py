@@ -17,6 +17,7 @@ from batchrun.endpoints.batch_wire import BACKEND_LIMITS
 from batchrun.inputs.idtable import MAX_TABLE_ROWS
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
 from batchrun.inputs.template import Template
+from batchrun.models import ERROR_TYPES
 
 __all__ = [
     "API_KEY_ENV",
@@ -100,6 +101,14 @@ class RunConfig:
     # hidden --no-journal): then a kill -9 or a second Ctrl-C loses the answers that arrived
     # since the last part.
     journal: bool = True
+    # Once the output is finished, re-send the rows whose record is an error of these types
+    # (batchrun.runner.rerun); None: do not.
+    retry_errors: tuple[str, ...] | None = None
+    # After a retry pass, rewrite the parts without the superseded records (batchrun compact).
+    compact: bool = True
+    # A changed input (or template, endpoint) is matched to the output's records by custom_id
+    # and only its changed and new rows are sent (batchrun.runner.update), instead of refused.
+    update: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -142,6 +151,15 @@ class RunConfig:
                 "template must be a Template (batchrun.load_template or shortcut_template), "
                 f"got {type(self.template).__name__}"
             )
+        if self.retry_errors is not None:
+            object.__setattr__(self, "retry_errors", tuple(self.retry_errors))
+            unknown = [t for t in self.retry_errors if t not in ERROR_TYPES]
+            if unknown or not self.retry_errors:
+                raise ValueError(
+                    f"retry_errors (--retry-errors) names no error type batchrun records: "
+                    f"{', '.join(map(repr, unknown)) or 'none given'}; the types are "
+                    f"{', '.join(ERROR_TYPES)}"
+                )
         if not self.endpoint.startswith("/"):
             raise ValueError(
                 f"endpoint must be a path such as /v1/chat/completions: {self.endpoint!r}"

@@ -9,9 +9,10 @@ stage can be tested with hand-made values.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-__all__ = ["ErrorType", "Record", "Request", "RowError"]
+__all__ = ["ERROR_TYPES", "ErrorType", "Record", "Request", "RowError"]
 
 
 class ErrorType:
@@ -29,6 +30,9 @@ class ErrorType:
     BATCH_EXPIRED = "batch_expired"  # the 24 h window passed
     BATCH_CANCELLED = "batch_cancelled"  # the batch was cancelled (batchrun cancel OUT)
     BATCH_MISSING = "batch_missing"  # the batch ended without a result for the row
+
+
+ERROR_TYPES = tuple(v for k, v in vars(ErrorType).items() if k.isupper())
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,14 @@ class Request:
     # False: the row sets no output limit, so max_output_tokens is the rate limiter's assumption
     # (batchrun.endpoints.usage), not a bound on what the answer may cost.
     output_limited: bool = True
+
+    @property
+    def request_sha256(self) -> str:
+        """What this row asks, as one value: the sha256 of its url, a newline and the body sent.
+
+        Stored with the row's record, so that `--update` can tell an edited row (or a template
+        that renders differently) from an unchanged one."""
+        return hashlib.sha256(self.url.encode() + b"\n" + self.body).hexdigest()
 
     @property
     def token_charge(self) -> int:
@@ -88,6 +100,9 @@ class Record:
     attempts: int = 0
     latency_ms: float | None = None
     cost_usd: float | None = None
+    # Request.request_sha256 of the request this record answers; None for a row never sent
+    # (bad input), and in records written before the column existed.
+    request_sha256: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import contention, export, limits, startup, tables, throughput
+from bench import contention, export, limits, reruns, startup, tables, throughput
 from bench.context import Context, Settings
 from bench.procs import BenchError, stop_all
 from bench.report import Row, commit, machine, render, to_json
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "firstreq": startup.first_request,
     "estimate": startup.estimate,
     "export": export.export_memory,
+    "retry": reruns.retry_memory,
     "contention": contention.contention,
 }
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="smaller counts (overhead 5,000 requests, small job 5,000, concurrency 6,000, "
-        "memory, template and export 20k vs 200k rows, first request 1M rows, limits 30 s)",
+        "memory, template, export and retry 20k vs 200k rows, first request 1M rows, limits 30 s)",
     )
     parser.add_argument(
         "--only", type=_names, metavar="NAME[,NAME]", help="run only these benchmarks"

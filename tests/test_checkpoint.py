@@ -21,6 +21,7 @@ from batchrun.store.checkpoint import (
     Fingerprint,
     OutputLock,
     OutputLockedError,
+    RerunPass,
     atomic_write_bytes,
     fingerprint_file,
 )
@@ -156,7 +157,8 @@ def test_check_resumable_refuses_a_setting_the_output_was_started_without() -> N
         )
     assert str(info.value) == (
         "--template was not set when this output was started and is a template with sha256 "
-        "ab12ab12ab12 now; use the same value to resume, or a new --out directory"
+        "ab12ab12ab12 now; use the same value to resume, --update to re-send the rows whose "
+        "requests it changes, or a new --out directory"
     )
 
 
@@ -171,7 +173,37 @@ def test_check_resumable_refuses_changed_fingerprint() -> None:
     assert "the input file has changed" in message
     assert "was 123 bytes" in message
     assert "now 124 bytes" in message
+    assert "Add --update to send only its changed and new rows" in message
     assert "new --out directory" in message
+
+
+def test_differs_tells_a_changed_input_or_setting_from_the_same_one() -> None:
+    cp = _checkpoint()
+    settings = {"endpoint": "/v1/chat/completions"}
+    assert not cp.differs(cp.fingerprint, settings)
+    assert cp.differs(Fingerprint(size=1, digest="x", method="sha256"), settings)
+    assert cp.differs(cp.fingerprint, {**settings, "template": "ab" * 32})
+
+
+def test_passes_and_compaction_state_round_trip_and_old_checkpoints_have_none(
+    tmp_path: Path,
+) -> None:
+    cp = _checkpoint()
+    cp.passes.append(
+        RerunPass(number=1, kind="retry", error_types=["server_error"], rows=9,
+                  done=RangeSet([(0, 4)]), fixed=3)
+    )  # fmt: skip
+    cp.first_part, cp.parts, cp.stale_records = 5, 8, 4
+    cp.save(tmp_path)
+    loaded = Checkpoint.load(tmp_path)
+    assert loaded is not None and loaded.open_pass is not None
+    assert loaded.open_pass.done == RangeSet([(0, 4)]) and loaded.open_pass.fixed == 3
+    assert (loaded.first_part, loaded.parts, loaded.stale_records) == (5, 8, 4)
+    data = cp.to_json()
+    for key in ("first_part", "passes", "stale_records"):
+        del data[key]
+    old = Checkpoint.from_json(data)
+    assert (old.first_part, old.passes, old.stale_records, old.open_pass) == (0, [], 0, None)
 
 
 def test_check_resumable_refuses_changed_endpoint() -> None:
@@ -180,7 +212,8 @@ def test_check_resumable_refuses_changed_endpoint() -> None:
         cp.check_resumable(cp.fingerprint, {"endpoint": "/v1/embeddings"})
     assert str(info.value) == (
         "--endpoint was '/v1/chat/completions' when this output was started and is "
-        "'/v1/embeddings' now; use the same value to resume, or a new --out directory"
+        "'/v1/embeddings' now; use the same value to resume, --update to re-send the rows "
+        "whose requests it changes, or a new --out directory"
     )
 
 

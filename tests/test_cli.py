@@ -366,7 +366,7 @@ def test_a_changed_template_is_refused_on_resume(tmp_path: Path, mock: MockServe
     )  # fmt: skip
     assert changed.returncode == 2
     assert "--template was a template with sha256 " in changed.stderr
-    assert "use the same value to resume, or a new --out directory" in changed.stderr
+    assert "use the same value to resume, --update to re-send" in changed.stderr
     plain = run_cli("run", path, "--out", out, "--base-url", mock.base_url)
     assert plain.returncode == 2
     assert "when this output was started and is not set now" in plain.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_every_row_gets_exactly_one_record(tmp_path: Path) -> None:
     assert first["model"] == "gpt-4o-mini" and first["attempts"] == 1
     assert json.loads(first["response"])["choices"][0]["message"]["content"] == "an answer"
     assert len(seen) == 40
+    # Each record names the request it answers: sha256 of url, newline, the body as sent.
+    wire = json.dumps(chat_rows(40)[0]["body"], separators=(",", ":")).encode()
+    assert first["request_sha256"] == hashlib.sha256(b"/v1/chat/completions\n" + wire).hexdigest()
+    assert len({r["request_sha256"] for r in records}) == 40
     # 40 rows in parts of at most 7
     assert len(list((tmp_path / "out" / "results").glob("part-*.parquet"))) == 6
 

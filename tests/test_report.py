@@ -181,9 +181,20 @@ def test_a_part_without_newer_columns_reads_them_as_null(tmp_path: Path) -> None
     _write(tmp_path, _records(30))
     old = pa.table({"custom_id": ["x"], "row": [30], "status": ["ok"], "attempts": [2]})
     pq.write_table(old, tmp_path / "results" / "part-000001.parquet")
+    checkpoint = Checkpoint.load(tmp_path)
+    assert checkpoint is not None
+    checkpoint.parts = 2  # committed, as a run that adopted it would have counted it
+    checkpoint.save(tmp_path)
     report = build_report(tmp_path)
     assert (report.rows, report.requests) == (31, sum(r.attempts for r in _records(30)) + 2)
     assert report.rows_without_usage == 1 and report.by_model[0].model is None
+
+
+def test_a_part_the_checkpoint_does_not_count_is_left_out(tmp_path: Path) -> None:
+    _write(tmp_path, _records(30))
+    stray = pa.table({"custom_id": ["x"], "row": [3], "status": ["error"], "attempts": [1]})
+    pq.write_table(stray, tmp_path / "results" / "part-000001.parquet")
+    assert build_report(tmp_path).rows == 30
 
 
 def test_damaged_estimate_is_noted_not_fatal(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ print(pq.read_table(out / "results").to_pandas().shape)
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stdout.split("\n")[:2] == ["False", "(2, 18)"], done.stderr
+    assert done.stdout.split("\n")[:2] == ["False", "(2, 19)"], done.stderr
 
 
 # ------------------------------------------------------------- the journal, at every crash instant

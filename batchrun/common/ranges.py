@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
-__all__ = ["RangeSet"]
+__all__ = ["RangeSet", "RowFilter"]
+
+
+class RowFilter(Protocol):
+    """Rows a reader passes over (`skip`): a `RangeSet`, or a pass's list (store.rerun)."""
+
+    def __contains__(self, value: object, /) -> bool: ...
+
+    def covers(self, start: int, end: int) -> bool: ...
 
 
 class RangeSet:

@@ -17,13 +17,19 @@ Guarantees:
   written before a column existed reads that column as nulls.
 - Percentiles come from a fixed-size log-bucket histogram (`LogHistogram`): each is within 1%
   (relative) of the exact nearest-rank percentile, or within 0.001 ms for latencies below that.
-- Nothing is written. A missing or empty OUT raises `ReportError`.
+- Each row counts once, with its current record: only the parts the checkpoint counts are read,
+  and while a `--retry-errors` pass has left superseded records (before `batchrun compact`) the
+  records are read in row order through `RowOrder`, which keeps the latest of each row (its
+  scratch files under OUT, or the temporary directory if OUT is read-only). `passes` says what
+  each retry pass re-sent and fixed.
+- Nothing is written but that scratch. A missing or empty OUT raises `ReportError`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -35,6 +41,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchrun.cost.estimate import Estimate, EstimateError, load_estimate
+from batchrun.store.checkpoint import Checkpoint, CheckpointError, RerunPass
+from batchrun.store.ordered import ResultsError, RowOrder, committed_parts
 from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
 __all__ = [
@@ -164,6 +172,8 @@ class Report:
     retries: int
     comparison: tuple[Comparison, ...] | None = None  # None: no estimate.json in OUT
     notes: tuple[str, ...] = ()
+    # Retry passes, oldest first: number, error_types, rows (to re-send), resent, fixed, finished.
+    passes: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: this dataclass's fields; costs in USD, null when unknown."""
@@ -184,16 +194,35 @@ class _Sums:
         self.tokens = dict.fromkeys(_TOKEN_KINDS, 0)
 
 
-def _part_files(out_dir: Path) -> list[Path]:
+def _part_files(out_dir: Path, checkpoint: Checkpoint | None) -> list[Path]:
     if not out_dir.is_dir():
         raise ReportError(f"no output directory at {out_dir}")
-    parts = sorted((out_dir / RESULTS_DIR).glob("part-*.parquet"))
+    if checkpoint is not None:
+        parts = committed_parts(out_dir, checkpoint)
+    else:
+        parts = sorted((out_dir / RESULTS_DIR).glob("part-*.parquet"))
     if not parts:
         raise ReportError(
             f"{out_dir} holds no results ({out_dir / RESULTS_DIR}/part-*.parquet): "
             "nothing has been committed yet, or this is not a batchrun output directory"
         )
     return parts
+
+
+def _current(out_dir: Path, checkpoint: Checkpoint) -> Iterator[pa.RecordBatch]:
+    """The needed columns of each row's current record, in row order (see `_batches`)."""
+    schema = pa.schema([RESULT_SCHEMA.field(name).with_nullable(True) for name in _COLUMNS])
+    order = RowOrder(
+        out_dir,
+        checkpoint,
+        columns=_COLUMNS,
+        project=lambda batch: batch.select(["row", *_COLUMNS]),
+        schema=schema.insert(0, pa.field("row", pa.int64())),
+        scratch=[out_dir, Path(tempfile.gettempdir())],
+    )
+    for window in order.windows():
+        table = window.table.drop_columns(["row"])
+        yield from table.to_batches()
 
 
 def _batches(parts: list[Path], batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -225,9 +254,14 @@ def build_report(out_dir: Path, *, batch_rows: int = _BATCH_ROWS) -> Report:
     sums: dict[tuple[str | None, str | None], _Sums] = {}
     latency = LogHistogram()
     requests = retries = 0
-    parts = _part_files(out_dir)
+    checkpoint, notes = _checkpoint(out_dir)
+    parts = _part_files(out_dir, checkpoint)
+    if checkpoint is not None and checkpoint.stale_records:
+        batches = _current(out_dir, checkpoint)
+    else:
+        batches = _batches(parts, batch_rows)
     try:
-        for batch in _batches(parts, batch_rows):
+        for batch in batches:
             for status, n in _counts(batch.column("status")):
                 statuses[status or "unknown"] += n
             attempts = batch.column("attempts")
@@ -242,12 +276,11 @@ def build_report(out_dir: Path, *, batch_rows: int = _BATCH_ROWS) -> Report:
             ok = batch.filter(pc.equal(batch.column("status"), "ok"))
             latency.add_array(ok.column("latency_ms"))
             _add_ok(sums, ok)
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, ResultsError) as exc:
         raise ReportError(f"cannot read the results in {out_dir / RESULTS_DIR}: {exc}") from exc
     by_model = _by_model(sums)
     costs = [m.cost_usd for m in by_model if m.cost_usd is not None]
     rows_ok = statuses.get("ok", 0)
-    notes: list[str] = []
     comparison = None
     try:
         estimate = load_estimate(out_dir)
@@ -273,7 +306,29 @@ def build_report(out_dir: Path, *, batch_rows: int = _BATCH_ROWS) -> Report:
         retries=retries,
         comparison=comparison,
         notes=tuple(notes),
+        passes=tuple(_pass(p) for p in checkpoint.passes) if checkpoint is not None else (),
     )
+
+
+def _checkpoint(out_dir: Path) -> tuple[Checkpoint | None, list[str]]:
+    """OUT's checkpoint (None in a folder of parts without one), and a note if it is damaged."""
+    if not out_dir.is_dir():
+        raise ReportError(f"no output directory at {out_dir}")
+    try:
+        return Checkpoint.load(out_dir), []
+    except CheckpointError as exc:
+        return None, [f"checkpoint not read ({exc}): every part file counted"]
+
+
+def _pass(rerun: RerunPass) -> dict[str, Any]:
+    return {
+        "number": rerun.number,
+        "error_types": list(rerun.error_types),
+        "rows": rerun.rows,
+        "resent": len(rerun.done),
+        "fixed": rerun.fixed,
+        "finished": rerun.finished,
+    }
 
 
 def _counts(column: pa.Array) -> list[tuple[Any, int]]:

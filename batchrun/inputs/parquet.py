@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.common.ranges import RangeSet
+from batchrun.common.ranges import RowFilter
 from batchrun.inputs.rows import (
     InputError,
     ParsedRow,
@@ -39,7 +39,7 @@ _PARQUET_BATCH_ROWS = 2048
 def iter_parquet(
     path: Path,
     endpoint: str,
-    skip: RangeSet | None,
+    skip: RowFilter | None,
     seen: Callable[[int, str], None] | None = None,
     seen_below: int = 0,
 ) -> Iterator[ParsedRow | RowError]:

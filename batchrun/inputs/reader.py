@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchrun.common.ranges import RangeSet
+from batchrun.common.ranges import RowFilter
 from batchrun.endpoints.usage import max_output_tokens, output_limit, rough_prompt_tokens
 from batchrun.inputs.idtable import PENDING, IdJudge, Pending
 from batchrun.inputs.rows import (
@@ -73,7 +73,7 @@ def iter_rows(
     path: Path,
     *,
     endpoint: str = DEFAULT_ENDPOINT,
-    skip: RangeSet | None = None,
+    skip: RowFilter | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     raw: bool = True,
     template: Template | None = None,
@@ -128,7 +128,7 @@ def _needs_template(path: Path, what: str) -> str:
 def _with_skipped_ids(
     rows: Iterator[ParsedRow | RowError],
     ids: Iterator[tuple[int, str]],
-    skip: RangeSet,
+    skip: RowFilter,
     seen: Seen,
     seen_below: int,
 ) -> Iterator[ParsedRow | RowError]:
@@ -150,7 +150,7 @@ def iter_requests(
     path: Path,
     *,
     endpoint: str = DEFAULT_ENDPOINT,
-    skip: RangeSet | None = None,
+    skip: RowFilter | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     template: Template | None = None,
     judge: IdJudge | None = None,
@@ -212,7 +212,7 @@ def _repeated(item: ParsedRow | RowError, earlier: int) -> RowError:
 def _iter_jsonl(
     path: Path,
     endpoint: str,
-    skip: RangeSet | None,
+    skip: RowFilter | None,
     max_row_bytes: int,
     raw: bool,
     seen: Seen | None,

@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.common.ranges import RangeSet
+from batchrun.common.ranges import RowFilter
 from batchrun.inputs.rows import (
     DEFAULT_MAX_ROW_BYTES,
     READ_ERRORS,
@@ -66,7 +66,7 @@ def iter_template_rows(
     template: Template,
     *,
     endpoint: str,
-    skip: RangeSet | None = None,
+    skip: RowFilter | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
 ) -> Iterator[ParsedRow | RowError]:
     """Every record of `path` not in `skip`, in file order, rendered into a checked body."""
@@ -183,7 +183,7 @@ def _record_id(record: dict[str, Any], id_column: str, row: int) -> str:
 def _records(
     path: Path,
     template: Template,
-    skip: RangeSet | None,
+    skip: RowFilter | None,
     max_row_bytes: int,
     *,
     only_id: bool = False,
@@ -209,7 +209,7 @@ def _row_numbers(path: Path, max_row_bytes: int) -> Iterable[int]:
     return (row for row, _, _ in records)
 
 
-def _jsonl_records(path: Path, skip: RangeSet | None, max_row_bytes: int) -> Iterator[_Record]:
+def _jsonl_records(path: Path, skip: RowFilter | None, max_row_bytes: int) -> Iterator[_Record]:
     for row, line_no, line in jsonl_lines(path):
         if skip is not None and row in skip:
             continue
@@ -257,7 +257,7 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
 
 
 def _parquet_records(
-    path: Path, template: Template, needed: frozenset[str] | None, skip: RangeSet | None
+    path: Path, template: Template, needed: frozenset[str] | None, skip: RowFilter | None
 ) -> Iterator[_Record]:
     pf = _open_parquet(path)
     schema = pf.schema_arrow
@@ -288,7 +288,7 @@ def _csv_records(
     path: Path,
     template: Template | None,
     needed: frozenset[str] | None,
-    skip: RangeSet | None,
+    skip: RowFilter | None,
     max_row_bytes: int,
     kind: str,
 ) -> Iterator[_Record]:
@@ -337,7 +337,7 @@ def _csv_rows(
     records: Iterator[tuple[int, list[str]]],
     template: Template | None,
     needed: frozenset[str] | None,
-    skip: RangeSet | None,
+    skip: RowFilter | None,
 ) -> Iterator[_Record]:
     first = next(records, None)
     if first is None:

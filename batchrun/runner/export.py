@@ -130,7 +130,7 @@ class ExportSummary:
     ok: int
     errors: int
     pending: int  # input rows without a committed record
-    duplicates: int  # records dropped because a later part had the same row (should be 0)
+    duplicates: int  # records left out for a later one of their row, beyond the superseded
     input_path: Path | None
     seconds: float
     renamed: dict[str, str] = field(default_factory=dict)  # input column -> its name here
@@ -277,7 +277,8 @@ def _export_table(
         ok=counts["ok"],
         errors=counts["error"],
         pending=counts["pending"],
-        duplicates=order.duplicates,
+        # Superseded by a retry pass and not compacted yet: left out, as they should be.
+        duplicates=max(0, order.duplicates - checkpoint.stale_records),
         input_path=joined_input[0] if joined_input is not None else None,
         seconds=0.0,
         renamed={k: v for k, v in renamed.items() if k != v},
@@ -319,7 +320,8 @@ def _export_batch(
         ok=sink.ok_lines,
         errors=sink.error_lines,
         pending=order.total_rows - done,
-        duplicates=order.duplicates,
+        # Superseded by a retry pass and not compacted yet: left out, as they should be.
+        duplicates=max(0, order.duplicates - checkpoint.stale_records),
         input_path=None,
         seconds=0.0,
     )

@@ -123,6 +123,8 @@ async def run(
         done_before=session.done_at_start if session is not None else 0,
         fail_on_errors=config.fail_on_errors,
         waiting=control.waiting,
+        rerun=session.rerun if session is not None else None,
+        update=session.update if session is not None else None,
     )
 
 

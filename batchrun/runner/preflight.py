@@ -35,6 +35,7 @@ from batchrun.inputs.idcheck import scan_ids, sweep_scan_dirs
 from batchrun.inputs.reader import InputError, iter_ids, iter_rows
 from batchrun.inputs.rows import ParsedRow
 from batchrun.runner.render import format_usd
+from batchrun.runner.update import PendingUpdate
 from batchrun.send.http import HttpEngine, TransportError
 from batchrun.send.models import (
     MODELS_PATH,
@@ -111,10 +112,12 @@ async def check_server(engine: HttpEngine, config: RunConfig) -> ModelList | Non
     return found
 
 
-def open_output(config: RunConfig, fingerprint: Fingerprint) -> tuple[Checkpoint, bool]:
-    """The output's checkpoint and whether it was resumed: loaded and checked, or a new one, not
-    yet saved. Blocking (reads OUT): call it from a worker thread. Sweeps what a killed run
-    left."""
+def open_output(
+    config: RunConfig, fingerprint: Fingerprint
+) -> tuple[Checkpoint, bool, PendingUpdate | None]:
+    """The output's checkpoint, whether it was resumed, and (with `--update`, when the input or
+    its settings changed) the update to make: loaded and checked, or a new one, not yet saved.
+    Blocking (reads OUT): call it from a worker thread. Sweeps what a killed run left."""
     out = config.out_dir
     template = config.template
     settings = {
@@ -125,8 +128,10 @@ def open_output(config: RunConfig, fingerprint: Fingerprint) -> tuple[Checkpoint
     sweep_scratch_dirs(out)
     checkpoint = Checkpoint.load(out)
     if checkpoint is not None:
+        if config.update and checkpoint.differs(fingerprint, settings):
+            return checkpoint, True, PendingUpdate(fingerprint=fingerprint, settings=settings)
         checkpoint.check_resumable(fingerprint, settings)
-        return checkpoint, True
+        return checkpoint, True, None
     results = out / RESULTS_DIR
     if results.exists() and any(results.glob("part-*.parquet")):
         raise CheckpointError(
@@ -134,7 +139,7 @@ def open_output(config: RunConfig, fingerprint: Fingerprint) -> tuple[Checkpoint
             "damaged. Use a new --out directory."
         )
     new = Checkpoint(input_path=str(config.input_path), fingerprint=fingerprint, settings=settings)
-    return new, False
+    return new, False, None
 
 
 @dataclass(frozen=True, slots=True)

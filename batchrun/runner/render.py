@@ -133,6 +133,12 @@ def render_report(report: Report) -> str:
     ]
     if report.errors_by_type:
         lines.append("errors: " + ", ".join(f"{k} {n:,}" for k, n in report.errors_by_type.items()))
+    for p in report.passes:
+        state = "" if p["finished"] else " (stopped part way)"
+        lines.append(
+            f"retry pass {p['number']} ({', '.join(p['error_types'])}): {p['resent']:,} of "
+            f"{p['rows']:,} rows re-sent, {p['fixed']:,} fixed{state}"
+        )
     lat = report.latency_ms
     lines.append(
         f"latency (ok rows, last attempt): p50 {_ms(lat['p50'])}, p90 {_ms(lat['p90'])}, "

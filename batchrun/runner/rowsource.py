@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Generator
 
 import anyio
 
-from batchrun.common.ranges import RangeSet
+from batchrun.common.ranges import RowFilter
 from batchrun.config import RunConfig
 from batchrun.inputs.idtable import Pending
 from batchrun.inputs.reader import iter_requests
@@ -36,7 +36,7 @@ class RowSource:
     def __init__(
         self,
         config: RunConfig,
-        skip: RangeSet,
+        skip: RowFilter,
         verdicts: Verdicts | None,
         control: RunControl,
     ) -> None:

@@ -52,13 +52,17 @@ from batchrun.runner.preflight import (
     open_output,
 )
 from batchrun.runner.progress import Earlier, Progress
+from batchrun.runner.rerun import note_open_pass, run_retry_pass
 from batchrun.runner.rowsource import RowSource
 from batchrun.runner.scan import ScanSettings
 from batchrun.runner.stages import Stages, fold_journal
 from batchrun.runner.summary import RunTotals
+from batchrun.runner.update import PendingUpdate, apply_update
 from batchrun.send.http import HttpEngine
-from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
+from batchrun.store.checkpoint import Checkpoint, CheckpointError, RerunPass, fingerprint_file
+from batchrun.store.compact import open_writer
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
+from batchrun.store.update import UpdateCounts
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Session"]
@@ -113,6 +117,9 @@ class Session:
         self._first_pass_recorded = anyio.Event()
         self._count_recorded = anyio.Event()  # the row count, estimate and models acted on
         self.done_at_start = 0
+        self._writer: ResultWriter | None = None
+        self.rerun: RerunPass | None = None  # the retry pass this run made (--retry-errors)
+        self.update: UpdateCounts | None = None  # what --update found, if the input changed
 
     async def run(self) -> Checkpoint | None:
         """The checkpoint as it ends; None when stopped before the output was set up."""
@@ -140,13 +147,17 @@ class Session:
                 opened = await anyio.to_thread.run_sync(
                     open_output, config, await fingerprint.result()
                 )
-                await self._with_output(tg, *opened, ModelCheck(found), prices)
+                writer = await self._with_output(tg, *opened, ModelCheck(found), prices)
+                if writer is not None:
+                    await self._retry_errors(writer, prices)
             except FatalRunError as exc:  # from the server check: nothing was set up
                 self.control.stop(exc.message, fatal=True)
             except Exception as exc:
                 failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup
             finally:
                 tg.cancel_scope.cancel()  # the first pass and what follows it
+                if self._writer is not None:  # after the retry pass, which journals too
+                    self._writer.close()  # the journal's directory goes once it is all committed
         if failure is not None:
             raise failure
         return self.checkpoint
@@ -156,22 +167,25 @@ class Session:
         tg: TaskGroup,
         checkpoint: Checkpoint,
         resumed: bool,
+        update: PendingUpdate | None,
         models: ModelCheck,
         prices: _Later[PriceBook],
-    ) -> None:
+    ) -> ResultWriter | None:
+        """Send the pending rows; the writer, for a retry pass, unless the run is stopping."""
         config, control = self.config, self.control
         out = config.out_dir
-        writer = ResultWriter(out, checkpoint)
-        await anyio.to_thread.run_sync(writer.recover)
+        writer = self._writer = await anyio.to_thread.run_sync(open_writer, out, checkpoint)
+        if update is not None:  # --update, and the input changed: only its new rows pending
+            self.update = await anyio.to_thread.run_sync(apply_update, config, writer, update)
         self.checkpoint = checkpoint
         if not await fold_journal(writer, prices.result, control):
-            return  # the journal could not be committed: nothing is sent
+            return None  # the journal could not be committed: nothing is sent
         done_at_start = self.done_at_start = len(checkpoint.done)
         if done_at_start:
             total = "?" if checkpoint.total_rows is None else f"{checkpoint.total_rows:,}"
             log.info("resuming: %s of %s rows done", f"{done_at_start:,}", total)
         if checkpoint.total_rows is not None and done_at_start >= checkpoint.total_rows:
-            return  # finished already: nothing to send
+            return writer  # finished already: nothing to send
         if resumed:
             self.estimate = await anyio.to_thread.run_sync(load_estimate, out)
             if self.estimate is not None:
@@ -183,12 +197,12 @@ class Session:
         if whole_pass_first and not await self._check_everything_first(checkpoint, models, prices):
             if not resumed:
                 self.checkpoint = None  # stopped during the pass: nothing was set up
-            return
+            return None
         if batch:
             await anyio.to_thread.run_sync(writer.save)  # resumable from here on
             book = await prices.result()
             await run_batches(config, control, writer, self.totals, book, self.transport)
-            return
+            return None
         refuse_other_backend(config)  # batches in flight: their rows must not go online too
         pending = None if checkpoint.total_rows is None else checkpoint.total_rows - done_at_start
         quota = QuotaCheck(config, pending_rows=pending)
@@ -209,7 +223,7 @@ class Session:
                 first_pass = await self._start_first_pass(tg, writer, verdicts, models, quota)
                 source.watch(first_pass)
             if not await self._quota(tg, quota, first_pass):
-                return
+                return None
             # The price book (~0.3 s to load) prices the answers as they are committed: only
             # --max-cost, which prices each request before sending it, waits for it here.
             budget_prices = await prices.result() if config.max_cost_usd is not None else None
@@ -238,7 +252,24 @@ class Session:
             source.close()
             if verdicts is not None:
                 verdicts.close()
-            writer.close()  # the journal: its directory goes once nothing in it is uncommitted
+        return None if control.stopping else writer
+
+    async def _retry_errors(self, writer: ResultWriter, prices: _Later[PriceBook]) -> None:
+        """`--retry-errors`, once every row has a record; else a note if a pass was stopped."""
+        checkpoint = writer.checkpoint
+        total = checkpoint.total_rows
+        try:
+            if self.config.retry_errors is None or total is None or len(checkpoint.done) < total:
+                note_open_pass(checkpoint)
+                return
+            budget_prices = await prices.result() if self.config.max_cost_usd else None
+            self.rerun = await run_retry_pass(
+                self.config, self.control, writer, self.totals, self.engine, prices.result,
+                budget_prices,
+            )  # fmt: skip
+        finally:
+            if writer.rerun is not None:
+                writer.rerun.close()
 
     async def _check_everything_first(
         self, checkpoint: Checkpoint, models: ModelCheck, prices: _Later[PriceBook]

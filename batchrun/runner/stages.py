@@ -18,6 +18,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -194,6 +195,8 @@ class Stages:
                 record: Record | None = None
                 try:
                     record = await self.sender.send(request)
+                    # What the answer answers: --update compares it with the row's request.
+                    record = dataclasses.replace(record, request_sha256=request.request_sha256)
                 except FatalRunError as exc:
                     control.stop(exc.message, fatal=True)
                     return

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchrun.models import Record
+from batchrun.store.checkpoint import RerunPass
+from batchrun.store.update import UpdateCounts
 
 __all__ = [
     "EXIT_OK",
@@ -94,6 +96,8 @@ class RunSummary:
     done_before: int = 0  # rows the output had done when this run began
     fail_on_errors: bool = False
     waiting: bool = False  # stopped because a provider's batches are still running
+    rerun: RerunPass | None = None  # the retry pass this run made (--retry-errors)
+    update: UpdateCounts | None = None  # what --update found, when the input had changed
 
     @property
     def finished(self) -> bool:
@@ -142,6 +146,21 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
         f"{s.requests:,} requests, {s.retries:,} retries, {elapsed:,.1f} s, "
         f"{s.rows / elapsed:,.1f} rows/s"
     )
+    if summary.update is not None:
+        u = summary.update
+        lines.append(
+            f"  update: {u.unchanged:,} rows unchanged (kept), {u.changed:,} changed, "
+            f"{u.added:,} new, {u.removed:,} removed from the results"
+            + (f", {u.repeated:,} repeating a custom_id" if u.repeated else "")
+            + (f", {u.unsendable:,} bad input" if u.unsendable else "")
+        )
+    if summary.rerun is not None:
+        r = summary.rerun
+        state = "" if r.finished else f", {r.rows - len(r.done):,} still to re-send"
+        lines.append(
+            f"  retry pass {r.number}: {len(r.done):,} of {r.rows:,} rows re-sent, "
+            f"{r.fixed:,} ok now{state}"
+        )
     if s.errors_by_type:
         kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors_by_type.items()))
         lines.append(f"  errors by type: {kinds}")

@@ -10,6 +10,13 @@
 - `duplicates`: None until the first pass has judged every row's custom_id; then how many rows
   repeat an earlier row's id (listed in `OUT/duplicates.bin`, see `batchrun.store.duplicates`).
   A resume with it unknown judges the ids again.
+- `first_part`: parts below it are gone (a compaction replaced them); committed parts are
+  `first_part .. parts - 1`.
+- `passes`: the passes that re-sent rows (`--retry-errors`), oldest first; the last may be open
+  (`RerunPass.finished` False), its rows to send listed in `OUT/pass-N.rows`
+  (`batchrun.store.rerun`). A row's current record is the one in its latest committed part.
+- `stale_records`: how many records in the committed parts a later record has superseded (0 after
+  `batchrun compact`): while it is not 0, plain Parquet readers of `OUT/results` see them too.
 
 Guarantees:
 - `save` is atomic: write a temporary file, fsync, rename, fsync the directory. A reader sees the
@@ -42,6 +49,7 @@ __all__ = [
     "Fingerprint",
     "OutputLock",
     "OutputLockedError",
+    "RerunPass",
     "atomic_write_bytes",
     "discard_unused_output",
     "fingerprint_file",
@@ -129,6 +137,46 @@ def fsync_dir(path: Path) -> None:
 
 
 @dataclass(slots=True, kw_only=True)
+class RerunPass:
+    """One pass that re-sends rows of a finished output. Mutable: only the writer changes it.
+
+    `done` holds positions in the pass's list of rows (`OUT/pass-N.rows`), not row numbers:
+    rows are handed out in list order, so the positions merge into few ranges even when the
+    rows are scattered over the whole input."""
+
+    number: int  # 1, 2, ... (the output's first pass over the input is not counted)
+    kind: str  # "retry"
+    error_types: list[str]
+    rows: int  # how many rows the pass sends
+    done: RangeSet = field(default_factory=RangeSet)
+    fixed: int = 0  # rows whose new record is ok
+    finished: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "kind": self.kind,
+            "error_types": self.error_types,
+            "rows": self.rows,
+            "done": [[s, e] for s, e in self.done.ranges()],
+            "fixed": self.fixed,
+            "finished": self.finished,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RerunPass:
+        return cls(
+            number=int(data["number"]),
+            kind=str(data["kind"]),
+            error_types=[str(t) for t in data["error_types"]],
+            rows=int(data["rows"]),
+            done=RangeSet((int(s), int(e)) for s, e in data["done"]),
+            fixed=int(data.get("fixed", 0)),
+            finished=bool(data["finished"]),
+        )
+
+
+@dataclass(slots=True, kw_only=True)
 class Checkpoint:
     """The resumable state of one output directory. Mutable: only the writer changes it."""
 
@@ -141,6 +189,16 @@ class Checkpoint:
     duplicates: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
     cost_usd: float = 0.0  # spent on the committed records whose price is known
+    first_part: int = 0
+    passes: list[RerunPass] = field(default_factory=list)
+    stale_records: int = 0
+
+    @property
+    def open_pass(self) -> RerunPass | None:
+        """The pass that re-sends rows and has not finished, if there is one."""
+        if self.passes and not self.passes[-1].finished:
+            return self.passes[-1]
+        return None
 
     @classmethod
     def path_in(cls, out_dir: Path) -> Path:
@@ -158,6 +216,9 @@ class Checkpoint:
             "counts": self.counts,
             "cost_usd": self.cost_usd,
             "done": [[s, e] for s, e in self.done.ranges()],
+            "first_part": self.first_part,
+            "passes": [p.to_json() for p in self.passes],
+            "stale_records": self.stale_records,
         }
 
     @classmethod
@@ -178,6 +239,10 @@ class Checkpoint:
             duplicates=None if duplicates is None else int(duplicates),
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
             cost_usd=float(data.get("cost_usd", 0.0)),
+            # Absent from outputs made before passes and compaction existed.
+            first_part=int(data.get("first_part", 0)),
+            passes=[RerunPass.from_json(p) for p in data.get("passes", [])],
+            stale_records=int(data.get("stale_records", 0)),
         )
 
     def save(self, out_dir: Path) -> None:
@@ -196,6 +261,12 @@ class Checkpoint:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong shape
             raise CheckpointError(f"{path} is damaged ({exc}); use a new --out directory") from exc
 
+    def differs(self, fingerprint: Fingerprint, settings: dict[str, Any]) -> bool:
+        """Whether the input or a setting that changes what a row means is not as it was."""
+        if fingerprint != self.fingerprint:
+            return True
+        return any(self.settings.get(k) != settings.get(k) for k in {**self.settings, **settings})
+
     def check_resumable(self, fingerprint: Fingerprint, settings: dict[str, Any]) -> None:
         """Refuse to continue a run whose input or meaning has changed."""
         if fingerprint != self.fingerprint:
@@ -203,7 +274,9 @@ class Checkpoint:
                 f"the input file has changed since this output was started "
                 f"(was {self.fingerprint.size} bytes, sha256 {self.fingerprint.digest[:12]}; "
                 f"now {fingerprint.size} bytes, sha256 {fingerprint.digest[:12]}). "
-                "Use a new --out directory for a different input."
+                "Add --update to send only its changed and new rows (rows are matched by "
+                "custom_id, or by row number where they have none), or use a new --out "
+                "directory for a different input."
             )
         # A setting the checkpoint lacks was not set then (an output older than the setting):
         # resuming it with the setting given would change what its rows mean.
@@ -212,8 +285,9 @@ class Checkpoint:
             if new != old:
                 raise CheckpointError(
                     f"--{key.replace('_', '-')} was {_shown(key, old)} when this output was "
-                    f"started and is {_shown(key, new)} now; use the same value to resume, or a "
-                    "new --out directory"
+                    f"started and is {_shown(key, new)} now; use the same value to resume, "
+                    "--update to re-send the rows whose requests it changes, or a new --out "
+                    "directory"
                 )
 
 

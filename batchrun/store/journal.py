@@ -246,6 +246,7 @@ class Journal:
         with self._lock:
             fd = self._detach()
             new_names, self._new_names = self._new_names, False
+            closed = len(self._segments)  # a segment opened meanwhile is written to: it stays
         if fd is not None:
             try:
                 _sync(fd)  # the rows not yet in a part must outlive the closed segment
@@ -255,12 +256,12 @@ class Journal:
             fsync_dir(self.dir)
         with self._lock:
             kept = []
-            for segment in self._segments:
+            for segment in self._segments[:closed]:
                 if all(row in done for row in segment.rows):
                     segment.path.unlink(missing_ok=True)
                 else:
                     kept.append(segment)
-            self._segments = kept
+            self._segments = kept + self._segments[closed:]
 
     def read(self) -> Iterator[Record]:
         """Every intact record of every journal file (for the fold on resume)."""

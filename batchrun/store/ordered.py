@@ -12,12 +12,14 @@ A range is held in memory when it spans at most `window_rows` rows and its recor
 most `window_bytes`; the first split of 100M rows makes 256 ranges, the next one windows.
 
 Guarantees:
-- Only committed parts are read: the first `checkpoint.parts` part files (a part is counted only
-  once it is complete on disk). Hidden temporary files, and parts a `batchrun run` that is still
-  going commits after the checkpoint was read, are not: a run may go on meanwhile.
+- Only committed parts are read: parts `checkpoint.first_part` .. `checkpoint.parts - 1` (a
+  part is counted only once it is complete on disk). Hidden temporary files, and parts a
+  `batchrun run` that is still going commits after the checkpoint was read, are not: a run may
+  go on meanwhile.
 - The windows cover rows 0 .. total_rows - 1 in order, without gaps (a window may hold no
-  record). Each row has at most one record: should a row have two (which DESIGN invariant 1
-  rules out), the one in the later part is kept and `duplicates` counts the other.
+  record). Each row has at most one record: the one in the later part. A pass that re-sends
+  rows (`--retry-errors`) leaves the superseded records in earlier parts until `batchrun
+  compact`; `duplicates` counts the records left out.
 - A record whose row is outside the output's rows, a part that vanished or cannot be read, is a
   `ResultsError` naming the part.
 - Memory: one batch of a part, write buffers of at most 8 MiB, one window. Disk: the asked
@@ -76,7 +78,15 @@ class Window:
 def committed_parts(out_dir: Path, checkpoint: Checkpoint) -> list[Path]:
     """The part files the checkpoint counts that are on disk, in commit order."""
     results = out_dir / RESULTS_DIR
-    return [p for i in range(checkpoint.parts) if (p := results / part_name(i)).is_file()]
+    found = []
+    for i in range(checkpoint.first_part, checkpoint.parts):
+        path = results / part_name(i)
+        # A compaction killed after its switch leaves some parts under their hidden name until
+        # the next run or compact renames them (batchrun.store.compact).
+        hidden = results / f".{path.name}.compact"
+        if path.is_file() or hidden.is_file():
+            found.append(path if path.is_file() else hidden)
+    return found
 
 
 class RowOrder:
@@ -198,7 +208,8 @@ class RowOrder:
         projected = self._project(batch)
         if projected.schema != self._schema:
             projected = projected.cast(self._schema)
-        return projected.append_column(_PART, pa.array([index] * batch.num_rows, pa.int32()))
+        # `project` may drop records (a caller that knows no row has two keeps only some).
+        return projected.append_column(_PART, pa.array([index] * projected.num_rows, pa.int32()))
 
 
 def _read(path: Path) -> Iterator[pa.RecordBatch]:

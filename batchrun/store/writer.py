@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,7 +42,25 @@ from batchrun.models import Record
 from batchrun.store.checkpoint import RESULTS_DIR, Checkpoint, fsync_dir
 from batchrun.store.journal import Journal
 
-__all__ = ["RESULTS_DIR", "RESULT_SCHEMA", "ResultWriter", "part_name", "skip_pandas_import"]
+
+class Superseding(Protocol):
+    """A pass whose records supersede the rows' earlier ones (`batchrun.store.rerun.PassRows`)."""
+
+    def supersede(self, records: list[Record]) -> list[Record]: ...
+
+    def count(self, checkpoint: Checkpoint, rows: list[int], statuses: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "RESULTS_DIR",
+    "RESULT_SCHEMA",
+    "ResultWriter",
+    "Superseding",
+    "part_name",
+    "skip_pandas_import",
+]
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -64,6 +82,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("latency_ms", pa.float64()),
         pa.field("cost_usd", pa.float64()),
+        pa.field("request_sha256", pa.string()),
     ]
 )
 _PART = re.compile(r"^part-(\d+)\.parquet$")
@@ -119,10 +138,16 @@ class ResultWriter:
         self.results_dir = out_dir / RESULTS_DIR
         self.checkpoint = checkpoint
         self.journal = Journal(out_dir)
+        # Rows committed by this writer: what the journal may let go. Not the checkpoint's done
+        # set, whose rows a retry pass (`rerun`) sends again: their journaled answers are not
+        # committed until their own part is.
+        self._committed = RangeSet()
         self.results_dir.mkdir(parents=True, exist_ok=True)
         # The writer task commits in a worker thread while the first pass's news is saved from
         # another: one checkpoint file, one writer at a time.
         self._saving = threading.Lock()
+        # A pass re-sending rows: its records supersede the rows' old ones (store.rerun).
+        self._rerun: Superseding | None = None
 
     def existing_parts(self) -> list[tuple[int, Path]]:
         found = []
@@ -195,6 +220,16 @@ class ResultWriter:
             self.checkpoint.duplicates = duplicates
             self.checkpoint.save(self.out_dir)
 
+    @property
+    def rerun(self) -> Superseding | None:
+        """The retry pass whose records this writer commits, superseding the old ones."""
+        return self._rerun
+
+    @rerun.setter
+    def rerun(self, rerun: Superseding | None) -> None:
+        self._rerun = rerun
+        self._committed = RangeSet()  # the pass sends committed rows again: not released yet
+
     def commit(self, records: list[Record], costs: list[float | None] | None = None) -> None:
         """Write one part file with `records`, then the checkpoint that counts it, then release
         from the journal what the checkpoint now counts. `costs`, one per record, replaces their
@@ -203,8 +238,12 @@ class ResultWriter:
             return
         if costs is None:
             costs = [r.cost_usd for r in records]
+        if self.rerun is not None:
+            records = self.rerun.supersede(records)
         self._write_part(records, costs)
-        self.journal.release(self.checkpoint.done)
+        for record in records:
+            self._committed.add(record.row)
+        self.journal.release(self._committed)
 
     def _write_part(self, records: list[Record], costs: list[float | None]) -> None:
         table = records_to_table(records, costs)
@@ -228,10 +267,13 @@ class ResultWriter:
             self.checkpoint.save(self.out_dir)
 
     def _count(self, rows: list[int], statuses: list[str], costs: list[float | None]) -> None:
-        done: RangeSet = self.checkpoint.done
-        for row in sorted(rows):
-            done.add(row)
-        counts = self.checkpoint.counts
-        for status in statuses:
-            counts[status] = counts.get(status, 0) + 1
+        if self.rerun is not None:
+            self.rerun.count(self.checkpoint, rows, statuses)
+        else:
+            done: RangeSet = self.checkpoint.done
+            for row in sorted(rows):
+                done.add(row)
+            counts = self.checkpoint.counts
+            for status in statuses:
+                counts[status] = counts.get(status, 0) + 1
         self.checkpoint.cost_usd += sum(c for c in costs if c is not None)
