@@ -84,6 +84,12 @@ class Record:
     attempts: int = 0
     latency_ms: float | None = None
     cost_usd: float | None = None
+    # The answer as typed values (batchrun.endpoints.answers); None where the family has none.
+    text: str | None = None
+    tool_calls: str | None = None  # JSON: [{"id", "name", "arguments"}, ...]
+    embedding: list[list[float]] | None = None  # one vector per input, in input order
+    media: tuple[str, ...] | None = None  # files the row produced, relative to OUT
+    content_type: str | None = None  # of the answer's body (a media file's, for binary ones)
 
     @property
     def ok(self) -> bool:

@@ -36,7 +36,9 @@ import anyio
 from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
-from batchrun.endpoints.usage import Usage, parse_usage
+from batchrun.endpoints.answers import Answer, read_answer
+from batchrun.endpoints.profiles import Profile, auth_headers, profile_for
+from batchrun.endpoints.usage import USAGE_READERS, Usage
 from batchrun.models import ErrorType, Record, Request
 from batchrun.send.http import HttpEngine, TransportError, TransportErrorKind
 from batchrun.send.limiter import Limiter
@@ -94,9 +96,7 @@ class Sender:
         self._limiter = limiter
         self._base_url = base_url
         self._api_key = api_key
-        self._headers = {"content-type": "application/json"}
-        if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+        self._headers: dict[str, dict[str, str]] = {}  # per profile name
         self._max_retries = max_retries
         self._max_outage_s = max_outage_s
         self._cost_fn = cost_fn
@@ -113,6 +113,15 @@ class Sender:
         self.retries = 0
         self._wrong_url = WrongUrlGuard(base_url=base_url, workers=workers)
         self._in_flight = 0
+
+    def _headers_for(self, profile: Profile) -> dict[str, str]:
+        """The API request's headers: JSON, and the key as the endpoint's provider wants it."""
+        headers = self._headers.get(profile.name)
+        if headers is None:
+            headers = {"content-type": "application/json"}
+            headers.update(auth_headers(profile, self._base_url, self._api_key))
+            self._headers[profile.name] = headers
+        return headers
 
     def _url(self, path: str) -> str:
         url = self._urls.get(path)
@@ -218,8 +227,11 @@ class Sender:
         sent = self._limiter.mark()
         sent_at = sent.at
         started = time.perf_counter()
+        profile = profile_for(request.url)
         try:
-            reply = await self._http.post(self._url(request.url), request.body, self._headers)
+            reply = await self._http.post(
+                self._url(request.url), request.body, self._headers_for(profile)
+            )
         except TransportError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
             return _Failure(
@@ -240,7 +252,9 @@ class Sender:
             self._outage_since = None
             self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
             self._limiter.succeeded()
-            return self._ok_record(request, status, text, body, attempts, latency_ms)
+            return self._ok_record(
+                request, profile, status, text, body, attempts, latency_ms, headers
+            )
         return _Failure(
             verdict=verdict,
             sent_at=sent_at,
@@ -287,22 +301,31 @@ class Sender:
     def _ok_record(
         self,
         request: Request,
+        profile: Profile,
         status: int,
         text: str,
         body: dict[str, Any],
         attempts: int,
         latency_ms: float,
+        headers: Mapping[str, str],
     ) -> Record:
-        usage = parse_usage(body)
+        if self._api_key and self._api_key in text:  # a proxy that echoes the headers back
+            text = text.replace(self._api_key, "[redacted]")
+            body = _json_or_none(text.encode()) or {}
+        usage = USAGE_READERS[profile.usage](body)
+        answer = read_answer(profile.answer, body) if profile.answer else Answer()
         # OpenAI-style limits charge prompt + max output up front and do not give back unused
         # output: correct the prompt estimate only, or the budget would run ahead of the
         # server's and earn 429s (measured: 79% of requests at --tpm 60000 before this).
         if usage.prompt_tokens is not None:
             actual_charge = usage.prompt_tokens + request.max_output_tokens
             self._limiter.settle(request.token_charge, actual_charge)
-        if self._api_key and self._api_key in text:  # a proxy that echoes the headers back
-            text = text.replace(self._api_key, "[redacted]")
-        model = _storable(body.get("model")) or request.model
+        model = (
+            _storable(body.get("model") or body.get("modelVersion"))
+            or profile.model_in_path(request.url)
+            or request.model
+        )
+        finish_reason = answer.finish_reason if profile.answer else _finish_reason(body)
         return Record(
             custom_id=request.custom_id,
             row=request.row,
@@ -311,7 +334,7 @@ class Sender:
             http_status=status,
             response=text,
             model=model,
-            finish_reason=_storable(_finish_reason(body)),
+            finish_reason=_storable(finish_reason),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
@@ -320,6 +343,10 @@ class Sender:
             attempts=attempts,
             latency_ms=round(latency_ms, 3),
             cost_usd=self._cost_fn(model, usage) if self._cost_fn else None,
+            text=_storable(answer.text),
+            tool_calls=_storable(answer.tool_calls),
+            embedding=answer.embedding,
+            content_type=_storable(headers.get("content-type")),
         )
 
     def _error_record(

@@ -10,6 +10,8 @@
 - `duplicates`: None until the first pass has judged every row's custom_id; then how many rows
   repeat an earlier row's id (listed in `OUT/duplicates.bin`, see `batchrun.store.duplicates`).
   A resume with it unknown judges the ids again.
+- `results_schema`: which columns the part files have (`batchrun.store.writer`); 1 for an output
+  started before the answer columns existed, whose checkpoint does not say.
 
 Guarantees:
 - `save` is atomic: write a temporary file, fsync, rename, fsync the directory. A reader sees the
@@ -37,6 +39,7 @@ from batchrun.common.ranges import RangeSet
 __all__ = [
     "CHECKPOINT_NAME",
     "RESULTS_DIR",
+    "RESULTS_SCHEMA_VERSION",
     "Checkpoint",
     "CheckpointError",
     "Fingerprint",
@@ -48,6 +51,7 @@ __all__ = [
 ]
 
 RESULTS_DIR = "results"  # the part files, under OUT
+RESULTS_SCHEMA_VERSION = 2  # the columns a new output's parts have (batchrun.store.writer)
 
 CHECKPOINT_NAME = "checkpoint.json"
 _FORMAT_VERSION = 1
@@ -141,6 +145,7 @@ class Checkpoint:
     duplicates: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
     cost_usd: float = 0.0  # spent on the committed records whose price is known
+    results_schema: int = RESULTS_SCHEMA_VERSION
 
     @classmethod
     def path_in(cls, out_dir: Path) -> Path:
@@ -157,6 +162,7 @@ class Checkpoint:
             "duplicates": self.duplicates,
             "counts": self.counts,
             "cost_usd": self.cost_usd,
+            "results_schema": self.results_schema,
             "done": [[s, e] for s, e in self.done.ranges()],
         }
 
@@ -178,6 +184,8 @@ class Checkpoint:
             duplicates=None if duplicates is None else int(duplicates),
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
             cost_usd=float(data.get("cost_usd", 0.0)),
+            # Absent: written before the answer columns, so its parts have the first schema.
+            results_schema=int(data.get("results_schema", 1)),
         )
 
     def save(self, out_dir: Path) -> None:
