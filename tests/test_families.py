@@ -7,6 +7,9 @@ For each family: the row is ok, the answer columns (`text`, `tool_calls`, `embed
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,10 @@ from typing import Any
 import pytest
 
 from batchrun.mock import MockConfig, MockServer
+from batchrun.mock.audio import speech_audio
 from batchrun.mock.payloads import _vector
 from tests.helpers import read_results, write_jsonl
-from tests.test_cli import run_cli
+from tests.test_cli import ROOT, batchrun_cmd, env_with_key, run_cli
 
 
 @pytest.fixture
@@ -102,3 +106,103 @@ def test_chat_and_embeddings_answers_are_columns(
     assert {r["content_type"] for r in results} == {"application/json"}
     assert all(r["media"] is None for r in results)
     assert api_requests(mock) == {"/v1/chat/completions": 2, "/v1/embeddings": 1}
+
+
+def speech(custom_id: str, text: str, **extra: Any) -> dict[str, Any]:
+    body = {"model": "tts-1", "input": text, "voice": "alloy", **extra}
+    return line(custom_id, "/v1/audio/speech", body)
+
+
+@pytest.mark.parametrize("engine", [(), ("--http-client", "httpx2")], ids=["aiohttp", "httpx2"])
+def test_speech_is_saved_as_a_media_file_at_the_first_attempt(
+    tmp_path: Path, mock: MockServer, engine: tuple[str, ...]
+) -> None:
+    long_text = "A sentence of speech, said again and again. " * 90  # ~4,000 characters
+    rows = [
+        speech("hello", "Hello there!"),
+        speech("wav", "In a wave file.", response_format="wav"),
+        speech("long", long_text),
+    ]
+    results = run(tmp_path, mock, rows, *engine)
+    out = tmp_path / "out"
+    expected = [
+        speech_audio("Hello there!", "alloy", "mp3"),
+        speech_audio("In a wave file.", "alloy", "wav"),
+        speech_audio(long_text, "alloy", "mp3"),
+    ]
+    for record, audio in zip(results, expected, strict=True):
+        assert (record["status"], record["attempts"], record["response"]) == ("ok", 1, None)
+        (media,) = record["media"]
+        assert media.startswith("media/")
+        assert (out / media).read_bytes() == audio  # byte for byte
+    assert [r["content_type"] for r in results] == ["audio/mpeg", "audio/wav", "audio/mpeg"]
+    assert [Path(r["media"][0]).suffix for r in results] == [".mp3", ".wav", ".mp3"]
+    assert api_requests(mock) == {"/v1/audio/speech": 3}  # one each: never retried as "not JSON"
+    assert sorted(p.name for p in (out / "media").rglob(".*")) == []  # no temporary file left
+
+
+def test_a_truncated_audio_body_is_sent_again_and_the_file_is_whole(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    rows = [speech("cut", "Cut short once.", mock_fault="truncated", mock_fault_times=1)]
+    (record,) = run(tmp_path, mock, rows)
+    out = tmp_path / "out"
+    assert (record["status"], record["attempts"]) == ("ok", 2)
+    audio = speech_audio("Cut short once.", "alloy", "mp3")
+    assert (out / record["media"][0]).read_bytes() == audio
+    assert [p.name for p in (out / "media").rglob("*") if p.is_file()] == [
+        Path(record["media"][0]).name
+    ]  # the cut attempt left nothing behind
+    assert api_requests(mock) == {"/v1/audio/speech": 2}
+
+
+def test_a_json_error_on_a_200_from_speech_is_an_error_not_a_media_file(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    rows = [speech("err", "No audio.", mock_fault="error200")]
+    (record,) = run(tmp_path, mock, rows, "--max-retries", "0")
+    assert (record["status"], record["error_type"], record["media"]) == ("error", "api_error", None)
+    assert not (tmp_path / "out" / "media").exists()
+
+
+def test_kill_9_during_speech_then_resume_leaves_each_row_one_record_and_one_whole_file(
+    tmp_path: Path,
+) -> None:
+    """Exactly once for media: files in place before their part, swept and rewritten on resume."""
+    n_rows = 300
+    texts = [f"Sentence number {i}, spoken. " * (1 + i % 7) for i in range(n_rows)]
+    rows = [speech(f"s-{i}", text) for i, text in enumerate(texts)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    rng = random.Random(20261202)
+    kills = 0
+    with MockServer(MockConfig(port=0, latency_ms=5)) as server:
+        args = batchrun_cmd(
+            "run", path, "--out", out, "--base-url", server.base_url, "-q",
+            "--concurrency", "8", "--flush-rows", "10", "--flush-interval", "0.05",
+        )  # fmt: skip
+        for _ in range(5):
+            proc = subprocess.Popen(
+                args, env=env_with_key(), cwd=ROOT,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(rng.uniform(0.4, 1.2))
+            if proc.poll() is not None:
+                break
+            proc.kill()
+            proc.wait()
+            kills += 1
+        final = subprocess.run(args, env=env_with_key(), cwd=ROOT, capture_output=True, text=True)
+        assert final.returncode == 0, final.stderr
+    assert kills >= 1, "the run finished too fast to be killed; make it longer"
+    records = read_results(out)
+    assert [r["row"] for r in records] == list(range(n_rows))  # none missing, none twice
+    referenced = set()
+    for record, text in zip(records, texts, strict=True):
+        assert record["status"] == "ok"
+        (media,) = record["media"]
+        assert (out / media).read_bytes() == speech_audio(text, "alloy", "mp3")
+        referenced.add(media)
+    on_disk = {str(p.relative_to(out)) for p in (out / "media").rglob("*") if p.is_file()}
+    # No half-written file, and no file that no record names (a resend reuses its row's name).
+    assert on_disk == referenced

@@ -20,11 +20,11 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any
 
 import batchrun.mock.payloads as payloads
 from batchrun.cost.tokens import count_request_tokens
+from batchrun.mock.audio import speech_job
 from batchrun.mock.config import MockConfig
 from batchrun.mock.faults import (
     INVALID_API_KEY,
@@ -34,6 +34,10 @@ from batchrun.mock.faults import (
     fault_reply,
 )
 from batchrun.mock.http import HttpRequest, Reply
+from batchrun.mock.jobs import Invalid as _Invalid
+from batchrun.mock.jobs import Job as _Job
+from batchrun.mock.jobs import model_of as _model
+from batchrun.mock.jobs import optional_int as _optional_int
 from batchrun.mock.ratelimit import RateLimiter, rate_limit_message
 
 __all__ = ["MockApp"]
@@ -44,39 +48,6 @@ _CACHEABLE_CHARS = 4096
 _MAX_REMEMBERED_PREFIXES = 100_000
 _CHAT = "/v1/chat/completions"
 _EMBEDDINGS = "/v1/embeddings"
-
-
-@dataclass(slots=True)
-class _Job:
-    """A validated API request: what it costs the TPM budget, and how to answer it."""
-
-    model: str
-    charge: int
-    build: Callable[[bool], tuple[bytes, int, int]]  # with_usage -> body, prompt, completion
-
-
-class _Invalid(ValueError):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def _optional_int(data: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _Invalid(f"Invalid '{name}': expected an integer >= {low}.", name)
-    if high is not None and value > high:
-        raise _Invalid(f"Invalid '{name}': expected an integer <= {high}.", name)
-    return value
-
-
-def _model(data: dict[str, Any]) -> str:
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Invalid("you must provide a model parameter", "model")
-    return model
 
 
 class MockApp:
@@ -114,6 +85,7 @@ class MockApp:
         self._routes: dict[tuple[str, str], Callable[[HttpRequest], Reply]] = {
             ("POST", _CHAT): self._chat,
             ("POST", _EMBEDDINGS): self._embeddings,
+            ("POST", "/v1/audio/speech"): lambda request: self._api(request, speech_job),
             ("GET", "/v1/models"): self._models,
             ("GET", "/v1/dashboard/billing/subscription"): self._subscription,
             ("GET", "/v1/dashboard/billing/usage"): self._usage,
@@ -284,7 +256,9 @@ class MockApp:
             if with_usage:
                 self._tokens["prompt_tokens"] += prompt_tokens
                 self._tokens["completion_tokens"] += completion_tokens
-            reply = Reply(200, body, headers=headers, delay_s=delay_s)
+            reply = Reply(
+                200, body, content_type=job.content_type, headers=headers, delay_s=delay_s
+            )
             if kind == "truncated":
                 reply.declared_length = len(body) * 2
         else:

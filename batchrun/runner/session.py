@@ -58,6 +58,7 @@ from batchrun.runner.summary import RunTotals
 from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, fingerprint_file
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
+from batchrun.store.media import MediaStore
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Session"]
@@ -154,6 +155,9 @@ class Session:
         out = config.out_dir
         writer = ResultWriter(out, checkpoint)
         await anyio.to_thread.run_sync(writer.recover)
+        # Half-written media files of a killed run: no record names them, and a resend of their
+        # row writes the same name anew.
+        await anyio.to_thread.run_sync(MediaStore(out).sweep)
         self.checkpoint = checkpoint
         done_at_start = self.done_at_start = len(checkpoint.done)
         if done_at_start:

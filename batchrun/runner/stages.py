@@ -31,6 +31,7 @@ from batchrun.runner.summary import RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import HttpEngine
 from batchrun.send.limiter import Limiter
+from batchrun.store.media import MediaStore
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Stages"]
@@ -74,6 +75,7 @@ class Stages:
             max_retries=config.max_retries,
             max_outage_s=config.max_outage_s,
             workers=config.concurrency,
+            media=MediaStore(config.out_dir),
         )
         self.budget: CostBudget | None = None
         if config.max_cost_usd is not None:

@@ -17,8 +17,13 @@ Guarantees:
 - A wrong URL stops the run instead of burning through the input: until a request is accepted,
   rows answered 404 "not found" are held back, and 20 of them stop the run with a hint about
   `--base-url`, those rows pending (`batchrun.send.wrongurl`).
-- The API key is sent only in the `Authorization` header and is scrubbed from every error message
-  and error body that is recorded (`redact`), and from an ok answer that echoes it.
+- The API key is sent only in the header its provider wants (`endpoints.profiles.auth_headers`)
+  and is scrubbed from every error message and error body that is recorded (`redact`), and from
+  an ok answer that echoes it.
+- A 2xx media answer (speech, or any audio / image / video / octet-stream body) is streamed into
+  a file of `media` and is ok at once, never retried as "not JSON"; the file is durable and in
+  place before the record is returned, so before any part that references it is committed. A
+  resend of the row writes the same name (`batchrun.store.media`), replacing rather than adding.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -40,7 +45,14 @@ from batchrun.endpoints.answers import Answer, read_answer
 from batchrun.endpoints.profiles import Profile, auth_headers, profile_for
 from batchrun.endpoints.usage import USAGE_READERS, Usage
 from batchrun.models import ErrorType, Record, Request
-from batchrun.send.http import HttpEngine, TransportError, TransportErrorKind
+from batchrun.send.http import (
+    BodySink,
+    HttpEngine,
+    Reply,
+    StreamTo,
+    TransportError,
+    TransportErrorKind,
+)
 from batchrun.send.limiter import Limiter
 from batchrun.send.retry import (
     FATAL,
@@ -53,9 +65,17 @@ from batchrun.send.retry import (
 )
 from batchrun.send.wrongurl import WrongUrlGuard
 
-__all__ = ["CostFn", "Sender"]
+__all__ = ["CostFn", "MediaFiles", "Sender"]
 
 CostFn = Callable[[str | None, Usage], float | None]
+
+
+class MediaFiles(Protocol):
+    """Where media answers go: `batchrun.store.media.MediaStore` (send/ cannot import store/)."""
+
+    def open(self, custom_id: str, index: int, content_type: str | None) -> BodySink: ...
+
+
 _OUTAGE_STATUSES = {502, 503, 504}
 
 
@@ -91,8 +111,11 @@ class Sender:
         cost_fn: CostFn | None = None,
         clock: Callable[[], float] = time.monotonic,
         workers: int = 1,
+        media: MediaFiles | None = None,
     ) -> None:
+        """Without `media`, no answer is streamed to disk: every body is read as JSON."""
         self._http = http
+        self._media = media
         self._limiter = limiter
         self._base_url = base_url
         self._api_key = api_key
@@ -228,9 +251,19 @@ class Sender:
         sent_at = sent.at
         started = time.perf_counter()
         profile = profile_for(request.url)
+        stream_to = None
+        if self._media is not None:
+            media, custom_id = self._media, request.custom_id
+            stream_to = StreamTo(
+                open=lambda content_type: media.open(custom_id, 0, content_type),
+                binary=profile.reply == "binary",
+            )
         try:
             reply = await self._http.post(
-                self._url(request.url), request.body, self._headers_for(profile)
+                self._url(request.url),
+                request.body,
+                self._headers_for(profile),
+                stream_to=stream_to,
             )
         except TransportError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
@@ -242,9 +275,12 @@ class Sender:
             )
         latency_ms = (time.perf_counter() - started) * 1000
         status, headers = reply.status, reply.headers
-        text = reply.content.decode("utf-8", errors="replace")
-        body = _json_or_none(reply.content)
-        verdict = classify_response(status, headers, body, text)
+        if reply.media is not None:  # a 2xx media body, in place on disk: the answer itself
+            text, body, verdict = "", {}, None
+        else:
+            text = reply.content.decode("utf-8", errors="replace")
+            body = _json_or_none(reply.content)
+            verdict = classify_response(status, headers, body, text)  # None: body is an object
         self._wrong_url.answered(status)
         refused = verdict is not None and verdict.rate_limited
         self._limiter.observe_headers(headers, sent=sent, refused=refused)
@@ -252,6 +288,8 @@ class Sender:
             self._outage_since = None
             self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
             self._limiter.succeeded()
+            if reply.media is not None:
+                return self._media_record(request, reply, attempts, latency_ms)
             return self._ok_record(
                 request, profile, status, text, body, attempts, latency_ms, headers
             )
@@ -347,6 +385,26 @@ class Sender:
             tool_calls=_storable(answer.tool_calls),
             embedding=answer.embedding,
             content_type=_storable(headers.get("content-type")),
+        )
+
+    def _media_record(
+        self, request: Request, reply: Reply, attempts: int, latency_ms: float
+    ) -> Record:
+        """A binary answer: the bytes are in the media file, `response` is null."""
+        assert reply.media is not None
+        usage = Usage()  # none is sent with audio; cost/ prices the row by its request
+        return Record(
+            custom_id=request.custom_id,
+            row=request.row,
+            status="ok",
+            endpoint=request.url,
+            http_status=reply.status,
+            model=request.model,
+            attempts=attempts,
+            latency_ms=round(latency_ms, 3),
+            cost_usd=self._cost_fn(request.model, usage) if self._cost_fn else None,
+            media=(reply.media,),
+            content_type=_storable(reply.headers.get("content-type")),
         )
 
     def _error_record(

@@ -1,6 +1,7 @@
 """One POST and its answer as plain data: the HTTP engines under the `Sender`.
 
     engine.post(url, body, headers) -> Reply(status, headers, content) | raises TransportError
+    engine.post(url, body, headers, stream_to=StreamTo(...)) -> a media answer streamed to disk
     engine.get(url, headers, timeout_s=...) -> the same, for the cheap look-ups (GET /v1/models)
 
 Two engines keep one contract:
@@ -20,6 +21,9 @@ Guarantees:
   plain http) is a `config` error, which stops the run, not an outage to wait out.
 - Redirects are not followed: a 3xx is an answer, classified like any other.
 - `Reply.headers` looks names up case-insensitively.
+- With `stream_to`, a 2xx body that is media (`StreamTo.wants`) goes chunk by chunk into a sink
+  and never whole into memory; the sink is committed (`Reply.media` names the file) only once
+  the last byte arrived, and aborted on any failure, so no half answer is ever in place.
 """
 
 from __future__ import annotations
@@ -27,21 +31,25 @@ from __future__ import annotations
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import aiohttp
+import anyio
 import httpx2
 
 from batchrun.common.version import __version__
+from batchrun.endpoints.profiles import is_media_type, is_textual_type
 
 __all__ = [
     "USER_AGENT",
     "AiohttpEngine",
+    "BodySink",
     "HttpEngine",
     "Httpx2Engine",
     "Reply",
+    "StreamTo",
     "TransportError",
     "TransportErrorKind",
     "env_proxy",
@@ -56,11 +64,62 @@ _CLOSED_WRITING = "the connection was reset or closed while the request was sent
 _CUT_SHORT = "the answer was cut short"
 
 
+_CHUNK_BYTES = 1 << 16
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
     headers: Mapping[str, str]
-    content: bytes
+    content: bytes  # empty when the body went to a sink
+    media: str | None = None  # what the committed sink returned (a path relative to OUT)
+
+
+class BodySink(Protocol):
+    """Where a streamed body goes (a media file, `batchrun.store.media.MediaFile`)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> str:
+        """Durable and in place; what names it."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTo:
+    """How a reply's body is streamed to disk instead of read into memory.
+
+    `open(content_type)` gives the sink. `binary`: the endpoint answers with media whatever the
+    content type says (speech): stream any 2xx body that is not JSON or text; otherwise only
+    bodies whose content type is audio, image, video or octet-stream are streamed.
+    """
+
+    open: Callable[[str | None], BodySink]
+    binary: bool = False
+
+    def wants(self, status: int, content_type: str | None) -> bool:
+        if not 200 <= status < 300:
+            return False
+        if is_media_type(content_type):
+            return True
+        return self.binary and not is_textual_type(content_type)
+
+
+async def _stream_into(
+    target: StreamTo, content_type: str | None, chunks: Callable[[], AsyncIterable[bytes]]
+) -> str:
+    """Every chunk into a new sink, then the sink committed; aborted if anything fails."""
+    sink = target.open(content_type)
+    try:
+        async for chunk in chunks():
+            sink.write(chunk)
+        # fsync and rename: a few ms on a disk, not to be spent on the event loop.
+        return await anyio.to_thread.run_sync(sink.commit)
+    except BaseException:
+        sink.abort()
+        raise
 
 
 class TransportError(Exception):
@@ -74,7 +133,14 @@ class TransportError(Exception):
 
 
 class HttpEngine(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply: ...
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream_to: StreamTo | None = None,
+    ) -> Reply: ...
 
     async def get(
         self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
@@ -193,14 +259,21 @@ class AiohttpEngine:
         )
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        return await self._send("POST", url, body, headers, None)
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream_to: StreamTo | None = None,
+    ) -> Reply:
+        return await self._send("POST", url, body, headers, None, stream_to)
 
     async def get(
         self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
     ) -> Reply:
         limit = None if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
-        return await self._send("GET", url, None, headers, limit)
+        return await self._send("GET", url, None, headers, limit, None)
 
     async def _send(
         self,
@@ -209,6 +282,7 @@ class AiohttpEngine:
         body: bytes | None,
         headers: Mapping[str, str],
         limit: aiohttp.ClientTimeout | None,
+        stream_to: StreamTo | None,
     ) -> Reply:
         session = self._session or self._open()
         try:
@@ -225,6 +299,13 @@ class AiohttpEngine:
                 proxy=proxy,
                 timeout=limit or self._timeout,
             ) as response:
+                content_type = response.headers.get("content-type")
+                if stream_to is not None and stream_to.wants(response.status, content_type):
+                    chunks = response.content.iter_chunked
+                    media = await _stream_into(
+                        stream_to, content_type, lambda: chunks(_CHUNK_BYTES)
+                    )
+                    return Reply(response.status, response.headers, b"", media)
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
         except aiohttp.ClientError as exc:
@@ -311,12 +392,27 @@ class Httpx2Engine:
             )
         )
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream_to: StreamTo | None = None,
+    ) -> Reply:
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            if stream_to is None:
+                response = await self._client.post(url, content=body, headers=headers)
+                return Reply(response.status_code, response.headers, response.content)
+            async with self._client.stream("POST", url, content=body, headers=headers) as response:
+                content_type = response.headers.get("content-type")
+                if stream_to.wants(response.status_code, content_type):
+                    media = await _stream_into(stream_to, content_type, response.aiter_bytes)
+                    return Reply(response.status_code, response.headers, b"", media)
+                content = await response.aread()
+                return Reply(response.status_code, response.headers, content)
         except httpx2.RequestError as exc:
             raise _httpx2_error(exc) from exc
-        return Reply(response.status_code, response.headers, response.content)
 
     async def get(
         self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
