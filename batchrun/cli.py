@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a row larger than this is recorded as bad input, not sent (default: 16 MiB)",
     )
     run.add_argument(
+        "--files-root",
+        type=Path,
+        metavar="DIR",
+        help="where the files that rows upload are read from (transcriptions, image edits); a "
+        "path outside it is a bad_input row (default: the input file's folder)",
+    )
+    run.add_argument(
         "--fail-on-errors",
         action="store_true",
         help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
@@ -364,6 +371,7 @@ def _run(args: argparse.Namespace) -> int:
             handle_signals=True,
             fail_on_errors=args.fail_on_errors,
             max_row_bytes=args.max_row_bytes,
+            files_root=args.files_root,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ErrorType", "Record", "Request", "RowError"]
+__all__ = ["ErrorType", "Record", "Request", "RowError", "Upload"]
 
 
 class ErrorType:
@@ -25,6 +25,16 @@ class ErrorType:
     CONNECTION_ERROR = "connection_error"  # still unreachable after every retry
     BAD_RESPONSE = "bad_response"  # a body that is not JSON, or JSON of the wrong shape
     API_ERROR = "api_error"  # HTTP 200 whose body is {"error": ...}
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file a row uploads: its form field, the file (resolved inside the files root when the
+    row was read), and the name it is sent under (the name the row gave, without folders)."""
+
+    field: str
+    path: str
+    filename: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,8 @@ class Request:
     # False: the row sets no output limit, so max_output_tokens is the rate limiter's assumption
     # (batchrun.endpoints.usage), not a bound on what the answer may cost.
     output_limited: bool = True
+    # Files sent as multipart/form-data with the body's other fields (transcriptions, edits).
+    uploads: tuple[Upload, ...] = ()
 
     @property
     def token_charge(self) -> int:

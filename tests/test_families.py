@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from batchrun.mock import MockConfig, MockServer
-from batchrun.mock.audio import speech_audio
+from batchrun.mock.audio import speech_audio, transcript_of
+from batchrun.mock.multipart import FormFile
 from batchrun.mock.payloads import _vector
 from tests.helpers import read_results, write_jsonl
 from tests.test_cli import ROOT, batchrun_cmd, env_with_key, run_cli
@@ -206,3 +207,134 @@ def test_kill_9_during_speech_then_resume_leaves_each_row_one_record_and_one_who
     on_disk = {str(p.relative_to(out)) for p in (out / "media").rglob("*") if p.is_file()}
     # No half-written file, and no file that no record names (a resend reuses its row's name).
     assert on_disk == referenced
+
+
+def clips(folder: Path) -> dict[str, bytes]:
+    """Two audio files the mock can check: an MP3 and a WAV of its own speech."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "a.mp3": speech_audio("The first clip, in MP3.", "alloy", "mp3"),
+        "b.wav": speech_audio("The second clip, a wave file.", "echo", "wav"),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def heard(name: str, data: bytes, task: str = "transcribe") -> str:
+    return transcript_of(FormFile(filename=name, content_type=None, data=data), task)
+
+
+@pytest.mark.parametrize("engine", [(), ("--http-client", "httpx2")], ids=["aiohttp", "httpx2"])
+def test_transcriptions_upload_the_file_intact_in_every_response_format(
+    tmp_path: Path, mock: MockServer, engine: tuple[str, ...]
+) -> None:
+    files = clips(tmp_path / "clips")
+    url = "/v1/audio/transcriptions"
+    rows = [
+        line("json", url, {"model": "whisper-1", "file": "clips/a.mp3"}),
+        line("text", url, {"model": "whisper-1", "file": "clips/b.wav", "response_format": "text"}),
+        line("srt", url, {"model": "whisper-1", "file": "clips/a.mp3", "response_format": "srt"}),
+        line(
+            "verbose",
+            url,
+            {
+                "model": "whisper-1",
+                "file": "clips/b.wav",
+                "response_format": "verbose_json",
+                "timestamp_granularities": ["segment"],
+                "temperature": 0.2,
+            },
+        ),
+        line(
+            "translate",
+            "/v1/audio/translations",
+            {"model": "whisper-1", "file": "clips/a.mp3"},
+        ),
+    ]
+    results = {r["custom_id"]: r for r in run(tmp_path, mock, rows, *engine)}
+    assert {k: r["status"] for k, r in results.items()} == dict.fromkeys(results, "ok")
+    assert results["json"]["text"] == heard("a.mp3", files["a.mp3"])  # every byte arrived
+    assert results["text"]["text"] == heard("b.wav", files["b.wav"]) + "\n"
+    assert results["text"]["response"] is None  # a text answer is the text itself
+    assert results["text"]["content_type"].startswith("text/plain")
+    srt = results["srt"]["text"]
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,") and heard("a.mp3", files["a.mp3"]) in srt
+    assert results["verbose"]["text"] == heard("b.wav", files["b.wav"])
+    assert json.loads(results["verbose"]["response"])["duration"] == pytest.approx(
+        len("The second clip, a wave file.") / 15
+    )
+    assert results["translate"]["text"] == heard("a.mp3", files["a.mp3"], "translate")
+    assert all(r["attempts"] == 1 for r in results.values())
+    assert api_requests(mock) == {"/v1/audio/transcriptions": 4, "/v1/audio/translations": 1}
+
+
+def test_an_upload_outside_the_files_root_missing_or_too_large_is_bad_input_never_sent(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    clips(tmp_path / "data" / "clips")
+    (tmp_path / "secret.txt").write_text("not yours")
+    huge = tmp_path / "data" / "huge.wav"
+    with huge.open("wb") as f:
+        f.truncate(25 * 1024 * 1024 + 1)  # sparse: one byte over whisper's 25 MB
+    (tmp_path / "data" / "link.mp3").symlink_to(tmp_path / "secret.txt")
+    url = "/v1/audio/transcriptions"
+    names = [
+        "clips/a.mp3",
+        "../secret.txt",
+        "/etc/passwd",
+        "clips/none.mp3",
+        "huge.wav",
+        "link.mp3",
+    ]
+    rows = [line(f"r{i}", url, {"model": "whisper-1", "file": n}) for i, n in enumerate(names)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    done = run_cli(
+        "run", path, "--out", out, "--base-url", mock.base_url, "-q",
+        "--files-root", tmp_path / "data",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = read_results(out)
+    assert [r["status"] for r in results] == ["ok"] + ["error"] * 5
+    messages = [r["error_message"] for r in results[1:]]
+    assert all(r["error_type"] == "bad_input" for r in results[1:])
+    assert messages[0].startswith("line 2: '../secret.txt' is outside the files root")
+    assert messages[1].startswith("line 3: '/etc/passwd' is outside the files root")
+    assert messages[2].startswith("line 4: file not found: 'clips/none.mp3'")
+    assert messages[3].startswith("line 5: 'huge.wav' is 26,214,401 bytes, over this endpoint's")
+    assert messages[4].startswith("line 6: 'link.mp3' is outside the files root")
+    assert api_requests(mock) == {"/v1/audio/transcriptions": 1}  # the bad rows never went
+
+
+def test_a_damaged_upload_is_refused_by_the_server_and_recorded(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    data = speech_audio("A wave file.", "alloy", "wav")
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])  # its header says more
+    rows = [line("cut", "/v1/audio/transcriptions", {"model": "whisper-1", "file": "cut.wav"})]
+    (record,) = run(tmp_path, mock, rows)
+    assert (record["status"], record["error_type"]) == ("error", "invalid_request")
+    assert "could not be decoded" in record["error_message"]
+
+
+@pytest.mark.parametrize("engine", [(), ("--http-client", "httpx2")], ids=["aiohttp", "httpx2"])
+def test_a_500_mid_upload_is_sent_again_and_the_file_arrives_whole(
+    tmp_path: Path, engine: tuple[str, ...]
+) -> None:
+    long_clip = speech_audio(
+        "A long clip to upload, sentence after sentence. " * 20, "alloy", "mp3"
+    )
+    assert len(long_clip) > 1_000_000  # far more than one read of the socket
+    (tmp_path / "long.mp3").write_bytes(long_clip)
+    url = "/v1/audio/transcriptions"
+    rows = [line(f"r{i}", url, {"model": "whisper-1", "file": "long.mp3"}) for i in range(6)]
+    with MockServer(MockConfig(port=0, faults={"500_upload": 0.5}, seed=7)) as server:
+        results = run(tmp_path, server, rows, "--max-retries", "20", *engine)
+        stats = server.stats()
+    faults = stats["faults"].get("500_upload", 0)
+    assert faults > 0  # the server did answer 500 before the uploads had arrived
+    assert [r["status"] for r in results] == ["ok"] * 6
+    assert {r["text"] for r in results} == {heard("long.mp3", long_clip)}
+    assert sum(r["attempts"] for r in results) == 6 + faults
+    assert stats["requests"]["by_path"][url] == 6 + faults

@@ -24,8 +24,9 @@ from typing import Any
 
 import batchrun.mock.payloads as payloads
 from batchrun.cost.tokens import count_request_tokens
-from batchrun.mock.audio import speech_job
+from batchrun.mock.audio import speech_job, transcription_job
 from batchrun.mock.config import MockConfig
+from batchrun.mock.embeddings import embeddings_job
 from batchrun.mock.faults import (
     INVALID_API_KEY,
     SUCCESS_FAULTS,
@@ -38,6 +39,7 @@ from batchrun.mock.jobs import Invalid as _Invalid
 from batchrun.mock.jobs import Job as _Job
 from batchrun.mock.jobs import model_of as _model
 from batchrun.mock.jobs import optional_int as _optional_int
+from batchrun.mock.multipart import parse_form
 from batchrun.mock.ratelimit import RateLimiter, rate_limit_message
 
 __all__ = ["MockApp"]
@@ -86,6 +88,12 @@ class MockApp:
             ("POST", _CHAT): self._chat,
             ("POST", _EMBEDDINGS): self._embeddings,
             ("POST", "/v1/audio/speech"): lambda request: self._api(request, speech_job),
+            ("POST", "/v1/audio/transcriptions"): lambda request: self._api(
+                request, lambda form: transcription_job(form, task="transcribe"), form=True
+            ),
+            ("POST", "/v1/audio/translations"): lambda request: self._api(
+                request, lambda form: transcription_job(form, task="translate"), form=True
+            ),
             ("GET", "/v1/models"): self._models,
             ("GET", "/v1/dashboard/billing/subscription"): self._subscription,
             ("GET", "/v1/dashboard/billing/usage"): self._usage,
@@ -160,6 +168,18 @@ class MockApp:
             self._statuses[reply.status] += 1
         return reply
 
+    def early(self, method: str, path: str) -> Reply | None:
+        if self._routes.get((method, path)) is None:
+            return None
+        kind = self._faults.early()
+        if kind is None:
+            return None
+        self._requests += 1
+        self._paths[path] += 1
+        self._statuses[500] += 1
+        self._fault_counts[kind] += 1
+        return fault_reply(kind, model="", retry_after_ms=0, headers=b"")
+
     def bad_request(self, status: int, message: str) -> Reply:
         self._requests += 1
         self._statuses[status] += 1
@@ -212,16 +232,32 @@ class MockApp:
         return self._api(request, self._chat_job)
 
     def _embeddings(self, request: HttpRequest) -> Reply:
-        return self._api(request, self._embeddings_job)
+        config = self.config
+        return self._api(
+            request,
+            lambda data: embeddings_job(
+                data, exact_tokens=config.exact_tokens, default_dim=config.embedding_dim
+            ),
+        )
 
-    def _api(self, request: HttpRequest, make_job: Callable[[dict[str, Any]], _Job]) -> Reply:
+    def _api(
+        self,
+        request: HttpRequest,
+        make_job: Callable[[dict[str, Any]], _Job],
+        *,
+        form: bool = False,
+    ) -> Reply:
+        """`form`: the body is multipart/form-data (an upload), not JSON."""
         request_id = b"x-request-id: req_%024x\r\n" % next(self._ids)
         if self.config.record_bodies:
             self._bodies.append(request.body)
         if not self._authorized(request):
             return Reply(401, INVALID_API_KEY, headers=request_id)
         try:
-            data = json.loads(request.body)
+            data = _form_data(request) if form else json.loads(request.body)
+        except _Invalid as exc:
+            body = payloads.error_body(str(exc), "invalid_request_error", param=exc.param)
+            return Reply(400, body, headers=request_id)
         except ValueError:  # not JSON, or not UTF-8
             body = payloads.error_body(_UNPARSABLE, "invalid_request_error")
             return Reply(400, body, headers=request_id)
@@ -335,39 +371,14 @@ class MockApp:
         self._prefixes.add(key)
         return 0
 
-    def _embeddings_job(self, data: dict[str, Any]) -> _Job:
-        model = _model(data)
-        raw = data.get("input")
-        inputs: list[Any]
-        if isinstance(raw, str) or (
-            isinstance(raw, list) and raw and all(isinstance(i, int) for i in raw)
-        ):
-            inputs = [raw]
-        elif isinstance(raw, list) and raw and all(isinstance(i, str | list) for i in raw):
-            inputs = raw
-        else:
-            raise _Invalid("'input' must be a string, a list of strings or token arrays", "input")
-        dim = _optional_int(data, "dimensions", 1, 4096) or self.config.embedding_dim
-        encoding = data.get("encoding_format", "float")
-        if encoding not in ("float", "base64"):
-            raise _Invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-        if self.config.exact_tokens:
-            prompt_tokens = count_request_tokens(_EMBEDDINGS, data).tokens
-        else:
-            prompt_tokens = payloads.estimate_embedding_tokens(inputs)
 
-        def build(with_usage: bool) -> tuple[bytes, int, int]:
-            body = payloads.embeddings(
-                inputs,
-                model=model,
-                dim=dim,
-                base64_floats=encoding == "base64",
-                prompt_tokens=prompt_tokens,
-                with_usage=with_usage,
-            )
-            return body, prompt_tokens, 0
-
-        return _Job(model, prompt_tokens, build)
+def _form_data(request: HttpRequest) -> dict[str, Any]:
+    """A multipart body's fields; `mock_fault_times` arrives as text and is read as a number."""
+    data = parse_form(request.content_type, request.body)
+    times = data.get("mock_fault_times")
+    if isinstance(times, str) and times.isdigit():
+        data["mock_fault_times"] = int(times)
+    return data
 
 
 _UNPARSABLE = (

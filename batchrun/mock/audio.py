@@ -1,7 +1,13 @@
-"""The mock's audio family: `/v1/audio/speech` answers with audio bytes, as OpenAI does.
+"""The mock's audio family: speech answers with audio bytes, transcriptions read an upload.
 
     POST /v1/audio/speech {"model": "tts-1", "input": "Hello", "voice": "alloy"}
       -> 200, content-type audio/mpeg, an MP3 whose length follows the text
+    POST /v1/audio/transcriptions (multipart: file, model, response_format)
+      -> {"text": "Transcript of a.mp3: 40,872 bytes, sha256 ..."} or text / srt / vtt
+
+A transcription checks that the file arrived intact (a WAV or MP3 of the mock's own whose
+structure is broken is refused, 400, as a real server refuses a file it cannot decode) and its
+text names the file's size and sha256, so a test sees that every byte arrived.
 
 The audio is deterministic (`speech_audio`), so a test can compare a saved file byte for byte.
 Its headers are real: an MP3 is ID3v2 and MPEG-1 Layer III frames (128 kbit/s, 44.1 kHz), a
@@ -13,12 +19,23 @@ speech endpoint reports none.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import struct
 from typing import Any
 
+from batchrun.cost.media_length import audio_seconds_of
+from batchrun.mock.http import JSON
 from batchrun.mock.jobs import Invalid, Job, model_of
+from batchrun.mock.multipart import FormFile
 
-__all__ = ["SPEECH_CONTENT_TYPES", "speech_audio", "speech_job"]
+__all__ = [
+    "SPEECH_CONTENT_TYPES",
+    "speech_audio",
+    "speech_job",
+    "transcript_of",
+    "transcription_job",
+]
 
 SPEECH_CONTENT_TYPES: dict[str, bytes] = {
     "mp3": b"audio/mpeg",
@@ -93,3 +110,82 @@ def speech_job(data: dict[str, Any]) -> Job:
         return speech_audio(text, voice, fmt), 0, 0
 
     return Job(model, len(text) // 4 + 1, build, content_type=SPEECH_CONTENT_TYPES[fmt])
+
+
+_TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+_TEXT_PLAIN = b"text/plain; charset=utf-8"
+
+
+def _intact(data: bytes) -> float:
+    """The audio's duration in seconds; `Invalid` when the file is damaged (a WAV whose data
+    is shorter than its header says, an MP3 whose frames do not follow one another)."""
+    if data[:4] == b"RIFF":
+        if len(data) < 44 or struct.unpack_from("<I", data, 4)[0] != len(data) - 8:
+            raise Invalid("The audio file could not be decoded or its format is not supported.")
+    elif data[:3] == b"ID3":
+        frame = len(_MP3_FRAME_HEADER) + _MP3_FRAME_BYTES - 4
+        frames = data[10:]
+        if len(frames) % frame or any(
+            frames[at : at + 4] != _MP3_FRAME_HEADER for at in range(0, len(frames), frame)
+        ):
+            raise Invalid("The audio file could not be decoded or its format is not supported.")
+    seconds = audio_seconds_of(data[:65536], len(data))
+    return seconds if seconds is not None else len(data) / 16_000  # 128 kbit/s if unknown
+
+
+def transcript_of(upload: FormFile, task: str = "transcribe") -> str:
+    """The text the mock hears in `upload`: it names the file's size and sha256, so that a test
+    can tell the file arrived byte for byte."""
+    digest = hashlib.sha256(upload.data).hexdigest()[:16]
+    what = "Translation" if task == "translate" else "Transcript"
+    return f"{what} of {upload.filename}: {len(upload.data)} bytes, sha256 {digest}."
+
+
+def _timestamp(seconds: float, comma: bool) -> str:
+    ms = round(seconds * 1000)
+    text = f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+    return text.replace(".", ",") if comma else text
+
+
+def transcription_job(form: dict[str, Any], *, task: str) -> Job:
+    """`/v1/audio/transcriptions` (task "transcribe") and `/translations` ("translate")."""
+    model = model_of(form)
+    upload = form.get("file")
+    if not isinstance(upload, FormFile):
+        raise Invalid("Missing required parameter: 'file'.", "file")
+    fmt = form.get("response_format", "json")
+    if fmt not in _TRANSCRIPTION_FORMATS:
+        raise Invalid(
+            f"'response_format' must be one of {', '.join(_TRANSCRIPTION_FORMATS)}.",
+            "response_format",
+        )
+    seconds = _intact(upload.data)
+    text = transcript_of(upload, task)
+    tokens = model.startswith("gpt-4o")  # gpt-4o-transcribe bills tokens; whisper-1 minutes
+    prompt_tokens = round(seconds * 10) if tokens else 0
+    completion_tokens = max(1, len(text) // 4) if tokens else 0
+
+    def build(with_usage: bool) -> tuple[bytes, int, int]:
+        if fmt == "text":
+            return text.encode() + b"\n", 0, 0
+        if fmt in ("srt", "vtt"):
+            comma = fmt == "srt"
+            cue = f"{_timestamp(0, comma)} --> {_timestamp(seconds, comma)}\n{text}\n"
+            return (("WEBVTT\n\n" if not comma else "1\n") + cue).encode(), 0, 0
+        body: dict[str, Any] = {"text": text}
+        if fmt == "verbose_json":
+            body = {"task": task, "language": "english", "duration": seconds, "text": text}
+            body["segments"] = [{"id": 0, "start": 0.0, "end": seconds, "text": text}]
+        if with_usage and tokens:
+            body["usage"] = {
+                "type": "tokens",
+                "input_tokens": prompt_tokens,
+                "output_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+        elif with_usage:
+            body["usage"] = {"type": "duration", "seconds": math.ceil(seconds)}
+        return json.dumps(body).encode(), prompt_tokens, completion_tokens
+
+    content_type = JSON if fmt in ("json", "verbose_json") else _TEXT_PLAIN
+    return Job(model, prompt_tokens + 1, build, content_type=content_type)

@@ -10,7 +10,8 @@ Guarantees:
 - only `Content-Length` bodies are accepted; anything that is not HTTP gets a 400 and the
   connection is closed, because there is no way to find the next request after garbage;
 - a reply can be delayed with a loop timer, never by blocking, and can also misbehave on purpose
-  (hang, reset, lie about its length) so that clients can be tested against broken servers.
+  (hang, reset, lie about its length, answer an upload before it has arrived) so that clients
+  can be tested against broken servers.
 
 It knows nothing about OpenAI: the handler decides what each reply says.
 """
@@ -57,6 +58,9 @@ class HttpRequest:
     body: bytes
     authorization: bytes | None
     keep_alive: bool
+    content_type: bytes | None = None
+    x_api_key: bytes | None = None  # Anthropic's key header
+    x_goog_api_key: bytes | None = None  # Google's
 
 
 @dataclass(slots=True)
@@ -86,6 +90,11 @@ class Handler(Protocol):
 
     def bad_request(self, status: int, message: str) -> Reply: ...
 
+    def early(self, method: str, path: str) -> Reply | None:
+        """Asked when an upload's head has arrived and its body has not: a reply to send at
+        once, closing the connection on the rest of the upload (a 500 mid-upload), or None."""
+        ...
+
 
 def encode_reply(reply: Reply, *, close: bool) -> bytes:
     """The bytes of a reply's head and body."""
@@ -111,7 +120,17 @@ class _BadRequest(Exception):
 
 
 class _Head:
-    __slots__ = ("authorization", "body_start", "content_length", "keep_alive", "method", "target")
+    __slots__ = (
+        "authorization",
+        "body_start",
+        "content_length",
+        "content_type",
+        "keep_alive",
+        "method",
+        "target",
+        "x_api_key",
+        "x_goog_api_key",
+    )
 
     def __init__(
         self,
@@ -128,6 +147,9 @@ class _Head:
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.body_start = body_start
+        self.content_type: bytes | None = None
+        self.x_api_key: bytes | None = None
+        self.x_goog_api_key: bytes | None = None
 
 
 def _header(head: bytes, lower: bytes, marker: bytes) -> bytes | None:
@@ -143,8 +165,8 @@ def _header(head: bytes, lower: bytes, marker: bytes) -> bytes | None:
 def _parse_head(buf: bytearray, end: int) -> tuple[_Head, bool]:
     """Parse the head that ends at `end`; also says whether the peer asked for 100-continue.
 
-    One regex checks that every header line is `token: value`; then only the five headers the
-    mock needs are looked up, which is cheaper than splitting every line.
+    One regex checks that every header line is `token: value`; then only the headers the mock
+    needs are looked up, which is cheaper than splitting every line.
     """
     head = bytes(buf[:end])
     line_end = head.find(b"\r\n")
@@ -189,6 +211,10 @@ def _parse_head(buf: bytearray, end: int) -> tuple[_Head, bool]:
         length,
         end + 4,
     )
+    head_.content_type = _header(head, lower, b"\r\ncontent-type:")
+    if b"\r\nx-" in lower:  # the provider-specific key headers; most requests have none
+        head_.x_api_key = _header(head, lower, b"\r\nx-api-key:")
+        head_.x_goog_api_key = _header(head, lower, b"\r\nx-goog-api-key:")
     return head_, expect == b"100-continue"
 
 
@@ -265,7 +291,15 @@ class HttpProtocol(asyncio.Protocol):
                     self._reject(exc.status, exc.message)
                     return
                 self._head = head
-                if expect_continue and len(buf) < head.body_start + head.content_length:
+                incomplete = len(buf) < head.body_start + head.content_length
+                if incomplete and (head.content_type or b"").startswith(b"multipart/"):
+                    path = head.target.partition("?")[0]
+                    early = self._handler.early(head.method, path)
+                    if early is not None:
+                        self._hung = True  # the rest of the upload is not read
+                        self._deliver(early, close=True)
+                        return
+                if expect_continue and incomplete:
                     self._transport.write(_CONTINUE)
             stop = head.body_start + head.content_length
             if len(buf) < stop:
@@ -275,7 +309,15 @@ class HttpProtocol(asyncio.Protocol):
             self._head = None
             path, _, query = head.target.partition("?")
             request = HttpRequest(
-                head.method, path, query, body, head.authorization, head.keep_alive
+                head.method,
+                path,
+                query,
+                body,
+                head.authorization,
+                head.keep_alive,
+                head.content_type,
+                head.x_api_key,
+                head.x_goog_api_key,
             )
             reply = self._handler.handle(request)
             close = reply.close or not head.keep_alive

@@ -41,19 +41,21 @@ import anyio
 from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
-from batchrun.endpoints.answers import Answer, read_answer
-from batchrun.endpoints.profiles import Profile, auth_headers, profile_for
-from batchrun.endpoints.usage import USAGE_READERS, Usage
+from batchrun.endpoints.profiles import Profile, auth_headers, is_textual_type, profile_for
+from batchrun.endpoints.usage import Usage
 from batchrun.models import ErrorType, Record, Request
 from batchrun.send.http import (
     BodySink,
     HttpEngine,
     Reply,
+    StreamBody,
     StreamTo,
     TransportError,
     TransportErrorKind,
 )
 from batchrun.send.limiter import Limiter
+from batchrun.send.multipart import multipart_body
+from batchrun.send.records import json_or_none, json_record, media_record, text_record
 from batchrun.send.retry import (
     FATAL,
     RETRY,
@@ -259,11 +261,18 @@ class Sender:
                 binary=profile.reply == "binary",
             )
         try:
+            body: bytes | StreamBody = request.body
+            if profile.multipart:
+                fields = json.loads(request.body)
+                body = multipart_body(fields, request.uploads, file_fields=profile.files)
             reply = await self._http.post(
-                self._url(request.url),
-                request.body,
-                self._headers_for(profile),
-                stream_to=stream_to,
+                self._url(request.url), body, self._headers_for(profile), stream_to=stream_to
+            )
+        except OSError as exc:  # an upload that vanished or changed since the row was read
+            latency_ms = (time.perf_counter() - started) * 1000
+            unreadable = Verdict(STOP, ErrorType.BAD_INPUT, f"cannot upload the file: {exc}")
+            return _Failure(
+                verdict=unreadable, sent_at=sent_at, latency_ms=latency_ms, looks_down=False
             )
         except TransportError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
@@ -276,23 +285,40 @@ class Sender:
         latency_ms = (time.perf_counter() - started) * 1000
         status, headers = reply.status, reply.headers
         if reply.media is not None:  # a 2xx media body, in place on disk: the answer itself
-            text, body, verdict = "", {}, None
+            text, answer, verdict = "", {}, None
         else:
             text = reply.content.decode("utf-8", errors="replace")
-            body = _json_or_none(reply.content)
-            verdict = classify_response(status, headers, body, text)  # None: body is an object
+            answer = json_or_none(reply.content)
+            if answer is None and _text_answer(profile, status, headers):
+                # A transcription as text / srt / vtt: the body is the answer.
+                self._wrong_url.answered(status)
+                self._answered(status, sent_at)
+                return text_record(
+                    request,
+                    status=status,
+                    text=redact(text, self._api_key) or "",
+                    content_type=headers.get("content-type"),
+                    attempts=attempts,
+                    latency_ms=latency_ms,
+                    cost_fn=self._cost_fn,
+                )
+            verdict = classify_response(status, headers, answer, text)  # None: an object
         self._wrong_url.answered(status)
         refused = verdict is not None and verdict.rate_limited
         self._limiter.observe_headers(headers, sent=sent, refused=refused)
         if verdict is None:
-            self._outage_since = None
-            self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
-            self._limiter.succeeded()
+            self._answered(status, sent_at)
             if reply.media is not None:
-                return self._media_record(request, reply, attempts, latency_ms)
-            return self._ok_record(
-                request, profile, status, text, body, attempts, latency_ms, headers
-            )
+                return media_record(
+                    request,
+                    status=status,
+                    media=(reply.media,),
+                    content_type=headers.get("content-type"),
+                    attempts=attempts,
+                    latency_ms=latency_ms,
+                    cost_fn=self._cost_fn,
+                )
+            return self._ok_record(request, profile, reply, text, answer, attempts, latency_ms)
         return _Failure(
             verdict=verdict,
             sent_at=sent_at,
@@ -340,72 +366,39 @@ class Sender:
         self,
         request: Request,
         profile: Profile,
-        status: int,
+        reply: Reply,
         text: str,
         body: dict[str, Any],
         attempts: int,
         latency_ms: float,
-        headers: Mapping[str, str],
     ) -> Record:
         if self._api_key and self._api_key in text:  # a proxy that echoes the headers back
             text = text.replace(self._api_key, "[redacted]")
-            body = _json_or_none(text.encode()) or {}
-        usage = USAGE_READERS[profile.usage](body)
-        answer = read_answer(profile.answer, body) if profile.answer else Answer()
+            body = json_or_none(text.encode()) or {}
+        record = json_record(
+            request,
+            profile,
+            status=reply.status,
+            text=text,
+            body=body,
+            content_type=reply.headers.get("content-type"),
+            attempts=attempts,
+            latency_ms=latency_ms,
+            cost_fn=self._cost_fn,
+        )
         # OpenAI-style limits charge prompt + max output up front and do not give back unused
         # output: correct the prompt estimate only, or the budget would run ahead of the
         # server's and earn 429s (measured: 79% of requests at --tpm 60000 before this).
-        if usage.prompt_tokens is not None:
-            actual_charge = usage.prompt_tokens + request.max_output_tokens
+        if record.prompt_tokens is not None:
+            actual_charge = record.prompt_tokens + request.max_output_tokens
             self._limiter.settle(request.token_charge, actual_charge)
-        model = (
-            _storable(body.get("model") or body.get("modelVersion"))
-            or profile.model_in_path(request.url)
-            or request.model
-        )
-        finish_reason = answer.finish_reason if profile.answer else _finish_reason(body)
-        return Record(
-            custom_id=request.custom_id,
-            row=request.row,
-            status="ok",
-            endpoint=request.url,
-            http_status=status,
-            response=text,
-            model=model,
-            finish_reason=_storable(finish_reason),
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            attempts=attempts,
-            latency_ms=round(latency_ms, 3),
-            cost_usd=self._cost_fn(model, usage) if self._cost_fn else None,
-            text=_storable(answer.text),
-            tool_calls=_storable(answer.tool_calls),
-            embedding=answer.embedding,
-            content_type=_storable(headers.get("content-type")),
-        )
+        return record
 
-    def _media_record(
-        self, request: Request, reply: Reply, attempts: int, latency_ms: float
-    ) -> Record:
-        """A binary answer: the bytes are in the media file, `response` is null."""
-        assert reply.media is not None
-        usage = Usage()  # none is sent with audio; cost/ prices the row by its request
-        return Record(
-            custom_id=request.custom_id,
-            row=request.row,
-            status="ok",
-            endpoint=request.url,
-            http_status=reply.status,
-            model=request.model,
-            attempts=attempts,
-            latency_ms=round(latency_ms, 3),
-            cost_usd=self._cost_fn(request.model, usage) if self._cost_fn else None,
-            media=(reply.media,),
-            content_type=_storable(reply.headers.get("content-type")),
-        )
+    def _answered(self, status: int, sent_at: float) -> None:
+        """An ok answer arrived: the server is up, and a probe (if this was one) passed."""
+        self._outage_since = None
+        self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
+        self._limiter.succeeded()
 
     def _error_record(
         self,
@@ -446,30 +439,11 @@ def _transport_verdict(exc: TransportError) -> Verdict:
     return Verdict(action, error_type, exc.message)
 
 
-def _storable(value: Any) -> str | None:
-    """A string from the response that Parquet can store (JSON may carry lone surrogates)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def _json_or_none(content: bytes) -> Any:
-    if not content:
-        return None
-    try:
-        return json.loads(content)
-    except ValueError:
-        return None
-
-
-def _finish_reason(body: dict[str, Any]) -> str | None:
-    choices = body.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        reason = choices[0].get("finish_reason")
-        return reason if isinstance(reason, str) else None
-    status = body.get("status")  # the responses API
-    return status if isinstance(status, str) else None
+def _text_answer(profile: Profile, status: int, headers: Mapping[str, str]) -> bool:
+    """A 2xx plain-text body is the answer itself where the family has text formats."""
+    return (
+        profile.reply == "text_or_json"
+        and 200 <= status < 300
+        and is_textual_type(headers.get("content-type"))
+        and not (headers.get("content-type") or "").lower().startswith("application/json")
+    )

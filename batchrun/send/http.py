@@ -31,16 +31,22 @@ from __future__ import annotations
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import aiohttp
-import anyio
 import httpx2
 
 from batchrun.common.version import __version__
-from batchrun.endpoints.profiles import is_media_type, is_textual_type
+from batchrun.send.bodies import (
+    CHUNK_BYTES,
+    BodySink,
+    StreamBody,
+    StreamTo,
+    body_and_headers,
+    stream_into,
+)
 
 __all__ = [
     "USER_AGENT",
@@ -49,6 +55,7 @@ __all__ = [
     "HttpEngine",
     "Httpx2Engine",
     "Reply",
+    "StreamBody",
     "StreamTo",
     "TransportError",
     "TransportErrorKind",
@@ -64,62 +71,12 @@ _CLOSED_WRITING = "the connection was reset or closed while the request was sent
 _CUT_SHORT = "the answer was cut short"
 
 
-_CHUNK_BYTES = 1 << 16
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
     headers: Mapping[str, str]
     content: bytes  # empty when the body went to a sink
     media: str | None = None  # what the committed sink returned (a path relative to OUT)
-
-
-class BodySink(Protocol):
-    """Where a streamed body goes (a media file, `batchrun.store.media.MediaFile`)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def commit(self) -> str:
-        """Durable and in place; what names it."""
-        ...
-
-    def abort(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTo:
-    """How a reply's body is streamed to disk instead of read into memory.
-
-    `open(content_type)` gives the sink. `binary`: the endpoint answers with media whatever the
-    content type says (speech): stream any 2xx body that is not JSON or text; otherwise only
-    bodies whose content type is audio, image, video or octet-stream are streamed.
-    """
-
-    open: Callable[[str | None], BodySink]
-    binary: bool = False
-
-    def wants(self, status: int, content_type: str | None) -> bool:
-        if not 200 <= status < 300:
-            return False
-        if is_media_type(content_type):
-            return True
-        return self.binary and not is_textual_type(content_type)
-
-
-async def _stream_into(
-    target: StreamTo, content_type: str | None, chunks: Callable[[], AsyncIterable[bytes]]
-) -> str:
-    """Every chunk into a new sink, then the sink committed; aborted if anything fails."""
-    sink = target.open(content_type)
-    try:
-        async for chunk in chunks():
-            sink.write(chunk)
-        # fsync and rename: a few ms on a disk, not to be spent on the event loop.
-        return await anyio.to_thread.run_sync(sink.commit)
-    except BaseException:
-        sink.abort()
-        raise
 
 
 class TransportError(Exception):
@@ -136,7 +93,7 @@ class HttpEngine(Protocol):
     async def post(
         self,
         url: str,
-        body: bytes,
+        body: bytes | StreamBody,
         headers: Mapping[str, str],
         *,
         stream_to: StreamTo | None = None,
@@ -262,12 +219,13 @@ class AiohttpEngine:
     async def post(
         self,
         url: str,
-        body: bytes,
+        body: bytes | StreamBody,
         headers: Mapping[str, str],
         *,
         stream_to: StreamTo | None = None,
     ) -> Reply:
-        return await self._send("POST", url, body, headers, None, stream_to)
+        data, headers = body_and_headers(body, headers)
+        return await self._send("POST", url, data, headers, None, stream_to)
 
     async def get(
         self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
@@ -279,7 +237,7 @@ class AiohttpEngine:
         self,
         method: str,
         url: str,
-        body: bytes | None,
+        body: bytes | AsyncIterator[bytes] | None,
         headers: Mapping[str, str],
         limit: aiohttp.ClientTimeout | None,
         stream_to: StreamTo | None,
@@ -302,9 +260,7 @@ class AiohttpEngine:
                 content_type = response.headers.get("content-type")
                 if stream_to is not None and stream_to.wants(response.status, content_type):
                     chunks = response.content.iter_chunked
-                    media = await _stream_into(
-                        stream_to, content_type, lambda: chunks(_CHUNK_BYTES)
-                    )
+                    media = await stream_into(stream_to, content_type, lambda: chunks(CHUNK_BYTES))
                     return Reply(response.status, response.headers, b"", media)
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
@@ -395,19 +351,22 @@ class Httpx2Engine:
     async def post(
         self,
         url: str,
-        body: bytes,
+        body: bytes | StreamBody,
         headers: Mapping[str, str],
         *,
         stream_to: StreamTo | None = None,
     ) -> Reply:
+        content, headers = body_and_headers(body, headers)
         try:
             if stream_to is None:
-                response = await self._client.post(url, content=body, headers=headers)
+                response = await self._client.post(url, content=content, headers=headers)
                 return Reply(response.status_code, response.headers, response.content)
-            async with self._client.stream("POST", url, content=body, headers=headers) as response:
+            async with self._client.stream(
+                "POST", url, content=content, headers=headers
+            ) as response:
                 content_type = response.headers.get("content-type")
                 if stream_to.wants(response.status_code, content_type):
-                    media = await _stream_into(stream_to, content_type, response.aiter_bytes)
+                    media = await stream_into(stream_to, content_type, response.aiter_bytes)
                     return Reply(response.status_code, response.headers, b"", media)
                 content = await response.aread()
                 return Reply(response.status_code, response.headers, content)
