@@ -221,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         "path outside it is a bad_input row (default: the input file's folder)",
     )
     run.add_argument(
+        "--no-download",
+        action="store_true",
+        help="keep the media URLs of answers (images) instead of downloading the files; "
+        "`batchrun media OUT` can fetch them later, while they last",
+    )
+    run.add_argument(
         "--fail-on-errors",
         action="store_true",
         help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
@@ -372,6 +378,7 @@ def _run(args: argparse.Namespace) -> int:
             fail_on_errors=args.fail_on_errors,
             max_row_bytes=args.max_row_bytes,
             files_root=args.files_root,
+            download_media=not args.no_download,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850

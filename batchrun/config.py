@@ -65,6 +65,8 @@ class RunConfig:
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
     # Files rows upload are read only from inside it; None: the input file's folder.
     files_root: Path | None = None
+    # Fetch the media URLs in answers (images) as they arrive; False keeps only the URLs.
+    download_media: bool = True
     prices_file: Path | None = None
     max_cost_usd: float | None = None
     # The output ceiling --max-cost assumes for a row that sets no output limit; None: the

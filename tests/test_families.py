@@ -6,6 +6,7 @@ For each family: the row is ok, the answer columns (`text`, `tool_calls`, `embed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
@@ -18,9 +19,10 @@ import pytest
 
 from batchrun.mock import MockConfig, MockServer
 from batchrun.mock.audio import speech_audio, transcript_of
+from batchrun.mock.images import png_of
 from batchrun.mock.multipart import FormFile
 from batchrun.mock.payloads import _vector
-from tests.helpers import read_results, write_jsonl
+from tests.helpers import TEST_KEY, read_results, write_jsonl
 from tests.test_cli import ROOT, batchrun_cmd, env_with_key, run_cli
 
 
@@ -338,3 +340,131 @@ def test_a_500_mid_upload_is_sent_again_and_the_file_arrives_whole(
     assert {r["text"] for r in results} == {heard("long.mp3", long_clip)}
     assert sum(r["attempts"] for r in results) == 6 + faults
     assert stats["requests"]["by_path"][url] == 6 + faults
+
+
+def image_name(model: str, prompt: str, size: str, index: int) -> str:
+    seed = hashlib.sha256(f"{model}\x00{prompt}".encode()).hexdigest()[:16]
+    return f"{seed}-{size}-{index}.png"
+
+
+def generation(custom_id: str, model: str, prompt: str, **extra: Any) -> dict[str, Any]:
+    body = {"model": model, "prompt": prompt, "size": "256x256", **extra}
+    return line(custom_id, "/v1/images/generations", body)
+
+
+@pytest.fixture
+def keyed() -> Iterator[MockServer]:
+    """A mock that wants the key (so a client sends it), for the tests of where it goes."""
+    with MockServer(MockConfig(port=0, api_key=TEST_KEY)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("engine", [(), ("--http-client", "httpx2")], ids=["aiohttp", "httpx2"])
+def test_images_as_b64_json_and_as_urls_become_files_and_the_key_stays_home(
+    tmp_path: Path, keyed: MockServer, engine: tuple[str, ...]
+) -> None:
+    rows = [
+        generation("b64", "gpt-image-1", "A red square", n=2),
+        generation("url", "dall-e-3", "A blue circle"),
+        generation("asked-b64", "dall-e-2", "A green line", response_format="b64_json"),
+    ]
+    results = {r["custom_id"]: r for r in run(tmp_path, keyed, rows, *engine)}
+    out = tmp_path / "out"
+    b64, url, asked = results["b64"], results["url"], results["asked-b64"]
+    assert [r["status"] for r in results.values()] == ["ok"] * 3
+    assert [r["error_message"] for r in results.values()] == [None] * 3
+    for record, model, prompt, n in [
+        (b64, "gpt-image-1", "A red square", 2),
+        (url, "dall-e-3", "A blue circle", 1),
+        (asked, "dall-e-2", "A green line", 1),
+    ]:
+        names = [image_name(model, prompt, "256x256", i) for i in range(n)]
+        assert [(out / m).read_bytes() for m in record["media"]] == [
+            png_of(name, 256, 256) for name in names
+        ]
+        assert all(m.endswith(".png") for m in record["media"])
+        # The stored answer names the files; base64 is not kept, URLs are.
+        data = json.loads(record["response"])["data"]
+        assert [item["batchrun_media"] for item in data] == record["media"]
+        assert all("b64_json" not in item for item in data)
+    assert "url" in json.loads(url["response"])["data"][0]
+    assert (b64["prompt_tokens"], b64["completion_tokens"]) == (3, 544)  # gpt-image-1's usage
+    stats = keyed.stats()
+    assert stats["media"] == {"requests": 1, "200": 1}  # and none with a key
+    assert api_requests(keyed) == {"/v1/images/generations": 3}
+
+
+def test_no_download_keeps_the_urls(tmp_path: Path, mock: MockServer) -> None:
+    rows = [generation("url", "dall-e-3", "A blue circle")]
+    (record,) = run(tmp_path, mock, rows, "--no-download")
+    assert (record["status"], record["media"]) == ("ok", None)
+    assert json.loads(record["response"])["data"][0]["url"].startswith(mock.base_url[:-3])
+    assert mock.stats()["media"] == {}
+
+
+def test_a_media_url_that_404s_or_redirects_to_ftp_leaves_the_row_ok_with_the_failure(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    rows = [
+        generation("gone", "dall-e-3", "Expired", mock_url_fault="expired"),
+        generation("ftp", "dall-e-3", "To ftp", mock_url_fault="ftp"),
+    ]
+    gone, ftp = run(tmp_path, mock, rows)
+    assert (gone["status"], gone["media"]) == ("ok", None)  # the API did the paid work
+    assert gone["error_message"].startswith("data[0].url not downloaded: HTTP 404 (expired?): ")
+    assert "?" not in gone["error_message"].split(": ", 2)[-1]  # no signature in the message
+    assert (ftp["status"], ftp["media"]) == ("ok", None)
+    assert ftp["error_message"] == (
+        "data[0].url not downloaded: not an http(s) URL: ftp://127.0.0.1/image.png"
+    )
+    assert "url" in json.loads(gone["response"])["data"][0]  # kept, for `batchrun media`
+    assert mock.stats()["media"] == {"requests": 2, "404": 1, "302": 1}  # a 404: no retry
+    assert api_requests(mock) == {"/v1/images/generations": 2}
+
+
+def test_a_download_redirected_to_another_host_never_carries_the_key(tmp_path: Path) -> None:
+    with MockServer(MockConfig(port=0, api_key=TEST_KEY)) as cdn:
+        cdn_base = cdn.base_url.removesuffix("/v1")
+        config = MockConfig(port=0, api_key=TEST_KEY, media_redirect_base=cdn_base)
+        with MockServer(config) as api:
+            rows = [generation(f"r{i}", "dall-e-3", f"Picture {i}") for i in range(3)]
+            results = run(tmp_path, api, rows)
+            api_media, cdn_media = api.stats()["media"], cdn.stats()["media"]
+    assert [r["status"] for r in results] == ["ok"] * 3
+    for i, record in enumerate(results):
+        (media,) = record["media"]
+        name = image_name("dall-e-3", f"Picture {i}", "256x256", 0)
+        assert (tmp_path / "out" / media).read_bytes() == png_of(name, 256, 256)
+    assert api_media == {"requests": 3, "302": 3}  # the API's host redirected every download
+    assert cdn_media == {"requests": 3, "200": 3}  # and the other host saw no key, ever
+
+
+def test_image_edits_upload_the_images_and_save_the_answer(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    (tmp_path / "in.png").write_bytes(png_of("source", 64, 64))
+    (tmp_path / "mask.png").write_bytes(png_of("mask", 64, 64))
+    body = {"model": "gpt-image-1", "prompt": "Add a hat", "image": ["in.png"], "mask": "mask.png"}
+    (record,) = run(tmp_path, mock, [line("edit", "/v1/images/edits", body)])
+    assert record["status"] == "ok", record["error_message"]
+    name = image_name("gpt-image-1", "Add a hat", "1024x1024", 0)
+    assert (tmp_path / "out" / record["media"][0]).read_bytes() == png_of(name, 1024, 1024)
+    assert record["prompt_tokens"] == 2 + 65  # text tokens, and the uploaded image's tokens
+
+
+def test_no_custom_id_can_put_a_media_file_outside_out_media_or_share_one(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    ids = ["../../x", "/etc/passwd", "a\x00b", "x" * 300, "Case", "case", ".hidden", "..", "~"]
+    rows = [speech(custom_id, f"Row {i}.") for i, custom_id in enumerate(ids)]
+    results = run(tmp_path, mock, rows)
+    media_root = (tmp_path / "out" / "media").resolve()
+    paths = [(tmp_path / "out" / r["media"][0]).resolve() for r in results]
+    assert all(p.is_relative_to(media_root) and p.is_file() for p in paths)
+    assert len(set(paths)) == len(ids)  # no two rows share a file
+    assert not any(p.name.startswith(".") for p in paths)
+    assert [p.read_bytes() for p in paths] == [
+        speech_audio(f"Row {i}.", "alloy", "mp3") for i in range(len(ids))
+    ]
+    outside = {p for p in tmp_path.rglob("*") if p.is_file()} - set(paths)
+    assert all(p.is_relative_to(tmp_path / "out") or p.name == "in.jsonl" for p in outside)

@@ -35,6 +35,7 @@ from batchrun.mock.faults import (
     fault_reply,
 )
 from batchrun.mock.http import HttpRequest, Reply
+from batchrun.mock.images import MEDIA_PREFIX, image_job, media_route
 from batchrun.mock.jobs import Invalid as _Invalid
 from batchrun.mock.jobs import Job as _Job
 from batchrun.mock.jobs import model_of as _model
@@ -84,6 +85,8 @@ class MockApp:
         self._models_body = payloads.models_list(config.models, created)
         self._subscription_body = payloads.billing_subscription(config.quota_usd)
         self._usage_body = payloads.billing_usage(config.used_usd)
+        self.public_url = "http://127.0.0.1"  # where this mock listens; set once it does
+        ttl_s = config.media_url_ttl_s
         self._routes: dict[tuple[str, str], Callable[[HttpRequest], Reply]] = {
             ("POST", _CHAT): self._chat,
             ("POST", _EMBEDDINGS): self._embeddings,
@@ -93,6 +96,14 @@ class MockApp:
             ),
             ("POST", "/v1/audio/translations"): lambda request: self._api(
                 request, lambda form: transcription_job(form, task="translate"), form=True
+            ),
+            ("POST", "/v1/images/generations"): lambda request: self._api(
+                request, lambda data: image_job(data, public_url=self.public_url, ttl_s=ttl_s)
+            ),
+            ("POST", "/v1/images/edits"): lambda request: self._api(
+                request,
+                lambda form: image_job(form, public_url=self.public_url, ttl_s=ttl_s, edit=True),
+                form=True,
             ),
             ("GET", "/v1/models"): self._models,
             ("GET", "/v1/dashboard/billing/subscription"): self._subscription,
@@ -109,6 +120,7 @@ class MockApp:
         self._tokens: Counter[str] = Counter()
         self._resets = 0
         self._bodies: list[bytes] = []
+        self._media: Counter[str] = Counter()
 
     # -- control (called on the loop's thread) ------------------------------------------------
 
@@ -135,6 +147,9 @@ class MockApp:
                 "tpm_charged": self._tokens["tpm_charged"],
             },
             "connections": len(self._connections),
+            # GETs of the media route: how many, their statuses, and how many carried a key
+            # (an Authorization, x-api-key or x-goog-api-key header): a client must send none.
+            "media": dict(self._media),
         }
 
     def bodies(self) -> list[bytes]:
@@ -160,6 +175,8 @@ class MockApp:
         path = request.path
         if path.startswith("/mock/"):
             return self._control(request)
+        if path.startswith(MEDIA_PREFIX) and request.method == "GET":
+            return self._media_file(request)
         route = self._routes.get((request.method, path))
         self._requests += 1
         self._paths[path if route is not None else "(unknown)"] += 1
@@ -194,6 +211,9 @@ class MockApp:
             self.reset()
             return Reply(200, payloads.dump(self.stats()))
         return self._not_found(request)
+
+    def _media_file(self, request: HttpRequest) -> Reply:
+        return media_route(request, self.config.media_redirect_base, self._media, time.time())
 
     def _not_found(self, request: HttpRequest) -> Reply:
         target = f"{request.method} {request.path}"[:200]

@@ -53,6 +53,9 @@ class MockConfig:
     echo: every chat reply repeats the last user message, so a join of input and results is
         visibly right (a body's `"mock_echo": true` asks for it per request).
     list_models: False answers `GET /v1/models` with 404, as a server that does not list them.
+    media_url_ttl_s: how long the image URLs the mock hands out stay valid (DALL-E's: 60 min).
+    media_redirect_base: if set (`http://host:port`), the mock's media route redirects every
+        download there (a CDN on another host), where another mock serves the same names.
     """
 
     host: str = "127.0.0.1"
@@ -79,6 +82,8 @@ class MockConfig:
     exact_tokens: bool = False
     echo: bool = False
     list_models: bool = True
+    media_url_ttl_s: float = 3600.0
+    media_redirect_base: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:

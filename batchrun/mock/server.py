@@ -65,6 +65,7 @@ class _Service:
         self._server = server
         # With port 0 the kernel chose; later restarts (go_down) must come back on this one.
         self.port = server.sockets[0].getsockname()[1]
+        self.app.public_url = self.base_url.removesuffix("/v1")  # for the image URLs it gives
 
     def go_down(self, seconds: float) -> None:
         """Refuse connections for `seconds`: stop listening, drop every connection, come back."""

@@ -76,6 +76,8 @@ class Stages:
             max_outage_s=config.max_outage_s,
             workers=config.concurrency,
             media=MediaStore(config.out_dir),
+            download_media=config.download_media,
+            media_timeout_s=config.timeout_s,
         )
         self.budget: CostBudget | None = None
         if config.max_cost_usd is not None:

@@ -28,6 +28,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -44,6 +45,7 @@ from batchrun.common.urls import join_url
 from batchrun.endpoints.profiles import Profile, auth_headers, is_textual_type, profile_for
 from batchrun.endpoints.usage import Usage
 from batchrun.models import ErrorType, Record, Request
+from batchrun.send.download import save_json_media
 from batchrun.send.http import (
     BodySink,
     HttpEngine,
@@ -114,10 +116,15 @@ class Sender:
         clock: Callable[[], float] = time.monotonic,
         workers: int = 1,
         media: MediaFiles | None = None,
+        download_media: bool = True,
+        media_timeout_s: float = 300.0,
     ) -> None:
-        """Without `media`, no answer is streamed to disk: every body is read as JSON."""
+        """Without `media`, no answer is streamed to disk: every body is read as JSON.
+        `download_media`: fetch the media URLs of answers (images); False keeps the URLs."""
         self._http = http
         self._media = media
+        self._download_media = download_media
+        self._media_timeout_s = media_timeout_s
         self._limiter = limiter
         self._base_url = base_url
         self._api_key = api_key
@@ -163,10 +170,39 @@ class Sender:
         pending)."""
         self._in_flight += 1
         try:
-            return await self._send(request)
+            record = await self._send(request)
         finally:
             self._in_flight -= 1
             self._wrong_url.left(self._in_flight)
+        if record.ok and self._media is not None and profile_for(request.url).media_in_json:
+            record = await self._save_media(request, record, self._media)
+        return record
+
+    async def _save_media(self, request: Request, record: Record, media: MediaFiles) -> Record:
+        """An answer with media inside (images): `b64_json` to files, URLs downloaded. A
+        download that fails for good leaves the row ok (the paid work is done) with the URL
+        in `response` and the failure in `error_message`; `batchrun media` can fetch it later."""
+        body = json_or_none((record.response or "").encode())
+        if not isinstance(body, dict):
+            return record
+        saved = await save_json_media(
+            body,
+            open_file=lambda index, content_type: media.open(
+                request.custom_id, index, content_type
+            ),
+            http=self._http,
+            download_urls=self._download_media,
+            timeout_s=self._media_timeout_s,
+        )
+        if not saved.changed and not saved.problems:
+            return record
+        response = json.dumps(saved.body, ensure_ascii=False) if saved.changed else record.response
+        return dataclasses.replace(
+            record,
+            response=response,
+            media=tuple(saved.media) or None,
+            error_message="; ".join(saved.problems) or None,
+        )
 
     async def _send(self, request: Request) -> Record:
         charge = request.token_charge

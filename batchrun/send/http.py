@@ -100,7 +100,12 @@ class HttpEngine(Protocol):
     ) -> Reply: ...
 
     async def get(
-        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        stream_to: StreamTo | None = None,
     ) -> Reply:
         """`timeout_s` bounds this exchange instead of the engine's own timeout."""
         ...
@@ -228,10 +233,15 @@ class AiohttpEngine:
         return await self._send("POST", url, data, headers, None, stream_to)
 
     async def get(
-        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        stream_to: StreamTo | None = None,
     ) -> Reply:
         limit = None if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
-        return await self._send("GET", url, None, headers, limit, None)
+        return await self._send("GET", url, None, headers, limit, stream_to)
 
     async def _send(
         self,
@@ -364,29 +374,40 @@ class Httpx2Engine:
             async with self._client.stream(
                 "POST", url, content=content, headers=headers
             ) as response:
-                content_type = response.headers.get("content-type")
-                if stream_to.wants(response.status_code, content_type):
-                    media = await stream_into(stream_to, content_type, response.aiter_bytes)
-                    return Reply(response.status_code, response.headers, b"", media)
-                content = await response.aread()
-                return Reply(response.status_code, response.headers, content)
+                return await _streamed(response, stream_to)
         except httpx2.RequestError as exc:
             raise _httpx2_error(exc) from exc
 
     async def get(
-        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        stream_to: StreamTo | None = None,
     ) -> Reply:
+        timeout = httpx2.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s
         try:
-            if timeout_s is None:
-                response = await self._client.get(url, headers=headers)
-            else:
-                response = await self._client.get(url, headers=headers, timeout=timeout_s)
+            if stream_to is None:
+                response = await self._client.get(url, headers=headers, timeout=timeout)
+                return Reply(response.status_code, response.headers, response.content)
+            async with self._client.stream(
+                "GET", url, headers=headers, timeout=timeout
+            ) as response:
+                return await _streamed(response, stream_to)
         except httpx2.RequestError as exc:
             raise _httpx2_error(exc) from exc
-        return Reply(response.status_code, response.headers, response.content)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _streamed(response: httpx2.Response, stream_to: StreamTo) -> Reply:
+    content_type = response.headers.get("content-type")
+    if stream_to.wants(response.status_code, content_type):
+        media = await stream_into(stream_to, content_type, response.aiter_bytes)
+        return Reply(response.status_code, response.headers, b"", media)
+    return Reply(response.status_code, response.headers, await response.aread())
 
 
 _HTTPX2_TIMEOUT_PHASES: tuple[tuple[type[httpx2.TimeoutException], str], ...] = (
