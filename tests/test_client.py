@@ -1010,6 +1010,17 @@ async def test_non_outage_failure_resets_the_outage_clock(
         ),
         ("https://api.openai.com/v1", "/v10/x", "https://api.openai.com/v1/v10/x"),
         ("https://api.openai.com/v1", "/v1", "https://api.openai.com/v1"),
+        (
+            "https://api.apicore.ai/v1",
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            "https://api.apicore.ai/v1beta/models/gemini-2.5-flash:generateContent",
+        ),
+        (
+            "https://generativelanguage.googleapis.com",
+            "/v1beta/models/g:generateContent",
+            "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent",
+        ),
+        ("https://gw.example/v1", "/v2alpha/x", "https://gw.example/v2alpha/x"),
     ],
 )
 def test_join_url(base: str, path: str, url: str) -> None:

@@ -468,3 +468,36 @@ def test_no_custom_id_can_put_a_media_file_outside_out_media_or_share_one(
     ]
     outside = {p for p in tmp_path.rglob("*") if p.is_file()} - set(paths)
     assert all(p.is_relative_to(tmp_path / "out") or p.name == "in.jsonl" for p in outside)
+
+
+def test_claude_and_gemini_native_rows_answer_in_their_own_shapes(
+    tmp_path: Path, keyed: MockServer
+) -> None:
+    system = "You are a careful assistant. " * 160  # ~4,600 characters: cached after first use
+    claude = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 200,
+        "system": system,
+        "messages": [{"role": "user", "content": "Say bonjour"}],
+        "mock_echo": True,
+    }
+    tool = {"name": "lookup", "input_schema": {"type": "object"}}
+    gemini_url = "/v1beta/models/gemini-2.5-flash:generateContent"
+    rows = [
+        line("c1", "/v1/messages", claude),
+        line("c2", "/v1/messages", claude),  # the same system prompt: read from the cache
+        line("tool", "/v1/messages", {**claude, "tools": [tool], "mock_echo": False}),
+        line("g", gemini_url, {"contents": [{"parts": [{"text": "Say hola"}]}], "mock_echo": True}),
+    ]
+    c1, c2, tool_row, g = run(tmp_path, keyed, rows)
+    assert [r["status"] for r in (c1, c2, tool_row, g)] == ["ok"] * 4
+    assert (c1["text"], c1["finish_reason"]) == ("Say bonjour", "end_turn")
+    cached = (len(system) + 3) // 4
+    # prompt_tokens counts every input token billed: the cache write, then the cache read.
+    assert (c1["cached_tokens"], c2["cached_tokens"]) == (0, cached)
+    assert c1["prompt_tokens"] == c2["prompt_tokens"] > cached
+    assert [c["name"] for c in json.loads(tool_row["tool_calls"])] == ["lookup"]
+    assert tool_row["finish_reason"] == "tool_use"
+    assert (g["text"], g["finish_reason"], g["model"]) == ("Say hola", "STOP", "gemini-2.5-flash")
+    assert (g["prompt_tokens"], g["completion_tokens"], g["reasoning_tokens"]) == (2, 2 + 48, 48)
+    assert api_requests(keyed) == {"/v1/messages": 3, gemini_url: 1}

@@ -206,6 +206,8 @@ def iter_requests(
                 )
                 continue
         model = body.get("model")
+        if not isinstance(model, str):
+            model = profile.model_in_path(item.url)  # Gemini native: the model is in the path
         yield Request(
             row=item.row,
             custom_id=item.custom_id,

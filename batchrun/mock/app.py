@@ -13,7 +13,6 @@ The counters are written only from the event loop's thread; `stats()` returns a 
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import json
 import random
@@ -24,9 +23,9 @@ from typing import Any
 
 import batchrun.mock.payloads as payloads
 from batchrun.cost.tokens import count_request_tokens
-from batchrun.mock.audio import speech_job, transcription_job
 from batchrun.mock.config import MockConfig
 from batchrun.mock.embeddings import embeddings_job
+from batchrun.mock.families import GEMINI_PATH, authorized, family_routes, gemini_route
 from batchrun.mock.faults import (
     INVALID_API_KEY,
     SUCCESS_FAULTS,
@@ -35,7 +34,7 @@ from batchrun.mock.faults import (
     fault_reply,
 )
 from batchrun.mock.http import HttpRequest, Reply
-from batchrun.mock.images import MEDIA_PREFIX, image_job, media_route
+from batchrun.mock.images import MEDIA_PREFIX, media_route
 from batchrun.mock.jobs import Invalid as _Invalid
 from batchrun.mock.jobs import Job as _Job
 from batchrun.mock.jobs import model_of as _model
@@ -86,29 +85,14 @@ class MockApp:
         self._subscription_body = payloads.billing_subscription(config.quota_usd)
         self._usage_body = payloads.billing_usage(config.used_usd)
         self.public_url = "http://127.0.0.1"  # where this mock listens; set once it does
-        ttl_s = config.media_url_ttl_s
         self._routes: dict[tuple[str, str], Callable[[HttpRequest], Reply]] = {
             ("POST", _CHAT): self._chat,
             ("POST", _EMBEDDINGS): self._embeddings,
-            ("POST", "/v1/audio/speech"): lambda request: self._api(request, speech_job),
-            ("POST", "/v1/audio/transcriptions"): lambda request: self._api(
-                request, lambda form: transcription_job(form, task="transcribe"), form=True
-            ),
-            ("POST", "/v1/audio/translations"): lambda request: self._api(
-                request, lambda form: transcription_job(form, task="translate"), form=True
-            ),
-            ("POST", "/v1/images/generations"): lambda request: self._api(
-                request, lambda data: image_job(data, public_url=self.public_url, ttl_s=ttl_s)
-            ),
-            ("POST", "/v1/images/edits"): lambda request: self._api(
-                request,
-                lambda form: image_job(form, public_url=self.public_url, ttl_s=ttl_s, edit=True),
-                form=True,
-            ),
             ("GET", "/v1/models"): self._models,
             ("GET", "/v1/dashboard/billing/subscription"): self._subscription,
             ("GET", "/v1/dashboard/billing/usage"): self._usage,
         }
+        self._routes.update(family_routes(self._api, config, self))
         self._zero()
 
     def _zero(self) -> None:
@@ -178,6 +162,8 @@ class MockApp:
         if path.startswith(MEDIA_PREFIX) and request.method == "GET":
             return self._media_file(request)
         route = self._routes.get((request.method, path))
+        if route is None and request.method == "POST" and (found := GEMINI_PATH.match(path)):
+            route = self._gemini(found.group("model"))
         self._requests += 1
         self._paths[path if route is not None else "(unknown)"] += 1
         reply = route(request) if route is not None else self._not_found(request)
@@ -221,11 +207,20 @@ class MockApp:
         return Reply(404, body)
 
     def _authorized(self, request: HttpRequest) -> bool:
-        expected = self._auth
-        if expected is None:
+        return authorized(request, self._auth, self.config.api_key)
+
+    def _gemini(self, model: str) -> Callable[[HttpRequest], Reply]:
+        return gemini_route(self._api, model, self.config)
+
+    def seen_prefix(self, system: str) -> bool:
+        """Whether this system prompt came before (and remember it): Claude's cache read."""
+        key = hash(system)
+        if key in self._prefixes:
             return True
-        given = request.authorization
-        return given is not None and hmac.compare_digest(given, expected)
+        if len(self._prefixes) >= _MAX_REMEMBERED_PREFIXES:
+            self._prefixes.clear()
+        self._prefixes.add(key)
+        return False
 
     def _models(self, request: HttpRequest) -> Reply:
         if not self.config.list_models:
