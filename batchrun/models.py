@@ -35,6 +35,7 @@ class Upload:
     field: str
     path: str
     filename: str
+    seconds: float | None = None  # an audio file's duration, from its header (whisper bills it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,10 @@ class Record:
     embedding: list[list[float]] | None = None  # one vector per input, in input order
     media: tuple[str, ...] | None = None  # files the row produced, relative to OUT
     content_type: str | None = None  # of the answer's body (a media file's, for binary ones)
+    # Not a column: what the row is billed by besides tokens, for pricing it when it is
+    # committed (batchrun.endpoints.billing): ("characters", 1234.0), ("audio_seconds", 62.5),
+    # ("images@hd 1024x1024", 2.0), ("image_input_tokens", 130.0).
+    billed: tuple[tuple[str, float], ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -501,3 +501,68 @@ def test_claude_and_gemini_native_rows_answer_in_their_own_shapes(
     assert (g["text"], g["finish_reason"], g["model"]) == ("Say hola", "STOP", "gemini-2.5-flash")
     assert (g["prompt_tokens"], g["completion_tokens"], g["reasoning_tokens"]) == (2, 2 + 48, 48)
     assert api_requests(keyed) == {"/v1/messages": 3, gemini_url: 1}
+
+
+def test_each_family_is_priced_by_what_it_is_billed_by(tmp_path: Path, mock: MockServer) -> None:
+    clip = speech_audio("A clip of a few seconds for whisper.", "alloy", "wav")
+    (tmp_path / "clip.wav").write_bytes(clip)
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."dall-e-3".per_image]\n"hd 1024x1024" = 0.08\n"1024x1024" = 0.04\n')
+    speech_text = "Forty-two characters, said out loud. Yes."
+    rows = [
+        speech("tts", speech_text),
+        line("stt", "/v1/audio/transcriptions", {"model": "whisper-1", "file": "clip.wav"}),
+        generation("std", "dall-e-3", "A", size="1024x1024", n=2, response_format="b64_json"),
+        generation(
+            "hd", "dall-e-3", "B", size="1024x1024", quality="hd", response_format="b64_json"
+        ),
+        generation("unknown", "dall-e-3", "C", size="512x512", response_format="b64_json"),
+        generation("tokens", "gpt-image-1", "A red square"),
+        line(
+            "claude",
+            "/v1/messages",
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        ),
+    ]
+    results = {r["custom_id"]: r for r in run(tmp_path, mock, rows, "--prices", str(prices))}
+    cost = {k: r["cost_usd"] for k, r in results.items()}
+    assert cost["tts"] == pytest.approx(len(speech_text) * 15 / 1e6)  # tts-1: $15 / 1M chars
+    seconds = len("A clip of a few seconds for whisper.") / 15
+    assert cost["stt"] == pytest.approx(seconds * 0.36 / 3600)  # whisper-1: $0.36 / hour
+    assert (cost["std"], cost["hd"]) == (pytest.approx(0.08), pytest.approx(0.08))
+    assert cost["unknown"] is None  # no price for 512x512: unknown, never 0
+    tokens = results["tokens"]
+    # gpt-image-1: text input $5, image input $10 (none here), output $40 per 1M tokens.
+    assert cost["tokens"] == pytest.approx((3 * 5 + 272 * 40) / 1e6)
+    assert tokens["prompt_tokens"] == 3
+    claude = results["claude"]
+    assert cost["claude"] == pytest.approx(
+        (claude["prompt_tokens"] * 3 + claude["completion_tokens"] * 15) / 1e6
+    )
+
+
+def test_the_estimate_prices_speech_whisper_and_images_by_their_units(tmp_path: Path) -> None:
+    (tmp_path / "clip.wav").write_bytes(speech_audio("Thirty characters of speech ok", "a", "wav"))
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."dall-e-3".per_image]\n"standard 1024x1024" = 0.04\n')
+    rows = [
+        speech("tts", "x" * 1000),
+        speech("tts2", "y" * 500),
+        line("stt", "/v1/audio/transcriptions", {"model": "whisper-1", "file": "clip.wav"}),
+        line("gone", "/v1/audio/transcriptions", {"model": "whisper-1", "file": "none.wav"}),
+        generation("img", "dall-e-3", "A", size="1024x1024", n=3),
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    done = run_cli("estimate", path, "--json", "--prices", prices)
+    assert done.returncode == 0, done.stderr
+    groups = {g["model"]: g for g in json.loads(done.stdout)["groups"]}
+    assert groups["tts-1"]["rows"] == 2
+    assert groups["tts-1"]["cost_expected_usd"] == pytest.approx(1500 * 15 / 1e6)
+    # One file is missing: the group's cost is unknown, not a guess.
+    assert groups["whisper-1"]["cost_expected_usd"] is None
+    assert groups["dall-e-3"]["cost_expected_usd"] == pytest.approx(3 * 0.04)
+    assert groups["dall-e-3"]["cost_high_usd"] == pytest.approx(3 * 0.04)

@@ -109,12 +109,24 @@ def record_cost(prices: PriceBook, record: Record) -> float | None:
     """The cost of a record's answer from the usage it carries; None for an error or no price."""
     if not record.ok:
         return None
+    units = dict(record.billed)
+    image_tokens = int(units.pop("image_input_tokens", 0))
+    if record.prompt_tokens is None:
+        # Billed by characters, audio seconds or images (speech, whisper, dall-e), if at all.
+        return prices.billed_cost(record.model, units) if units else None
     usage = Usage(
-        prompt_tokens=record.prompt_tokens,
+        prompt_tokens=record.prompt_tokens - min(image_tokens, record.prompt_tokens),
         completion_tokens=record.completion_tokens,
         cached_tokens=record.cached_tokens,
     )
-    return cost_of(prices, record.model, usage)
+    cost = cost_of(prices, record.model, usage)
+    if cost is None or not image_tokens:
+        return cost
+    price = prices.price_for(record.model)
+    rate = price.input_image_per_mtok if price is not None else None
+    if rate is None and price is not None:
+        rate = price.input_per_mtok  # no separate rate known: billed as text input
+    return None if rate is None else cost + image_tokens * rate / 1_000_000
 
 
 class CostBudget:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.common.ranges import RangeSet
+from batchrun.endpoints.audio_length import HEAD_BYTES, audio_seconds_of
 from batchrun.endpoints.profiles import Profile, profile_for
 from batchrun.endpoints.usage import max_output_tokens, output_limit, rough_prompt_tokens
 from batchrun.inputs.files import FilesRoot, UploadProblem
@@ -221,6 +222,16 @@ def iter_requests(
         )
 
 
+def _audio_seconds(path: Path) -> float | None:
+    """The duration its header gives (one read of 64 KiB): what whisper bills by."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+        return audio_seconds_of(head, path.stat().st_size)
+    except OSError:
+        return None  # read again when sent, where a failure is the row's error
+
+
 def _uploads(profile: Profile, body: dict[str, Any], root: FilesRoot) -> tuple[Upload, ...]:
     """Every file the body names in the profile's file fields, resolved inside `root`. A list
     is sent as repeated `name[]` parts (`"image": ["a.png", "b.png"]`), as OpenAI's SDK does."""
@@ -234,7 +245,11 @@ def _uploads(profile: Profile, body: dict[str, Any], root: FilesRoot) -> tuple[U
             raise UploadProblem(f"'{name}' names no file")
         for given in names:
             resolved = root.resolve(given, limit_bytes=profile.max_upload_bytes)
-            found.append(Upload(field=field, path=str(resolved), filename=Path(str(given)).name))
+            seconds = _audio_seconds(resolved) if profile.name == "transcriptions" else None
+            filename = Path(str(given)).name
+            found.append(
+                Upload(field=field, path=str(resolved), filename=filename, seconds=seconds)
+            )
     return tuple(found)
 
 

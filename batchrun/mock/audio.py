@@ -24,7 +24,7 @@ import math
 import struct
 from typing import Any
 
-from batchrun.cost.media_length import audio_seconds_of
+from batchrun.endpoints.audio_length import audio_seconds_of
 from batchrun.mock.http import JSON
 from batchrun.mock.jobs import Invalid, Job, model_of
 from batchrun.mock.multipart import FormFile

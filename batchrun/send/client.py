@@ -331,6 +331,7 @@ class Sender:
                 self._answered(status, sent_at)
                 return text_record(
                     request,
+                    profile,
                     status=status,
                     text=redact(text, self._api_key) or "",
                     content_type=headers.get("content-type"),
@@ -347,6 +348,7 @@ class Sender:
             if reply.media is not None:
                 return media_record(
                     request,
+                    profile,
                     status=status,
                     media=(reply.media,),
                     content_type=headers.get("content-type"),

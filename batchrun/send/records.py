@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from batchrun.endpoints.answers import Answer, read_answer
+from batchrun.endpoints.billing import billed_units
 from batchrun.endpoints.profiles import Profile
 from batchrun.endpoints.usage import USAGE_READERS, Usage
 from batchrun.models import Record, Request
@@ -55,6 +56,17 @@ def _finish_reason(body: dict[str, Any]) -> str | None:
         return reason if isinstance(reason, str) else None
     status = body.get("status")  # the responses API
     return status if isinstance(status, str) else None
+
+
+_UNIT_BILLED = frozenset({"speech", "transcriptions", "images", "image_edits"})
+
+
+def _billed(
+    request: Request, profile: Profile, answer: Any, usage: Usage | None
+) -> tuple[tuple[str, float], ...]:
+    if profile.name not in _UNIT_BILLED:
+        return ()
+    return billed_units(profile, json_or_none(request.body), answer, request.uploads, usage)
 
 
 def _ok(request: Request, status: int, attempts: int, latency_ms: float) -> dict[str, Any]:
@@ -104,11 +116,13 @@ def json_record(
         tool_calls=storable(answer.tool_calls),
         embedding=answer.embedding,
         content_type=storable(content_type),
+        billed=_billed(request, profile, body, usage),
     )
 
 
 def text_record(
     request: Request,
+    profile: Profile,
     *,
     status: int,
     text: str,
@@ -123,11 +137,13 @@ def text_record(
         cost_usd=cost_fn(request.model, Usage()) if cost_fn else None,
         text=storable(text),
         content_type=storable(content_type),
+        billed=_billed(request, profile, None, None),
     )
 
 
 def media_record(
     request: Request,
+    profile: Profile,
     *,
     status: int,
     media: tuple[str, ...],
@@ -142,4 +158,5 @@ def media_record(
         cost_usd=cost_fn(request.model, Usage()) if cost_fn else None,
         media=media,
         content_type=storable(content_type),
+        billed=_billed(request, profile, None, None),
     )

@@ -1,39 +1,29 @@
 """How long an audio file is, read from its header: what whisper bills (by the minute).
 
-    audio_seconds(path)   # 12.5, or None when the format is not one read here
+    audio_seconds_of(head, size)   # 12.5, or None when the format is not one read here
 
-Reads at most the first 64 KiB: WAV (RIFF `fmt ` and `data` chunks), MP3 (an ID3v2 tag
-skipped, then the first MPEG audio frame's bitrate: exact for constant-bitrate files, which TTS
-and most encoders write; a Xing/VBR header is not read, so a VBR file is an estimate) and FLAC
-(STREAMINFO). Anything else is None: its cost is then unknown, never guessed as zero.
+A pure function of the file's first bytes (`HEAD_BYTES` of them are enough) and its size; the
+caller reads them (the reader, as it checks a row's upload). Formats: WAV (RIFF `fmt ` and
+`data` chunks), MP3 (an ID3v2 tag skipped, then the first MPEG audio frame's bitrate: exact
+for constant-bitrate files, which TTS and most encoders write; a Xing/VBR header is not read,
+so a VBR file is an estimate) and FLAC (STREAMINFO). Anything else is None: its cost is then
+unknown, never guessed as zero.
 """
 
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
-__all__ = ["audio_seconds", "audio_seconds_of"]
+__all__ = ["HEAD_BYTES", "audio_seconds_of"]
 
-_HEAD_BYTES = 64 * 1024
+HEAD_BYTES = 64 * 1024
 # MPEG-1 Layer III bitrates (kbit/s) by index; MPEG-2/2.5 Layer III below.
 _MPEG1_L3 = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0)
 _MPEG2_L3 = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 0)
 
 
-def audio_seconds(path: Path) -> float | None:
-    """The duration of the audio file at `path`, if its header says it; None otherwise."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(_HEAD_BYTES)
-    except OSError:
-        return None
-    return audio_seconds_of(head, size)
-
-
 def audio_seconds_of(head: bytes, size: int) -> float | None:
-    """The same, from the file's first bytes and its size."""
+    """The duration of an audio file from its first bytes and its size, if its header says."""
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return _wav(head, size)
     if head[:4] == b"fLaC":
