@@ -252,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(mock)
     _add_bill_commands(commands)
     _add_export_command(commands)
+    media = commands.add_parser(
+        "media",
+        help="download the media files a run left as URLs (images), without calling the API",
+        description="Fetch every media URL in OUT's answers that has no file yet (a run with "
+        "--no-download, or a download that failed) into OUT/media, and record the files in "
+        "the results. Only the URLs are fetched (no key is sent); the API is not called.",
+    )
+    media.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+    media.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per download")
     return parser
 
 
@@ -318,7 +327,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _BILL_COMMANDS[args.command](args)
     if args.command == "export":
         return _export(args)
+    if args.command == "media":
+        return _media(args)
     return _run(args)
+
+
+def _media(args: argparse.Namespace) -> int:
+    from batchrun.runner.media import fetch_media_sync
+    from batchrun.store.checkpoint import CheckpointError
+
+    try:
+        summary = fetch_media_sync(args.out, timeout_s=args.timeout)
+    except CheckpointError as exc:
+        return _usage_error(str(exc))
+    print(f"fetched {summary.files} media files for {summary.rows} rows")
+    for failure in summary.failed[:20]:
+        print(f"  not fetched: {failure}")
+    if len(summary.failed) > 20:
+        print(f"  ... and {len(summary.failed) - 20} more")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

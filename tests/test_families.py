@@ -566,3 +566,33 @@ def test_the_estimate_prices_speech_whisper_and_images_by_their_units(tmp_path: 
     assert groups["whisper-1"]["cost_expected_usd"] is None
     assert groups["dall-e-3"]["cost_expected_usd"] == pytest.approx(3 * 0.04)
     assert groups["dall-e-3"]["cost_high_usd"] == pytest.approx(3 * 0.04)
+
+
+def test_batchrun_media_fetches_what_a_run_left_as_urls_without_calling_the_api(
+    tmp_path: Path, keyed: MockServer
+) -> None:
+    rows = [generation(f"r{i}", "dall-e-3", f"Later {i}", n=2) for i in range(3)]
+    rows.append(generation("gone", "dall-e-3", "Expired", mock_url_fault="expired"))
+    first = run(tmp_path, keyed, rows, "--no-download")
+    assert all(r["media"] is None for r in first)
+    api_before = api_requests(keyed)
+    out = tmp_path / "out"
+    done = run_cli("media", out)
+    assert done.returncode == 0, done.stderr
+    assert "fetched 6 media files for 4 rows" in done.stdout
+    assert "not fetched: gone: HTTP 404 (expired?)" in done.stdout
+    results = read_results(out)
+    assert len(results) == 4  # still one record per row
+    for i, record in enumerate(results[:3]):
+        names = [image_name("dall-e-3", f"Later {i}", "256x256", k) for k in range(2)]
+        assert [(out / m).read_bytes() for m in record["media"]] == [
+            png_of(n, 256, 256) for n in names
+        ]
+        data = json.loads(record["response"])["data"]
+        assert [d["batchrun_media"] for d in data] == record["media"]
+        assert record["error_message"] is None
+    assert results[3]["media"] is None
+    assert api_requests(keyed) == api_before  # the API was not called again
+    assert keyed.stats()["media"].get("with_credentials") is None
+    again = run_cli("media", out)
+    assert "fetched 0 media files for 1 rows" in again.stdout  # only the expired one is left
