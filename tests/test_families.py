@@ -596,3 +596,51 @@ def test_batchrun_media_fetches_what_a_run_left_as_urls_without_calling_the_api(
     assert keyed.stats()["media"].get("with_credentials") is None
     again = run_cli("media", out)
     assert "fetched 0 media files for 1 rows" in again.stdout  # only the expired one is left
+
+
+def test_completions_and_responses_answers_are_columns(tmp_path: Path, mock: MockServer) -> None:
+    rows = [
+        line(
+            "cmpl",
+            "/v1/completions",
+            {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi", "mock_echo": True},
+        ),
+        line(
+            "resp",
+            "/v1/responses",
+            {"model": "o3-pro", "input": "Think, then say hi", "mock_echo": True},
+        ),
+        line(
+            "call",
+            "/v1/responses",
+            {
+                "model": "gpt-4.1",
+                "input": "Weather?",
+                "tools": [{"type": "function", "name": "weather"}],
+            },
+        ),
+    ]
+    cmpl, resp, call = run(tmp_path, mock, rows)
+    assert (cmpl["text"], cmpl["finish_reason"]) == ("Say hi", "stop")
+    assert (resp["text"], resp["finish_reason"]) == ("Think, then say hi", "completed")
+    assert (resp["completion_tokens"], resp["reasoning_tokens"]) == (5 + 64, 64)
+    assert [c["name"] for c in json.loads(call["tool_calls"])] == ["weather"]
+    assert api_requests(mock) == {"/v1/completions": 1, "/v1/responses": 2}
+
+
+def test_the_families_sample_runs_through_the_mock(tmp_path: Path, mock: MockServer) -> None:
+    """samples/families.jsonl: every family ok, its files saved, from the samples' own folder."""
+    out = tmp_path / "out"
+    done = run_cli(
+        "run", ROOT / "samples" / "families.jsonl", "--out", out, "--base-url", mock.base_url, "-q"
+    )
+    assert done.returncode == 0, done.stderr
+    records = read_results(out)
+    assert [r["status"] for r in records] == ["ok"] * 14, [r["error_message"] for r in records]
+    media = [m for r in records for m in (r["media"] or [])]
+    assert len(media) == 5  # two speech files, three images
+    assert all((out / m).is_file() for m in media)
+    texts = {r["custom_id"]: r["text"] for r in records}
+    greeting = (ROOT / "samples" / "files" / "greeting.wav").read_bytes()
+    assert texts["transcription-1"] == heard("greeting.wav", greeting)
+    assert all(texts[k] for k in ("chat-1", "completion-1", "responses-1", "claude-1", "gemini-1"))

@@ -23,6 +23,17 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "o3-mini",
     "text-embedding-3-small",
     "text-embedding-3-large",
+    # The other families it serves, as a gateway lists them.
+    "gpt-3.5-turbo-instruct",
+    "o3-pro",
+    "tts-1",
+    "tts-1-hd",
+    "whisper-1",
+    "dall-e-2",
+    "dall-e-3",
+    "gpt-image-1",
+    "claude-sonnet-4-5",
+    "gemini-2.5-flash",
 )
 
 

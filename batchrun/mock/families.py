@@ -16,7 +16,13 @@ from batchrun.mock.config import MockConfig
 from batchrun.mock.http import HttpRequest, Reply
 from batchrun.mock.images import image_job
 from batchrun.mock.jobs import Job
-from batchrun.mock.native import GEMINI_PATH, claude_job, gemini_job
+from batchrun.mock.native import (
+    GEMINI_PATH,
+    claude_job,
+    completions_job,
+    gemini_job,
+    responses_job,
+)
 
 __all__ = ["GEMINI_PATH", "authorized", "family_routes", "gemini_route"]
 
@@ -52,6 +58,14 @@ def family_routes(api: Api, config: MockConfig, app: App) -> dict[tuple[str, str
             request, lambda form: transcription_job(form, task="translate"), form=True
         ),
         ("POST", "/v1/messages"): lambda request: api(request, claude),
+        ("POST", "/v1/completions"): lambda request: api(
+            request,
+            lambda data: completions_job(data, echo=config.echo, reply_tokens=config.reply_tokens),
+        ),
+        ("POST", "/v1/responses"): lambda request: api(
+            request,
+            lambda data: responses_job(data, echo=config.echo, reply_tokens=config.reply_tokens),
+        ),
         ("POST", "/v1/images/generations"): lambda request: api(
             request, lambda data: image_job(data, public_url=app.public_url, ttl_s=ttl_s)
         ),

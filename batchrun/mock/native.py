@@ -1,4 +1,5 @@
-"""The mock's native provider shapes: Anthropic's `/v1/messages`, Google's `generateContent`.
+"""The mock's other text families: Anthropic's `/v1/messages`, Google's `generateContent`,
+and OpenAI's `/v1/completions` and `/v1/responses`.
 
     POST /v1/messages {"model": "claude-sonnet-4-5", "max_tokens": 200, "messages": [...]}
       -> {"type": "message", "content": [{"type": "text", "text": ...}], "stop_reason", "usage"}
@@ -23,7 +24,7 @@ from typing import Any
 from batchrun.mock.jobs import Invalid, Job, model_of, optional_int
 from batchrun.mock.payloads import _WORDS
 
-__all__ = ["GEMINI_PATH", "claude_job", "gemini_job"]
+__all__ = ["GEMINI_PATH", "claude_job", "completions_job", "gemini_job", "responses_job"]
 
 GEMINI_PATH = re.compile(r"^/v1(?:beta)?/models/(?P<model>[^/:]+):generateContent$")
 _CACHEABLE_CHARS = 4096
@@ -155,3 +156,84 @@ def gemini_job(data: dict[str, Any], *, model: str, echo: bool, reply_tokens: in
         return json.dumps(body).encode(), prompt_tokens, out + thoughts
 
     return Job(model, _tokens(prompt) + (cap if isinstance(cap, int) else 256), build)
+
+
+def completions_job(data: dict[str, Any], *, echo: bool, reply_tokens: int) -> Job:
+    """`/v1/completions` (the legacy text API): `choices[0].text`."""
+    model = model_of(data)
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str | list) or not prompt:
+        raise Invalid("Missing required parameter: 'prompt'.", "prompt")
+    text_in = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    cap = optional_int(data, "max_tokens", 0)
+    limit = 16 if cap is None else cap  # OpenAI's default max_tokens for completions
+
+    def build(with_usage: bool) -> tuple[bytes, int, int]:
+        text = text_in if echo or data.get("mock_echo") is True else " " + _words(reply_tokens)
+        out = min(limit, _tokens(text))
+        body: dict[str, Any] = {
+            "id": "cmpl-mock",
+            "object": "text_completion",
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": text,
+                    "finish_reason": "stop" if out == _tokens(text) else "length",
+                }
+            ],
+        }
+        if with_usage:
+            prompt_tokens = _tokens(text_in)
+            body["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": out,
+                "total_tokens": prompt_tokens + out,
+            }
+        return json.dumps(body).encode(), _tokens(text_in), out
+
+    return Job(model, _tokens(text_in) + limit, build)
+
+
+def responses_job(data: dict[str, Any], *, echo: bool, reply_tokens: int) -> Job:
+    """`/v1/responses`: an `output` message (or a function_call with `tools`), `status`."""
+    model = model_of(data)
+    given = data.get("input")
+    if not isinstance(given, str | list) or not given:
+        raise Invalid("Missing required parameter: 'input'.", "input")
+    if isinstance(given, str):
+        text_in = given
+    else:
+        text_in = " ".join(_text_of(i.get("content")) for i in given if isinstance(i, dict))
+    tools = data.get("tools")
+
+    def build(with_usage: bool) -> tuple[bytes, int, int]:
+        if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+            call = {"type": "function_call", "id": "fc_mock", "call_id": "call_mock"}
+            item: dict[str, Any] = call | {"name": tools[0].get("name"), "arguments": "{}"}
+            out = 10
+        else:
+            text = text_in if echo or data.get("mock_echo") is True else _words(reply_tokens)
+            content = [{"type": "output_text", "text": text, "annotations": []}]
+            item = {"type": "message", "id": "msg_mock", "role": "assistant", "content": content}
+            out = _tokens(text)
+        reasoning = 64 if model.startswith(("o1", "o3", "o4", "gpt-5")) else 0
+        body: dict[str, Any] = {
+            "id": "resp_mock",
+            "object": "response",
+            "status": "completed",
+            "model": model,
+            "output": [item],
+        }
+        if with_usage:
+            prompt_tokens = _tokens(text_in)
+            body["usage"] = {
+                "input_tokens": prompt_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": out + reasoning,
+                "output_tokens_details": {"reasoning_tokens": reasoning},
+                "total_tokens": prompt_tokens + out + reasoning,
+            }
+        return json.dumps(body).encode(), _tokens(text_in), out + reasoning
+
+    return Job(model, _tokens(text_in) + 256, build)
