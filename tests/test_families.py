@@ -644,3 +644,63 @@ def test_the_families_sample_runs_through_the_mock(tmp_path: Path, mock: MockSer
     greeting = (ROOT / "samples" / "files" / "greeting.wav").read_bytes()
     assert texts["transcription-1"] == heard("greeting.wav", greeting)
     assert all(texts[k] for k in ("chat-1", "completion-1", "responses-1", "claude-1", "gemini-1"))
+
+
+def test_an_output_started_before_the_answer_columns_resumes_and_reports(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    """Made as an older batchrun left it: 18 columns, no results_schema in the checkpoint."""
+    import pyarrow.parquet as pq
+
+    from batchrun.store.writer import result_schema
+
+    rows = [
+        line(
+            f"r{i}",
+            "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]},
+        )
+        for i in range(6)
+    ]
+    rows += [speech("tts", "Speech in an old output.")]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    done = run_cli(
+        "run",
+        path,
+        "--out",
+        out,
+        "--base-url",
+        mock.base_url,
+        "-q",
+        "--flush-rows",
+        "3",
+        "--concurrency",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr
+    # Keep the first part only, in the first schema, and a checkpoint of that time.
+    parts = sorted((out / "results").glob("part-*.parquet"))
+    first = pq.read_table(parts[0])
+    pq.write_table(first.select(result_schema(1).names).cast(result_schema(1)), parts[0])
+    for extra in parts[1:]:
+        extra.unlink()
+    checkpoint = json.loads((out / "checkpoint.json").read_text())
+    del checkpoint["results_schema"]
+    kept = sorted(first.column("row").to_pylist())
+    checkpoint |= {"parts": 1, "done": [[kept[0], kept[-1] + 1]]}
+    checkpoint["counts"] = {"ok": len(kept), "error": 0}
+    (out / "checkpoint.json").write_text(json.dumps(checkpoint))
+
+    again = run_cli("run", path, "--out", out, "--base-url", mock.base_url, "-q")
+    assert again.returncode == 0, again.stderr
+    assert f"(resumed at {len(kept)} done)" in again.stdout
+    records = read_results(out)
+    assert [r["row"] for r in records] == list(range(7))
+    assert set(records[0]) == set(result_schema(1).names)  # every part reads alike
+    tts = next(r for r in records if r["custom_id"] == "tts")
+    (media,) = json.loads(tts["response"])["batchrun_media"]  # named where a column cannot
+    assert (out / media).read_bytes() == speech_audio("Speech in an old output.", "alloy", "mp3")
+    report = run_cli("report", out, "--json")
+    assert report.returncode == 0, report.stderr
+    assert (json.loads(report.stdout)["rows"], json.loads(report.stdout)["rows_ok"]) == (7, 7)
