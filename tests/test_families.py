@@ -704,3 +704,20 @@ def test_an_output_started_before_the_answer_columns_resumes_and_reports(
     report = run_cli("report", out, "--json")
     assert report.returncode == 0, report.stderr
     assert (json.loads(report.stdout)["rows"], json.loads(report.stdout)["rows_ok"]) == (7, 7)
+
+
+def test_max_cost_holds_for_speech_rows_priced_by_characters(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    rows = [speech(f"s{i}", f"{i}" + "x" * 999) for i in range(10)]  # $0.015 each at tts-1
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    done = run_cli(
+        "run", path, "--out", out, "--base-url", mock.base_url, "-q", "--max-cost", "0.05"
+    )
+    assert done.returncode == 3, done.stderr + done.stdout  # stopped, resumable
+    assert "cost budget" in done.stderr + done.stdout
+    records = read_results(out)
+    assert len(records) == 3 and all(r["status"] == "ok" for r in records)
+    assert sum(r["cost_usd"] for r in records) == pytest.approx(0.045)  # never past $0.05
+    assert api_requests(mock) == {"/v1/audio/speech": 3}

@@ -9,7 +9,9 @@ The same units the answers are priced by (`batchrun.endpoints.billing`), from th
   format is not known makes the row's cost unknown;
 - images of a per-image model (dall-e-2/3): `n` images at the row's size and quality. Token
   billed models (gpt-image-1) are counted as tokens instead.
-None: the row is billed by tokens alone (or its units cannot be known offline).
+None: the row is billed by tokens alone (gpt-4o-transcribe and gpt-image-1 among them).
+`{"unknown": 1.0}`: its units cannot be known (an audio file that cannot be read), so that its
+price is unknown, never a guess.
 """
 
 from __future__ import annotations
@@ -20,23 +22,41 @@ from typing import Any
 from batchrun.endpoints.audio_length import HEAD_BYTES, audio_seconds_of
 from batchrun.endpoints.profiles import profile_for
 from batchrun.inputs.files import FilesRoot, UploadProblem
+from batchrun.models import Request
 
-__all__ = ["row_units"]
+__all__ = ["request_units", "row_units"]
 
 _TOKEN_IMAGE_MODELS = ("gpt-image",)
 
 
 def row_units(url: str, body: dict[str, Any], files_root: Path) -> dict[str, float] | None:
+    """For the estimate: a whisper row's file is read from `files_root`."""
     profile = profile_for(url)
-    if profile.name == "speech":
-        text = body.get("input")
-        return {"characters": float(len(text))} if isinstance(text, str) else None
-    if profile.name == "transcriptions":
-        if str(body.get("model", "")).startswith("gpt-"):
-            return None  # gpt-4o-transcribe bills tokens
+    if profile.name == "transcriptions" and not str(body.get("model", "")).startswith("gpt-"):
         seconds = _seconds(body.get("file"), files_root, profile.max_upload_bytes)
         return {"audio_seconds": seconds} if seconds is not None else {"unknown": 1.0}
-    if profile.name in ("images", "image_edits"):
+    return _units(profile.name, body)
+
+
+def request_units(request: Request, body: Any) -> dict[str, float] | None:
+    """For `--max-cost`: the same from a request ready to send, whose uploads the reader has
+    already read the durations of. Exact: these families cost what they ask for."""
+    if not isinstance(body, dict):
+        return None
+    profile = profile_for(request.url)
+    if profile.name == "transcriptions" and not str(body.get("model", "")).startswith("gpt-"):
+        seconds = [u.seconds for u in request.uploads]
+        if not seconds or None in seconds:
+            return {"unknown": 1.0}
+        return {"audio_seconds": float(sum(s for s in seconds if s is not None))}
+    return _units(profile.name, body)
+
+
+def _units(family: str, body: dict[str, Any]) -> dict[str, float] | None:
+    if family == "speech":
+        text = body.get("input")
+        return {"characters": float(len(text))} if isinstance(text, str) else None
+    if family in ("images", "image_edits"):
         if str(body.get("model", "")).startswith(_TOKEN_IMAGE_MODELS):
             return None
         n = body.get("n")
