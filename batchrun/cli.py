@@ -246,6 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a row larger than this is recorded as bad input, not sent (default: 16 MiB)",
     )
     run.add_argument(
+        "--files-root",
+        type=Path,
+        metavar="DIR",
+        help="where the files that rows upload are read from (transcriptions, image edits); a "
+        "path outside it is a bad_input row (default: the input file's folder)",
+    )
+    run.add_argument(
+        "--no-download",
+        action="store_true",
+        help="keep the media URLs of answers (images) instead of downloading the files; "
+        "`batchrun media OUT` can fetch them later, while they last",
+    )
+    run.add_argument(
         "--fail-on-errors",
         action="store_true",
         help="exit 4 (not 0) when the run finishes with rows recorded as errors, for pipelines",
@@ -339,6 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rows per part (default: 1,000,000)",
     )
+
+    media = commands.add_parser(
+        "media",
+        help="download the media files a run left as URLs (images), without calling the API",
+        description="Fetch every media URL in OUT's answers that has no file yet (a run with "
+        "--no-download, or a download that failed) into OUT/media, and record the files in "
+        "the results. Only the URLs are fetched (no key is sent); the API is not called.",
+    )
+    media.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+    media.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per download")
     return parser
 
 
@@ -407,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export(args)
     if args.command == "compact":
         return _compact(args)
+    if args.command == "media":
+        return _media(args)
     return _run(args)
 
 
@@ -439,6 +464,22 @@ def _compact(args: argparse.Namespace) -> int:
         f"{done.parts_after:,}, {done.records:,} records ({done.dropped:,} superseded left out), "
         f"{done.seconds:.1f} s"
     )
+    return 0
+
+
+def _media(args: argparse.Namespace) -> int:
+    from batchrun.runner.media import fetch_media_sync
+    from batchrun.store.checkpoint import CheckpointError
+
+    try:
+        summary = fetch_media_sync(args.out, timeout_s=args.timeout)
+    except CheckpointError as exc:
+        return _usage_error(str(exc))
+    print(f"fetched {summary.files} media files for {summary.rows} rows")
+    for failure in summary.failed[:20]:
+        print(f"  not fetched: {failure}")
+    if len(summary.failed) > 20:
+        print(f"  ... and {len(summary.failed) - 20} more")
     return 0
 
 
@@ -508,6 +549,8 @@ def _run(args: argparse.Namespace) -> int:
             retry_errors=_retry_types(args.retry_errors),
             compact=not args.no_compact,
             update=args.update,
+            files_root=args.files_root,
+            download_media=not args.no_download,
         )
         # This process is ours: collect garbage less often. Each request leaves hundreds of
         # short-lived objects; at Python's default gen-0 threshold (700) the collector ran ~850

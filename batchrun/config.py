@@ -69,6 +69,10 @@ class RunConfig:
     flush_interval_s: float = 10.0
     grace_s: float = 10.0
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+    # Files rows upload are read only from inside it; None: the input file's folder.
+    files_root: Path | None = None
+    # Fetch the media URLs in answers (images) as they arrive; False keeps only the URLs.
+    download_media: bool = True
     prices_file: Path | None = None
     max_cost_usd: float | None = None
     # The output ceiling --max-cost assumes for a row that sets no output limit; None: the
@@ -142,6 +146,10 @@ class RunConfig:
                     f"max_output_tokens must be a whole number, got {self.max_output_tokens!r}"
                 )
             _positive("max_output_tokens", self.max_output_tokens)
+        if self.files_root is not None:
+            object.__setattr__(self, "files_root", Path(self.files_root))
+            if not self.files_root.is_dir():
+                raise ValueError(f"files_root (--files-root) is not a folder: {self.files_root}")
         if self.prices_file is not None:
             object.__setattr__(self, "prices_file", Path(self.prices_file))
         if self.max_tokens_per_minute is not None:

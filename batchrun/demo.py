@@ -4,7 +4,9 @@ Starts the mock server on a free 127.0.0.1 port (a little latency and a few inje
 500s, so that retries show; prompt tokens counted as OpenAI counts them; replies that echo the
 question), runs `batchrun run samples/requests.jsonl` against it as a user would, then shows the
 estimate next to the actual usage (`batchrun report`), a few questions joined to their answers,
-and how to read the results.
+and how to read the results. Then `samples/families.jsonl` (speech, transcriptions, images,
+Claude, Gemini, ...) into `demo-out/families`, listing the answer of each row and the media
+files saved.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow.compute as pc
 __all__ = ["main"]
 
 _SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "requests.jsonl"
+_FAMILIES = _SAMPLES.with_name("families.jsonl")
 
 
 def main(out_dir: Path = Path("demo-out")) -> int:
@@ -47,12 +50,50 @@ def main(out_dir: Path = Path("demo-out")) -> int:
         print("$ batchrun run samples/requests.jsonl --out demo-out --base-url", server.base_url)
         env = dict(os.environ, OPENAI_API_KEY="sk-demo-not-a-key")
         code = subprocess.call(command, env=env)
+        if code != 0:
+            return code
+        print("\n$ batchrun report", out_dir)
+        subprocess.call([sys.executable, "-m", "batchrun", "report", str(out_dir)])
+        _show_results(out_dir)
+        families = out_dir / "families"
+        print(
+            f"\n$ batchrun run samples/families.jsonl --out {families} --base-url", server.base_url
+        )
+        code = subprocess.call(
+            [sys.executable, "-m", "batchrun", "run", str(_FAMILIES), "--out", str(families),
+             "--base-url", server.base_url, "-q"],
+            env=env,
+        )  # fmt: skip
     if code != 0:
         return code
-    print("\n$ batchrun report", out_dir)
-    subprocess.call([sys.executable, "-m", "batchrun", "report", str(out_dir)])
-    _show_results(out_dir)
+    _show_families(families)
     return 0
+
+
+def _show_families(out_dir: Path) -> None:
+    import pyarrow.dataset as ds
+
+    records = sorted(
+        ds.dataset(out_dir / "results", format="parquet").to_table().to_pylist(),
+        key=lambda r: r["row"],
+    )
+    print("\nevery endpoint family, its answer in typed columns:")
+    for r in records:
+        if r["status"] != "ok":
+            shown = f"error: {r['error_message']}"
+        elif r["embedding"]:
+            shown = f"embedding: {len(r['embedding'])} vectors of {len(r['embedding'][0])}"
+        elif r["media"]:
+            shown = f"{len(r['media'])} media file" + ("s" if len(r["media"]) > 1 else "")
+        else:
+            shown = f"text {_short(r['text'] or '', 50)}"
+        cost = "cost unknown" if r["cost_usd"] is None else f"${r['cost_usd']:.6f}"
+        print(f"  {r['custom_id']:<16} {r['endpoint'][:38]:<38} {shown}  [{cost}]")
+    media = [(r["custom_id"], m) for r in records for m in (r["media"] or [])]
+    print(f"\nmedia files saved under {out_dir}/media ({len(media)}):")
+    for custom_id, path in media:
+        size = (out_dir / path).stat().st_size
+        print(f"  {path}  {size:>9,} bytes  ({custom_id})")
 
 
 def _show_results(out_dir: Path) -> None:

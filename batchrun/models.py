@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["ERROR_TYPES", "ErrorType", "Record", "Request", "RowError"]
+__all__ = ["ERROR_TYPES", "ErrorType", "Record", "Request", "RowError", "Upload"]
 
 
 class ErrorType:
@@ -36,6 +36,17 @@ ERROR_TYPES = tuple(v for k, v in vars(ErrorType).items() if k.isupper())
 
 
 @dataclass(frozen=True, slots=True)
+class Upload:
+    """A file a row uploads: its form field, the file (resolved inside the files root when the
+    row was read), and the name it is sent under (the name the row gave, without folders)."""
+
+    field: str
+    path: str
+    filename: str
+    seconds: float | None = None  # an audio file's duration, from its header (whisper bills it)
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """One input row, ready to send.
 
@@ -53,6 +64,8 @@ class Request:
     # False: the row sets no output limit, so max_output_tokens is the rate limiter's assumption
     # (batchrun.endpoints.usage), not a bound on what the answer may cost.
     output_limited: bool = True
+    # Files sent as multipart/form-data with the body's other fields (transcriptions, edits).
+    uploads: tuple[Upload, ...] = ()
 
     @property
     def request_sha256(self) -> str:
@@ -103,6 +116,16 @@ class Record:
     # Request.request_sha256 of the request this record answers; None for a row never sent
     # (bad input), and in records written before the column existed.
     request_sha256: str | None = None
+    # The answer as typed values (batchrun.endpoints.answers); None where the family has none.
+    text: str | None = None
+    tool_calls: str | None = None  # JSON: [{"id", "name", "arguments"}, ...]
+    embedding: list[list[float]] | None = None  # one vector per input, in input order
+    media: tuple[str, ...] | None = None  # files the row produced, relative to OUT
+    content_type: str | None = None  # of the answer's body (a media file's, for binary ones)
+    # Not a column: what the row is billed by besides tokens, for pricing it when it is
+    # committed (batchrun.endpoints.billing): ("characters", 1234.0), ("audio_seconds", 62.5),
+    # ("images@hd 1024x1024", 2.0), ("image_input_tokens", 130.0).
+    billed: tuple[tuple[str, float], ...] = ()
 
     @property
     def ok(self) -> bool:

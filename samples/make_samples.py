@@ -8,6 +8,8 @@ Outputs, next to this script:
 - requests.jsonl   OpenAI Batch API lines: {"custom_id", "method", "url", "body"}
 - requests.parquet the same rows: custom_id, url, method, body (the body as a JSON string)
 - prompts.jsonl    bare chat completion bodies, one a line
+- families.jsonl   one or two rows of every endpoint family beyond chat (speech, transcriptions,
+                   images, Claude, Gemini, ...), with the files they upload in files/
 - README.md        what the files hold, with the counts of this build
 
 Only the standard library and pyarrow. Every random choice comes from `random.Random(seed)`.
@@ -1236,7 +1238,107 @@ and `body` (all strings; `body` is the JSON text of the body).
 {N_PROMPTS} bare chat completion bodies, one a line (`{{"model": ..., "messages": [...], \
 "max_tokens": ...}}`, no custom_id or url), for the bare-body input mode: gpt-4o-mini, every fifth
 gpt-4.1-mini; {stats["prompts_long"]} of them are long prompts.
+
+## `families.jsonl` and `files/`
+
+One or two rows of every endpoint family beyond chat, as the README's "Endpoints" table
+shows them: completions, Responses, embeddings, speech (mp3 and wav), transcriptions (json and
+srt) and a translation of the WAV files in `files/`, image generations (gpt-image-1 answers
+`b64_json`, dall-e-3 a URL), an image edit uploading `files/photo.png` with `files/mask.png`,
+Claude `/v1/messages` and Gemini `generateContent`. `make demo` runs it after the requests
+and lists the media files it saved.
 """
+
+
+# --------------------------------------------------------------------------------------------
+# Every endpoint family, and the files its rows upload
+# --------------------------------------------------------------------------------------------
+
+
+def wav_bytes(seconds: float, freq_hz: float, rate: int = 16_000) -> bytes:
+    """A mono 16-bit PCM WAV of a sine tone (integer arithmetic: identical on every machine)."""
+    import math
+
+    frames = int(seconds * rate)
+    samples = b"".join(
+        struct.pack("<h", int(12_000 * math.sin(2 * math.pi * freq_hz * i / rate)))
+        for i in range(frames)
+    )
+    header = b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    return header + b"data" + struct.pack("<I", len(samples)) + samples
+
+
+SAMPLE_FILES: dict[str, bytes] = {}
+
+
+def sample_files() -> dict[str, bytes]:
+    """The files families.jsonl's upload rows name, relative to samples/."""
+    if not SAMPLE_FILES:
+        photo = [[(r * 16, g * 16, 160) for g in range(16)] for r in range(16)]
+        mask = [[(0, 0, 0) if r < 8 else WHITE for _ in range(16)] for r in range(16)]
+        SAMPLE_FILES.update(
+            {
+                "files/greeting.wav": wav_bytes(2.0, 440.0),
+                "files/meeting-notes.wav": wav_bytes(3.5, 330.0),
+                "files/photo.png": png_bytes(photo),
+                "files/mask.png": png_bytes(mask),
+            }
+        )
+    return SAMPLE_FILES
+
+
+def _family(custom_id: str, url: str, body: JSONDict) -> JSONDict:
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+
+
+def build_families() -> list[JSONDict]:
+    """One or two rows of every endpoint family; uploads name files under files/."""
+    user = [{"role": "user", "content": "Name three rivers in France, one line."}]
+    return [
+        _family("chat-1", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": user}),
+        _family("completion-1", "/v1/completions", {
+            "model": "gpt-3.5-turbo-instruct", "prompt": "Once upon a time", "max_tokens": 40,
+        }),
+        _family("responses-1", "/v1/responses", {
+            "model": "o3-pro", "input": [{"role": "user", "content": "Is 2027 a prime number?"}],
+        }),
+        _family("embeddings-1", "/v1/embeddings", {
+            "model": "text-embedding-3-small", "input": ["a river", "a mountain"],
+        }),
+        _family("speech-1", "/v1/audio/speech", {
+            "model": "tts-1", "voice": "alloy", "input": "Welcome to the batch run demo.",
+        }),
+        _family("speech-2", "/v1/audio/speech", {
+            "model": "tts-1-hd", "voice": "nova", "response_format": "wav",
+            "input": "Every answer the gateway sells, saved as a file.",
+        }),
+        _family("transcription-1", "/v1/audio/transcriptions", {
+            "model": "whisper-1", "file": "files/greeting.wav",
+        }),
+        _family("transcription-2", "/v1/audio/transcriptions", {
+            "model": "whisper-1", "file": "files/meeting-notes.wav", "response_format": "srt",
+        }),
+        _family("translation-1", "/v1/audio/translations", {
+            "model": "whisper-1", "file": "files/greeting.wav",
+        }),
+        _family("image-1", "/v1/images/generations", {
+            "model": "gpt-image-1", "prompt": "A watercolour of a lighthouse", "size": "1024x1024",
+        }),
+        _family("image-2", "/v1/images/generations", {
+            "model": "dall-e-3", "prompt": "A paper boat on a pond", "size": "1024x1024",
+        }),
+        _family("image-edit-1", "/v1/images/edits", {
+            "model": "gpt-image-1", "prompt": "Make the sky stormy",
+            "image": ["files/photo.png"], "mask": "files/mask.png",
+        }),
+        _family("claude-1", "/v1/messages", {
+            "model": "claude-sonnet-4-5", "max_tokens": 200, "messages": user,
+        }),
+        _family("gemini-1", "/v1beta/models/gemini-2.5-flash:generateContent", {
+            "contents": [{"role": "user", "parts": [{"text": "Name three rivers in Spain."}]}],
+        }),
+    ]  # fmt: skip
 
 
 def build_all() -> dict[str, bytes]:
@@ -1247,6 +1349,8 @@ def build_all() -> dict[str, bytes]:
         "requests.jsonl": jsonl_bytes(lines),
         "requests.parquet": parquet_bytes(lines),
         "prompts.jsonl": jsonl_bytes(prompts),
+        "families.jsonl": jsonl_bytes(build_families()),
+        **sample_files(),
     }
     stats = describe(Counter(kind for kind, _ in rows), lines, prompts)
     sizes = {name: len(data) for name, data in files.items()}
@@ -1267,6 +1371,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stale: samples/{name}", file=sys.stderr)
         return 1 if stale else 0
     for name, data in files.items():
+        (HERE / name).parent.mkdir(parents=True, exist_ok=True)
         (HERE / name).write_bytes(data)
         print(f"wrote samples/{name} ({len(data):,} bytes)")
     return 0

@@ -220,6 +220,177 @@ async def test_no_key_no_authorization_header(clock: FakeClock, backoffs: list[i
     assert "authorization" not in seen[0].headers
 
 
+CHAT_TOOL_CALL = {
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+        }
+    ],
+}
+CLAUDE = {
+    "type": "message",
+    "model": "claude-sonnet-4-5",
+    "content": [{"type": "text", "text": "Bonjour"}],
+    "stop_reason": "end_turn",
+    "usage": {
+        "input_tokens": 10,
+        "output_tokens": 3,
+        "cache_creation_input_tokens": 5,
+        "cache_read_input_tokens": 20,
+    },
+}
+GEMINI = {
+    "candidates": [{"content": {"parts": [{"text": "Hola"}]}, "finishReason": "STOP"}],
+    "usageMetadata": {
+        "promptTokenCount": 7,
+        "candidatesTokenCount": 2,
+        "thoughtsTokenCount": 30,
+        "totalTokenCount": 39,
+    },
+}
+EMBEDDINGS = {
+    "object": "list",
+    "data": [
+        {"object": "embedding", "index": 1, "embedding": [0.5, 0.25]},
+        {"object": "embedding", "index": 0, "embedding": [-1.0, 0.0]},
+    ],
+    "usage": {"prompt_tokens": 4, "total_tokens": 4},
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("url", "answer", "expected"),
+    [
+        (
+            "/v1/chat/completions",
+            CHAT_TOOL_CALL,
+            {
+                "text": None,
+                "tool_calls": [
+                    {"id": "call_1", "name": "weather", "arguments": '{"city":"Paris"}'}
+                ],
+                "finish_reason": "tool_calls",
+                "tokens": (None, None),
+            },
+        ),
+        (
+            "/v1/completions",
+            {"choices": [{"text": " world", "finish_reason": "stop"}]},
+            {"text": " world", "finish_reason": "stop"},
+        ),
+        (
+            "/v1/responses",
+            {
+                "status": "completed",
+                "output": [
+                    {"type": "message", "content": [{"type": "output_text", "text": "Hi"}]},
+                    {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                ],
+            },
+            {
+                "text": "Hi",
+                "tool_calls": [{"id": "c1", "name": "f", "arguments": "{}"}],
+                "finish_reason": "completed",
+            },
+        ),
+        (
+            "/v1/messages",
+            CLAUDE,
+            {"text": "Bonjour", "finish_reason": "end_turn", "tokens": (35, 3), "cached": 20},
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            GEMINI,
+            {
+                "text": "Hola",
+                "finish_reason": "STOP",
+                "tokens": (7, 32),
+                "model": "gemini-2.5-flash",
+            },
+        ),
+        (
+            "/v1/embeddings",
+            EMBEDDINGS,
+            {"embedding": [[-1.0, 0.0], [0.5, 0.25]], "tokens": (4, None)},
+        ),
+        ("/v1/unknown/thing", {"text": "not read"}, {"text": None, "finish_reason": None}),
+    ],
+    ids=["chat-tools", "completions", "responses", "claude", "gemini", "embeddings", "generic"],
+)
+async def test_the_answer_is_read_into_columns_by_the_endpoints_profile(
+    clock: FakeClock,
+    backoffs: list[int],
+    url: str,
+    answer: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    handler, _ = script(httpx2.Response(200, json=answer))
+    sender, _ = make_sender(handler, clock)
+    record = await sender.send(make_request(url=url, model=None))
+    assert record.ok
+    assert record.text == expected.get("text")
+    calls = expected.get("tool_calls")
+    assert (json.loads(record.tool_calls) if record.tool_calls else None) == calls
+    assert record.embedding == expected.get("embedding")
+    if "finish_reason" in expected:
+        assert record.finish_reason == expected["finish_reason"]
+    if "tokens" in expected:
+        assert (record.prompt_tokens, record.completion_tokens) == expected["tokens"]
+    if "cached" in expected:
+        assert record.cached_tokens == expected["cached"]
+    if "model" in expected:
+        assert record.model == expected["model"]
+    assert record.content_type == "application/json"
+    assert record.media is None
+    assert json.loads(record.response or "") == answer  # the full body is kept too
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("base", "url", "header", "value"),
+    [
+        ("https://api.anthropic.com/v1", "/v1/messages", "x-api-key", KEY),
+        (
+            "https://generativelanguage.googleapis.com",
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            "x-goog-api-key",
+            KEY,
+        ),
+        ("https://api.apicore.ai/v1", "/v1/messages", "authorization", f"Bearer {KEY}"),
+        ("https://api.apicore.ai/v1", "/v1/chat/completions", "authorization", f"Bearer {KEY}"),
+    ],
+)
+async def test_the_key_goes_in_the_header_the_provider_wants(
+    clock: FakeClock, backoffs: list[int], base: str, url: str, header: str, value: str
+) -> None:
+    handler, seen = script(httpx2.Response(200, json=CLAUDE))
+    http = Httpx2Engine(httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
+    sender = Sender(
+        http, Limiter(clock=clock, sleep=clock.sleep), base_url=base, api_key=KEY, max_retries=0
+    )
+    assert (await sender.send(make_request(url=url))).ok
+    (sent,) = seen
+    assert sent.headers[header] == value
+    others = {"authorization", "x-api-key", "x-goog-api-key"} - {header}
+    assert not others & set(sent.headers.keys())  # the key travels once
+    if url == "/v1/messages":
+        assert sent.headers["anthropic-version"] == "2023-06-01"
+
+
 # ------------------------------------------------------------------------------------ retries
 
 
@@ -839,6 +1010,17 @@ async def test_non_outage_failure_resets_the_outage_clock(
         ),
         ("https://api.openai.com/v1", "/v10/x", "https://api.openai.com/v1/v10/x"),
         ("https://api.openai.com/v1", "/v1", "https://api.openai.com/v1"),
+        (
+            "https://api.apicore.ai/v1",
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            "https://api.apicore.ai/v1beta/models/gemini-2.5-flash:generateContent",
+        ),
+        (
+            "https://generativelanguage.googleapis.com",
+            "/v1beta/models/g:generateContent",
+            "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent",
+        ),
+        ("https://gw.example/v1", "/v2alpha/x", "https://gw.example/v2alpha/x"),
     ],
 )
 def test_join_url(base: str, path: str, url: str) -> None:

@@ -29,7 +29,14 @@ import trustme
 
 from batchrun import __version__
 from batchrun.mock import MockConfig, MockServer
-from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine, TransportError, env_proxy
+from batchrun.send.http import (
+    AiohttpEngine,
+    HttpEngine,
+    Httpx2Engine,
+    StreamTo,
+    TransportError,
+    env_proxy,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -272,6 +279,105 @@ async def test_a_failure_reads_the_same_whichever_engine_sent_it(failure: Failur
     errors = {name: await failure_of(name, failure) for name in ENGINES}
     seen = {name: (e.kind, e.looks_down, shape(e.message)) for name, e in errors.items()}
     assert seen["aiohttp"] == seen["httpx2"], {name: e.message for name, e in errors.items()}
+
+
+# -- bodies streamed to a sink ------------------------------------------------------------------
+
+
+class ListSink:
+    """A sink that keeps what it was given, and whether it was committed or aborted."""
+
+    def __init__(self, content_type: str | None, opened: list[ListSink]) -> None:
+        self.content_type = content_type
+        self.chunks: list[bytes] = []
+        self.state = "open"
+        opened.append(self)
+
+    def write(self, data: bytes) -> None:
+        assert self.state == "open"
+        self.chunks.append(data)
+
+    def commit(self) -> str:
+        self.state = "committed"
+        return f"media/{len(b''.join(self.chunks))}.bin"
+
+    def abort(self) -> None:
+        self.state = "aborted"
+
+
+def sink_to(opened: list[ListSink], *, binary: bool = False) -> StreamTo:
+    return StreamTo(open=lambda content_type: ListSink(content_type, opened), binary=binary)
+
+
+AUDIO = bytes(range(256)) * 1024  # 256 KiB: several chunks
+AUDIO_REPLY = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: %d\r\n\r\n" % len(AUDIO)
+    + AUDIO
+)
+
+
+@pytest.mark.anyio
+async def test_a_media_body_streams_into_the_sink_not_into_memory(engine_name: str) -> None:
+    opened: list[ListSink] = []
+    async with serving(answering(AUDIO_REPLY)) as url, engine_for(engine_name) as engine:
+        reply = await engine.post(url, b"{}", JSON_HEADERS, stream_to=sink_to(opened))
+    (sink,) = opened
+    assert (reply.status, reply.content, reply.media) == (200, b"", f"media/{len(AUDIO)}.bin")
+    assert (sink.state, sink.content_type, b"".join(sink.chunks)) == (
+        "committed",
+        "audio/mpeg",
+        AUDIO,
+    )
+    assert len(sink.chunks) > 1  # chunk by chunk, never the whole body at once
+
+
+def reply_of(status: str, content_type: str | None, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
+    if content_type is not None:
+        head += f"Content-Type: {content_type}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("response", "binary", "streamed"),
+    [
+        (reply_of("200 OK", "application/json", b"{}"), True, False),
+        (reply_of("500 Oops", "audio/mpeg", b"no"), True, False),
+        (reply_of("200 OK", "text/plain", b"hi"), True, False),
+        (reply_of("200 OK", None, b"\x00\x01"), True, True),
+        (reply_of("200 OK", None, b"\x00\x01"), False, False),
+        (reply_of("200 OK", "image/png", b"\x89P"), False, True),
+        (reply_of("200 OK", "application/octet-stream", b"\x00"), False, True),
+    ],
+    ids=["json", "500-audio", "text", "binary-no-type", "json-no-type", "png", "octet"],
+)
+async def test_only_a_2xx_media_body_is_streamed(
+    engine_name: str, response: bytes, binary: bool, streamed: bool
+) -> None:
+    opened: list[ListSink] = []
+    async with serving(answering(response)) as url, engine_for(engine_name) as engine:
+        reply = await engine.post(
+            url, b"{}", JSON_HEADERS, stream_to=sink_to(opened, binary=binary)
+        )
+    assert (reply.media is not None, len(opened)) == (streamed, int(streamed))
+    assert (reply.content == b"") == streamed
+
+
+@pytest.mark.anyio
+async def test_a_media_body_cut_short_aborts_the_sink_and_reads_as_any_cut(
+    engine_name: str,
+) -> None:
+    opened: list[ListSink] = []
+    cut = AUDIO_REPLY[: len(AUDIO_REPLY) - 1000]
+    async with serving(answering(cut)) as url, engine_for(engine_name) as engine:
+        with pytest.raises(TransportError) as raised:
+            await engine.post(url, b"{}", JSON_HEADERS, stream_to=sink_to(opened))
+    assert [s.state for s in opened] == ["aborted"]
+    assert (raised.value.kind, shape(raised.value.message)) == (
+        "connection",
+        "the answer was cut short",
+    )
 
 
 # -- TLS ----------------------------------------------------------------------------------------

@@ -79,12 +79,15 @@ def test_the_answer_is_read_out_of_each_stored_response() -> None:
 def test_text_columns_of_the_results_are_used_as_they_stand() -> None:
     batch = records(
         [
-            {"row": 0, "endpoint": "/v1/chat/completions", "response": chat("old")},
+            {
+                "row": 0,
+                "endpoint": "/v1/chat/completions",
+                "response": chat("old"),
+                "text": "stored",
+            },
             {"row": 1, "endpoint": "/v1/chat/completions", "response": chat("read")},
         ]
     )
-    stored = pa.array(["stored", None], pa.string())
-    batch = batch.append_column("text", stored).append_column("tool_calls", pa.nulls(2))
     assert project(batch).column("text").to_pylist() == ["stored", "read"]  # fmt: skip
 
 

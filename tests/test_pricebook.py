@@ -12,8 +12,10 @@ import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices.types import ModelPrice, Tier, TieredPrices
 
+from batchrun.cost.budget import record_cost
 from batchrun.cost.pricebook import Price, PriceBook, PriceFileError
 from batchrun.cost.prices import _database_rates
+from batchrun.models import Record
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +86,10 @@ def test_unknown_model_costs_none_not_zero(book: PriceBook, model: str | None) -
 
 
 def test_model_without_token_prices_is_unknown(book: PriceBook) -> None:
-    assert book.price_for("tts-1") is None  # priced per character, not per token
+    # Priced per character, not per token: a token count of it is unknown, never 0.
+    assert book.cost_usd("tts-1", prompt_tokens=100, completion_tokens=0) is None
+    price = book.price_for("tts-1")
+    assert price is not None and price.input_per_mtok is None
 
 
 def test_embeddings_have_no_output_price(book: PriceBook) -> None:
@@ -323,3 +328,41 @@ def test_price_file_batch_keys_then_half_of_its_online_prices(tmp_path: Path) ->
     gpt4o = online.price_for("gpt-4o")
     assert gpt4o is not None and gpt4o.source.startswith("genai-prices")
     assert batch.price_for("gpt-4o") == Price(1.0, 3.0, None, f"{path} (batch_* prices)")
+
+
+def test_units_besides_tokens_are_priced_from_the_database_and_a_price_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[models."dall-e-2"]\nper_image = 0.02\n'
+        '[models."gpt-image-1"]\ninput = 5.0\ninput_image = 10.0\noutput = 40.0\n'
+    )
+    book = PriceBook.load(path)
+    assert book.billed_cost("tts-1", {"characters": 1_000_000}) == pytest.approx(15.0)
+    assert book.billed_cost("whisper-1", {"audio_seconds": 3600}) == pytest.approx(0.36)
+    assert book.billed_cost("dall-e-2", {"images@standard 256x256": 3}) == pytest.approx(0.06)
+    assert book.billed_cost("tts-1", {"audio_seconds": 60}) is None  # tts-1 has no such rate
+    assert book.billed_cost("no-such-model", {"characters": 10}) is None
+    # A model billed by units only has no token price: a token answer of it is unknown.
+    assert book.cost_usd("tts-1", prompt_tokens=10, completion_tokens=0) is None
+    image = Record(
+        custom_id="i", row=0, status="ok", model="gpt-image-1", prompt_tokens=110,
+        completion_tokens=272, billed=(("image_input_tokens", 100.0),),
+    )  # fmt: skip
+    assert record_cost(book, image) == pytest.approx((10 * 5 + 100 * 10 + 272 * 40) / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("per_image = -1", "per_image..: must be a number >= 0"),
+        ('per_image = "cheap"', "per_image: must be a number or a table of sizes"),
+        ("per_audio_hour = true", "per_audio_hour: must be a number"),
+    ],
+)
+def test_a_bad_unit_price_names_its_key(tmp_path: Path, entry: str, message: str) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(f'[models."m"]\n{entry}\n')
+    with pytest.raises(PriceFileError, match=message.replace("(", r"\(").replace("..", r"\..*")):
+        PriceBook.load(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ print(pq.read_table(out / "results").to_pandas().shape)
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stdout.split("\n")[:2] == ["False", "(2, 19)"], done.stderr
+    assert done.stdout.split("\n")[:2] == ["False", "(2, 24)"], done.stderr
 
 
 # ------------------------------------------------------------- the journal, at every crash instant
@@ -271,3 +272,97 @@ def test_a_torn_group_at_the_kill_stays_pending(tmp_path: Path) -> None:
     resumed = resume(tmp_path)
     assert dataset_rows(tmp_path) == [0, 1, 2]
     assert 3 not in resumed.checkpoint.done  # sent again by the resume: it was never durable
+
+
+def answer_records() -> list[Record]:
+    return [
+        Record(
+            custom_id="chat",
+            row=0,
+            status="ok",
+            attempts=1,
+            text="Paris",
+            tool_calls='[{"id": "call_1", "name": "f", "arguments": "{}"}]',
+            content_type="application/json",
+        ),
+        Record(
+            custom_id="emb",
+            row=1,
+            status="ok",
+            attempts=1,
+            embedding=[[0.5, -0.25], [1.0, 0.0]],
+            content_type="application/json",
+        ),
+        Record(
+            custom_id="tts",
+            row=2,
+            status="ok",
+            attempts=1,
+            media=("media/ab/tts-ab-0.mp3",),
+            content_type="audio/mpeg",
+        ),
+        Record(custom_id="bad", row=3, status="error", error_type="bad_input", attempts=0),
+    ]
+
+
+def test_the_answer_columns_read_back_in_pyarrow_pandas_polars_and_duckdb(tmp_path: Path) -> None:
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    writer = ResultWriter(tmp_path, new_checkpoint(tmp_path))
+    writer.commit(answer_records())
+    table = pq.read_table(tmp_path / "results")
+    assert str(table.schema.field("embedding").type) == "list<element: list<element: float>>"
+    assert str(table.schema.field("media").type) == "list<element: string>"
+    rows = sorted(table.to_pylist(), key=lambda r: r["row"])
+    assert [r["text"] for r in rows] == ["Paris", None, None, None]
+    assert json.loads(rows[0]["tool_calls"]) == [{"id": "call_1", "name": "f", "arguments": "{}"}]
+    assert rows[1]["embedding"] == [[0.5, -0.25], [1.0, 0.0]]  # exact in float32
+    assert (rows[2]["media"], rows[2]["content_type"]) == (["media/ab/tts-ab-0.mp3"], "audio/mpeg")
+
+    frame = pd.read_parquet(tmp_path / "results").sort_values("row")
+    assert list(frame["text"])[:1] == ["Paris"]
+    assert [list(v) for v in frame["embedding"].iloc[1]] == [[0.5, -0.25], [1.0, 0.0]]
+    polars = pl.read_parquet(tmp_path / "results" / "*.parquet").sort("row")
+    assert polars["embedding"].to_list()[1] == [[0.5, -0.25], [1.0, 0.0]]
+    assert polars["media"].to_list()[2] == ["media/ab/tts-ab-0.mp3"]
+    glob = str(tmp_path / "results" / "*.parquet")
+    found = duckdb.sql(
+        f"select embedding[1][2], media[1], text from '{glob}' order by row"
+    ).fetchall()
+    assert found[:3] == [
+        (None, None, "Paris"),
+        (-0.25, None, None),
+        (None, "media/ab/tts-ab-0.mp3", None),
+    ]
+
+
+def test_an_output_started_before_the_answer_columns_keeps_its_columns_on_resume(
+    tmp_path: Path,
+) -> None:
+    checkpoint = new_checkpoint(tmp_path)
+    old = checkpoint.to_json()
+    del old["results_schema"]  # what a checkpoint written before schema 2 holds
+    (tmp_path / "checkpoint.json").write_text(json.dumps(old))
+    resumed = Checkpoint.load(tmp_path)
+    assert resumed is not None and resumed.results_schema == 1
+    writer = ResultWriter(tmp_path, resumed)
+    writer.commit(answer_records())
+    table = pq.read_table(tmp_path / "results")
+    # The 18 columns of the first schema, so that every part of the output reads alike.
+    assert table.schema.names == writer_mod.result_schema(1).names
+    assert len(table.schema.names) == 18
+    # The media file is not lost: its path is in the response.
+    tts = next(r for r in table.to_pylist() if r["custom_id"] == "tts")
+    assert json.loads(tts["response"]) == {
+        "batchrun_media": ["media/ab/tts-ab-0.mp3"],
+        "content_type": "audio/mpeg",
+    }
+    saved = Checkpoint.load(tmp_path)
+    assert saved is not None and saved.results_schema == 1  # still, after the commit
+
+
+def test_a_new_output_says_its_results_schema(tmp_path: Path) -> None:
+    new_checkpoint(tmp_path)
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["results_schema"] == 2

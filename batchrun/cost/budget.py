@@ -17,6 +17,9 @@ Guarantees:
 - A request whose worst case does not fit in what is left even with nothing in flight raises
   `BudgetExhausted`, whose message says what it would cost, why, and what to set. Nothing of it
   was sent: the row stays pending for a resume.
+- Speech, whisper and dall-e rows cost what they ask for (characters, the audio's duration the
+  reader read from its header, images by size and quality: `batchrun.cost.units`), which is
+  their worst case exactly.
 - Requests of a model with no known price cannot be counted; they are admitted, reserving
   nothing, and reported once.
 """
@@ -32,6 +35,7 @@ import anyio
 
 from batchrun.cost.pricebook import PriceBook
 from batchrun.cost.tokens import count_request_tokens
+from batchrun.cost.units import request_units
 from batchrun.endpoints.usage import Usage
 from batchrun.models import Record, Request
 
@@ -74,6 +78,9 @@ def worst_case(prices: PriceBook, request: Request) -> WorstCase:
         body: Any = json.loads(request.body)
     except ValueError:  # the reader sent it as it stood; count what the limiter counted
         body = None
+    units = request_units(request, body)
+    if units is not None:  # speech, whisper, dall-e: they cost what they ask for, not tokens
+        return WorstCase(prices.billed_cost(model, units), 0, 0, None)
     prompt = request.prompt_tokens_estimate
     unbounded = False
     if isinstance(body, dict):
@@ -109,12 +116,24 @@ def record_cost(prices: PriceBook, record: Record) -> float | None:
     """The cost of a record's answer from the usage it carries; None for an error or no price."""
     if not record.ok:
         return None
+    units = dict(record.billed)
+    image_tokens = int(units.pop("image_input_tokens", 0))
+    if record.prompt_tokens is None:
+        # Billed by characters, audio seconds or images (speech, whisper, dall-e), if at all.
+        return prices.billed_cost(record.model, units) if units else None
     usage = Usage(
-        prompt_tokens=record.prompt_tokens,
+        prompt_tokens=record.prompt_tokens - min(image_tokens, record.prompt_tokens),
         completion_tokens=record.completion_tokens,
         cached_tokens=record.cached_tokens,
     )
-    return cost_of(prices, record.model, usage)
+    cost = cost_of(prices, record.model, usage)
+    if cost is None or not image_tokens:
+        return cost
+    price = prices.price_for(record.model)
+    rate = price.input_image_per_mtok if price is not None else None
+    if rate is None and price is not None:
+        rate = price.input_per_mtok  # no separate rate known: billed as text input
+    return None if rate is None else cost + image_tokens * rate / 1_000_000
 
 
 class CostBudget:

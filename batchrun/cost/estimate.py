@@ -51,6 +51,7 @@ from batchrun.cost.tokens import (
     max_output_tokens,
     tokenizer_for,
 )
+from batchrun.cost.units import row_units
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
 from batchrun.inputs.sniff import check_sendable
 from batchrun.inputs.template import Template
@@ -260,6 +261,7 @@ class _Group:
     seen: set[str] = field(default_factory=set)
     costs: list[float | None] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # None: unknown
     batch_costs: list[float | None] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    units: dict[str, float] = field(default_factory=dict)  # billed besides tokens (cost.units)
 
 
 class EstimateBuilder:
@@ -289,6 +291,9 @@ class EstimateBuilder:
         self._rule = rule
         self._fraction = rule.fraction_of_max
         self._input = input
+        # Files rows upload (whisper's audio) are read from the input's folder, as a run's
+        # default --files-root.
+        self._files_root = Path(input).parent if input is not None else Path()
         self._groups: dict[tuple[str | None, str], _Group] = {}
         self._bad_rows = 0
         self._bad_examples: list[RowError] = []
@@ -309,6 +314,12 @@ class EstimateBuilder:
         group = self._groups.get((model, url))
         if group is None:
             group = self._groups[(model, url)] = self._new_group(model, url)
+        units = row_units(url, body, self._files_root)
+        if units is not None:  # speech, whisper, dall-e: priced by what they bill, not tokens
+            group.rows += 1
+            for unit, quantity in units.items():
+                group.units[unit] = group.units.get(unit, 0.0) + quantity
+            return
         count = count_request_tokens(url, body)
         group.rows += 1
         group.prompt += count.tokens
@@ -379,6 +390,9 @@ class EstimateBuilder:
         )
 
     def _costs(self, group: _Group, book: PriceBook, tiered: list[float | None]) -> list[Any]:
+        if group.units:  # billed by characters, audio, images: the same whatever the output
+            billed = book.billed_cost(group.model, group.units)
+            return [billed, billed, billed]
         if group.tiered:
             return list(tiered)
         # Linear rates: the cost of the sums is the sum of the per-row costs.

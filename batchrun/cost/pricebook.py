@@ -167,6 +167,8 @@ class PriceBook:
                     tier.cached_input_per_mtok,
                 )
                 break
+        if input_rate is None:
+            return None  # a model billed by other units only
         cached = min(cached_tokens, prompt_tokens)
         if cached_rate is None:
             cached_rate = input_rate
@@ -176,6 +178,30 @@ class PriceBook:
                 return None
             total += completion_tokens * output_rate
         return total / 1_000_000
+
+    def billed_cost(self, model: str | None, units: Mapping[str, float]) -> float | None:
+        """USD for what a row is billed by besides tokens (`batchrun.endpoints.billing`):
+        characters, audio seconds, images; None when any unit's price is unknown."""
+        price = self.price_for(model)
+        if price is None:
+            return None
+        total = 0.0
+        for unit, quantity in units.items():
+            rate: float | None
+            if unit == "characters":
+                rate = price.per_million_characters
+                rate = None if rate is None else rate / 1_000_000
+            elif unit == "audio_seconds":
+                rate = price.per_audio_hour
+                rate = None if rate is None else rate / 3600
+            elif unit.startswith("images@"):
+                rate = _image_rate(price, unit.removeprefix("images@"))
+            else:
+                rate = None
+            if rate is None:
+                return None
+            total += quantity * rate
+        return total
 
     def output_ceiling(self, model: str | None) -> Ceiling:
         """The most output tokens one choice of a row that sets no output limit can produce."""
@@ -213,6 +239,17 @@ class PriceBook:
         if not self._use_database:
             return None
         return database_price(model, self._at, batch=self._batch)
+
+
+def _image_rate(price: Price, key: str) -> float | None:
+    """The price of one image of `key` ("quality size"): that, else the size alone, else the
+    model's flat per-image price."""
+    table = dict(price.per_image)
+    quality, _, size = key.lower().partition(" ")
+    for candidate in (f"{quality} {size}", size, ""):
+        if candidate in table:
+            return table[candidate]
+    return None
 
 
 def _with_lowercase(entries: Mapping[str, _T]) -> dict[str, _T]:

@@ -15,6 +15,21 @@ overrides the database for the models it names. Its format, prices in USD per mi
     batch_cached_input = 0.0375  # batch_input is required once any batch_* key is set
     batch_output = 0.30
 
+    [models."tts-1"]
+    per_million_characters = 15.0   # speech: USD per 1M characters of `input`
+    [models."whisper-1"]
+    per_audio_hour = 0.36           # transcriptions: USD per hour of audio
+    [models."gpt-image-1"]
+    input = 5.0
+    input_image = 10.0              # USD per 1M image input tokens (else billed at `input`)
+    output = 40.0
+    [models."dall-e-3".per_image]   # USD per image: "quality size", or size alone
+    "standard 1024x1024" = 0.04
+    "hd 1024x1024" = 0.08
+    "1792x1024" = 0.08
+
+A model needs `input` for token-billed answers; the unit prices stand alone.
+
 `max_output_tokens` is what `--max-cost` reserves for a row that sets no output limit (see
 `batchrun.cost.ceilings`); an entry may set it alone and keep the database's prices. So may
 the `batch_*` keys: the online prices then stay the database's.
@@ -82,12 +97,17 @@ class Price:
     `context_window`: the most prompt tokens the model accepts, where the database says.
     """
 
-    input_per_mtok: float
+    input_per_mtok: float | None  # None: a model billed by other units only (tts-1)
     output_per_mtok: float | None
     cached_input_per_mtok: float | None
     source: str
     tiers: tuple[PriceTier, ...] = ()
     context_window: int | None = None
+    # Units besides tokens (batchrun.endpoints.billing); None or empty: unknown.
+    input_image_per_mtok: float | None = None
+    per_million_characters: float | None = None
+    per_audio_hour: float | None = None
+    per_image: tuple[tuple[str, float], ...] = ()  # ("hd 1024x1024", 0.08), ("1024x1024", ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +121,8 @@ class PriceFile:
 
 _PRICE_KEYS = ("input", "cached_input", "output")
 _BATCH_KEYS = ("batch_input", "batch_cached_input", "batch_output")
-_FILE_KEYS = (*_PRICE_KEYS, "max_output_tokens", *_BATCH_KEYS)
+_UNIT_KEYS = ("input_image", "per_million_characters", "per_audio_hour")
+_FILE_KEYS = (*_PRICE_KEYS, *_UNIT_KEYS, "per_image", "max_output_tokens", *_BATCH_KEYS)
 # What the Batch APIs of OpenAI and Anthropic charge against their online rates.
 BATCH_DISCOUNT = 0.5
 
@@ -123,7 +144,7 @@ def half_price(price: Price, why: str) -> Price:
     )
     return replace(
         price,
-        input_per_mtok=price.input_per_mtok * BATCH_DISCOUNT,
+        input_per_mtok=half(price.input_per_mtok),
         output_per_mtok=half(price.output_per_mtok),
         cached_input_per_mtok=half(price.cached_input_per_mtok),
         source=f"{price.source} ({why})",
@@ -188,11 +209,62 @@ def _file_entry(
         raise PriceFileError(
             f"{where}.max_output_tokens: must be a whole number of tokens >= 1, got {ceiling!r}"
         )
-    online = _rates(path, where, entry, _PRICE_KEYS)
+    priced = (*_PRICE_KEYS, *_UNIT_KEYS, "per_image")
+    online = None
+    if any(entry.get(key) is not None for key in priced):
+        online = _online_price(path, where, entry)
     batch = _rates(path, where, entry, _BATCH_KEYS)
     if online is None and batch is None and ceiling is None:
         raise PriceFileError(f"{where}: missing required key 'input' (USD per 1M input tokens)")
     return online, batch, ceiling
+
+
+def _online_price(path: Path, where: str, entry: dict[str, object]) -> Price:
+    """The online rates of an entry: tokens, and the units besides tokens."""
+    values: dict[str, float | None] = {}
+    for key in (*_PRICE_KEYS, *_UNIT_KEYS):
+        value = entry.get(key)
+        if value is None:
+            values[key] = None
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise PriceFileError(f"{where}.{key}: must be a finite number >= 0, got {value}")
+            values[key] = float(value)
+        else:
+            raise PriceFileError(
+                f"{where}.{key}: must be a number (USD per 1M tokens), got {value!r}"
+            )
+    per_image = _per_image(where, entry.get("per_image"))
+    input_price = values["input"]
+    if input_price is None and not per_image and all(values[k] is None for k in _UNIT_KEYS):
+        raise PriceFileError(f"{where}: missing required key 'input' (USD per 1M input tokens)")
+    price = Price(
+        input_price,
+        values["output"],
+        values["cached_input"],
+        source=str(path),
+        input_image_per_mtok=values["input_image"],
+        per_million_characters=values["per_million_characters"],
+        per_audio_hour=values["per_audio_hour"],
+        per_image=per_image,
+    )
+    return price
+
+
+def _per_image(where: str, table: object) -> tuple[tuple[str, float], ...]:
+    """`per_image = 0.04`, or a table by "quality size" / "size"."""
+    if table is None:
+        return ()
+    if isinstance(table, int | float) and not isinstance(table, bool):
+        table = {"": table}
+    if not isinstance(table, dict):
+        raise PriceFileError(f"{where}.per_image: must be a number or a table of sizes")
+    found = []
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise PriceFileError(f"{where}.per_image.{key}: must be a number >= 0 (USD per image)")
+        found.append((str(key).strip().lower(), float(value)))
+    return tuple(found)
 
 
 def _rates(
@@ -297,6 +369,21 @@ def _database_rates(rates: ModelPrice, source: str) -> Price | None:
         "output": rates.output_mtok,
         "cached_input": rates.cache_read_mtok,
     }
+    units = {
+        "input_image_per_mtok": getattr(rates, "input_image_mtok", None),
+        "per_million_characters": getattr(rates, "input_mchars", None),
+        "per_audio_hour": getattr(rates, "input_audio_hours", None)
+        or getattr(rates, "audio_hours", None),
+    }
+    flat = {k: float(v) for k, v in units.items() if isinstance(v, Decimal)}
+
+    def with_units(price: Price) -> Price:
+        return replace(
+            price,
+            input_image_per_mtok=flat.get("input_image_per_mtok"),
+            per_million_characters=flat.get("per_million_characters"),
+            per_audio_hour=flat.get("per_audio_hour"),
+        )
 
     def rate_at(value: Rate, prompt_tokens: int) -> float | None:
         if value is None:
@@ -319,7 +406,9 @@ def _database_rates(rates: ModelPrice, source: str) -> Price | None:
         )
 
     if raw["input"] is None:
-        return None
+        if not flat:
+            return None
+        return with_units(Price(None, None, None, source=source))  # tts-1, whisper-1
     starts = sorted({t.start for v in raw.values() if isinstance(v, TieredPrices) for t in v.tiers})
     tiers = tuple(PriceTier(start, *price_at(start + 1)) for start in starts)
-    return Price(*price_at(0), source=source, tiers=tiers)
+    return with_units(Price(*price_at(0), source=source, tiers=tiers))

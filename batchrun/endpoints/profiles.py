@@ -27,6 +27,8 @@ __all__ = [
     "PROFILES",
     "Profile",
     "auth_headers",
+    "is_media_type",
+    "is_textual_type",
     "profile_for",
 ]
 
@@ -181,6 +183,25 @@ def auth_headers(profile: Profile, base_url: str, api_key: str | None) -> dict[s
     else:
         headers["authorization"] = f"Bearer {api_key}"
     return headers
+
+
+_MEDIA_PREFIXES = ("audio/", "image/", "video/")
+
+
+def _base_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_media_type(content_type: str | None) -> bool:
+    """Audio, image, video or octet-stream: a body that is a file, whatever the endpoint."""
+    base = _base_type(content_type)
+    return base.startswith(_MEDIA_PREFIXES) or base == "application/octet-stream"
+
+
+def is_textual_type(content_type: str | None) -> bool:
+    """JSON or text: an answer to read (or an error), never a media file."""
+    base = _base_type(content_type)
+    return base.startswith("text/") or base == "application/json" or base.endswith("+json")
 
 
 def _is_host(host: str, domain: str) -> bool:

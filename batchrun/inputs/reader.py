@@ -21,6 +21,9 @@ Guarantees:
 - With an id judge (`batchrun.inputs.idtable`), a row whose custom_id an earlier row had becomes
   a `bad_input` row error naming that row, and no row is handed out before it is judged.
 - A bare body is sent byte for byte as it stands in the file.
+- A row that uploads files (its endpoint's profile names the fields) has every file resolved
+  inside the files root as it is read (`batchrun.inputs.files`): a path outside it, a missing
+  file or one over the endpoint's limit is a `RowError` with the line number, never an upload.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchrun.common.ranges import RowFilter
+from batchrun.endpoints.audio_length import HEAD_BYTES, audio_seconds_of
+from batchrun.endpoints.profiles import Profile, profile_for
 from batchrun.endpoints.usage import max_output_tokens, output_limit, rough_prompt_tokens
+from batchrun.inputs.files import FilesRoot, UploadProblem
 from batchrun.inputs.idtable import PENDING, IdJudge, Pending
 from batchrun.inputs.rows import (
     DEFAULT_ENDPOINT,
@@ -49,7 +55,7 @@ from batchrun.inputs.rows import (
     row_id,
     table_format,
 )
-from batchrun.models import Request, RowError
+from batchrun.models import Request, RowError, Upload
 
 if TYPE_CHECKING:  # tables and templates bring pyarrow and Jinja2: loaded when a run has one
     from batchrun.inputs.template import Template
@@ -154,6 +160,7 @@ def iter_requests(
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     template: Template | None = None,
     judge: IdJudge | None = None,
+    files_root: Path | None = None,
 ) -> Generator[Request | RowError | Pending, None, None]:
     """`iter_rows` turned into what the workers send.
 
@@ -161,7 +168,9 @@ def iter_requests(
     as the judge asks): a row whose id an earlier row had becomes a `bad_input` `RowError`
     naming that row. While the judge cannot tell, `PENDING` is yielded and the same row is asked
     about again on the next `next()`: nothing past it is handed out before it is judged.
+    Files a row uploads are resolved inside `files_root` (default: the input file's folder).
     """
+    root: FilesRoot | None = None
     seen = judge.seen if judge is not None else None
     seen_below = judge.seen_below() if judge is not None else 0
     rows = iter_rows(
@@ -184,7 +193,22 @@ def iter_requests(
             yield item
             continue
         body = item.body
+        profile = profile_for(item.url)
+        uploads: tuple[Upload, ...] = ()
+        if profile.files:
+            root = root or FilesRoot(files_root if files_root is not None else path.parent)
+            try:
+                uploads = _uploads(profile, body, root)
+            except UploadProblem as exc:
+                where = f"line {item.line}" if item.line is not None else f"row {item.row}"
+                message = f"{where}: {exc}; not sent"
+                yield RowError(
+                    row=item.row, custom_id=item.custom_id, message=message, line=item.line
+                )
+                continue
         model = body.get("model")
+        if not isinstance(model, str):
+            model = profile.model_in_path(item.url)  # Gemini native: the model is in the path
         yield Request(
             row=item.row,
             custom_id=item.custom_id,
@@ -194,7 +218,39 @@ def iter_requests(
             prompt_tokens_estimate=rough_prompt_tokens(item.url, body),
             max_output_tokens=max_output_tokens(item.url, body),
             output_limited=output_limit(item.url, body) is not None,
+            uploads=uploads,
         )
+
+
+def _audio_seconds(path: Path) -> float | None:
+    """The duration its header gives (one read of 64 KiB): what whisper bills by."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+        return audio_seconds_of(head, path.stat().st_size)
+    except OSError:
+        return None  # read again when sent, where a failure is the row's error
+
+
+def _uploads(profile: Profile, body: dict[str, Any], root: FilesRoot) -> tuple[Upload, ...]:
+    """Every file the body names in the profile's file fields, resolved inside `root`. A list
+    is sent as repeated `name[]` parts (`"image": ["a.png", "b.png"]`), as OpenAI's SDK does."""
+    found: list[Upload] = []
+    for name in profile.files:
+        value = body.get(name)
+        if value is None:
+            continue
+        names, field = ([value], name) if not isinstance(value, list) else (value, f"{name}[]")
+        if not names:
+            raise UploadProblem(f"'{name}' names no file")
+        for given in names:
+            resolved = root.resolve(given, limit_bytes=profile.max_upload_bytes)
+            seconds = _audio_seconds(resolved) if profile.name == "transcriptions" else None
+            filename = Path(str(given)).name
+            found.append(
+                Upload(field=field, path=str(resolved), filename=filename, seconds=seconds)
+            )
+    return tuple(found)
 
 
 def _repeated(item: ParsedRow | RowError, earlier: int) -> RowError:

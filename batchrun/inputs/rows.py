@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from batchrun.endpoints.profiles import profile_for
 from batchrun.inputs.zstd import ZstdReader
 
 __all__ = [
@@ -41,13 +42,6 @@ __all__ = [
 
 DEFAULT_ENDPOINT = "/v1/chat/completions"
 DEFAULT_MAX_ROW_BYTES = 16 * 1024 * 1024
-# The field each endpoint cannot do without; other endpoints are passed through unchecked.
-_REQUIRED_FIELD: dict[str, tuple[str, type | tuple[type, ...]]] = {
-    "/v1/chat/completions": ("messages", list),
-    "/v1/embeddings": ("input", (str, list)),
-    "/v1/completions": ("prompt", (str, list)),
-    "/v1/responses": ("input", (str, list)),
-}
 _BOM = b"\xef\xbb\xbf"
 _COMPRESSED = (".gz", ".zst", ".zstd")
 _INT_FIELDS = ("max_tokens", "max_completion_tokens", "n")
@@ -169,14 +163,15 @@ def dumps(body: dict[str, Any]) -> bytes:
 
 
 def required_field(url: str) -> str | None:
-    """The body field `url` cannot do without (None: the endpoint is passed through unchecked)."""
-    required = _REQUIRED_FIELD.get(url)
+    """The body field `url` cannot do without (None: the endpoint is passed through unchecked);
+    the endpoint's profile says which (`batchrun.endpoints.profiles`)."""
+    required = profile_for(url).required
     return required[0] if required else None
 
 
 def check_body(body: dict[str, Any], url: str) -> None:
     """RowProblem unless `body` has what `url` needs and its common fields have the right types."""
-    required = _REQUIRED_FIELD.get(url)
+    required = profile_for(url).required
     if required is not None:
         name, kind = required
         value = body.get(name)

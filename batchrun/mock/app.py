@@ -20,13 +20,14 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any
 
 import batchrun.mock.batch_api as batch_api
 import batchrun.mock.payloads as payloads
 from batchrun.cost.tokens import count_request_tokens
 from batchrun.mock.config import MockConfig
+from batchrun.mock.embeddings import embeddings_job
+from batchrun.mock.families import GEMINI_PATH, authorized, family_routes, gemini_route
 from batchrun.mock.faults import (
     INVALID_API_KEY,
     SUCCESS_FAULTS,
@@ -35,6 +36,12 @@ from batchrun.mock.faults import (
     fault_reply,
 )
 from batchrun.mock.http import HttpRequest, Reply
+from batchrun.mock.images import MEDIA_PREFIX, media_route
+from batchrun.mock.jobs import Invalid as _Invalid
+from batchrun.mock.jobs import Job as _Job
+from batchrun.mock.jobs import model_of as _model
+from batchrun.mock.jobs import optional_int as _optional_int
+from batchrun.mock.multipart import parse_form
 from batchrun.mock.ratelimit import RateLimiter, rate_limit_message
 
 __all__ = ["MockApp"]
@@ -46,39 +53,6 @@ _MAX_REMEMBERED_PREFIXES = 100_000
 _CHAT = "/v1/chat/completions"
 _EMBEDDINGS = "/v1/embeddings"
 _MESSAGES = "/v1/messages"
-
-
-@dataclass(slots=True)
-class _Job:
-    """A validated API request: what it costs the TPM budget, and how to answer it."""
-
-    model: str
-    charge: int
-    build: Callable[[bool], tuple[bytes, int, int]]  # with_usage -> body, prompt, completion
-
-
-class _Invalid(ValueError):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def _optional_int(data: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _Invalid(f"Invalid '{name}': expected an integer >= {low}.", name)
-    if high is not None and value > high:
-        raise _Invalid(f"Invalid '{name}': expected an integer <= {high}.", name)
-    return value
-
-
-def _model(data: dict[str, Any]) -> str:
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Invalid("you must provide a model parameter", "model")
-    return model
 
 
 class MockApp:
@@ -113,6 +87,7 @@ class MockApp:
         self._models_body = payloads.models_list(config.models, created)
         self._subscription_body = payloads.billing_subscription(config.quota_usd)
         self._usage_body = payloads.billing_usage(config.used_usd)
+        self.public_url = "http://127.0.0.1"  # where this mock listens; set once it does
         self._routes: dict[tuple[str, str], Callable[[HttpRequest], Reply]] = {
             ("POST", _CHAT): self._chat,
             ("POST", _EMBEDDINGS): self._embeddings,
@@ -125,6 +100,7 @@ class MockApp:
         self.base_url = f"http://{config.host}:{config.port}/v1"
         self._batch_offset_s = 0.0  # advance_batches(): provider batches live on ahead of time
         self._new_batch_api()
+        self._routes.update(family_routes(self._api, config, self))
         self._zero()
 
     def _new_batch_api(self) -> None:
@@ -148,6 +124,7 @@ class MockApp:
         self._tokens: Counter[str] = Counter()
         self._resets = 0
         self._bodies: list[bytes] = []
+        self._media: Counter[str] = Counter()
 
     # -- control (called on the loop's thread) ------------------------------------------------
 
@@ -175,6 +152,9 @@ class MockApp:
             },
             "connections": len(self._connections),
             "batches": self._batch_api.stats(),
+            # GETs of the media route: how many, their statuses, and how many carried a key
+            # (an Authorization, x-api-key or x-goog-api-key header): a client must send none.
+            "media": dict(self._media),
         }
 
     def bodies(self) -> list[bytes]:
@@ -205,7 +185,11 @@ class MockApp:
         path = request.path
         if path.startswith("/mock/"):
             return self._control(request)
+        if path.startswith(MEDIA_PREFIX) and request.method == "GET":
+            return self._media_file(request)
         route = self._routes.get((request.method, path))
+        if route is None and request.method == "POST" and (found := GEMINI_PATH.match(path)):
+            route = self._gemini(found.group("model"))
         self._requests += 1
         if route is None and path.startswith(batch_api.PREFIXES):
             label, reply = self._batches(request)
@@ -216,6 +200,18 @@ class MockApp:
         if reply.action == "send":
             self._statuses[reply.status] += 1
         return reply
+
+    def early(self, method: str, path: str) -> Reply | None:
+        if self._routes.get((method, path)) is None:
+            return None
+        kind = self._faults.early()
+        if kind is None:
+            return None
+        self._requests += 1
+        self._paths[path] += 1
+        self._statuses[500] += 1
+        self._fault_counts[kind] += 1
+        return fault_reply(kind, model="", retry_after_ms=0, headers=b"")
 
     def bad_request(self, status: int, message: str) -> Reply:
         self._requests += 1
@@ -232,17 +228,29 @@ class MockApp:
             return Reply(200, payloads.dump(self.stats()))
         return self._not_found(request)
 
+    def _media_file(self, request: HttpRequest) -> Reply:
+        return media_route(request, self.config.media_redirect_base, self._media, time.time())
+
     def _not_found(self, request: HttpRequest) -> Reply:
         target = f"{request.method} {request.path}"[:200]
         body = payloads.error_body(f"Invalid URL ({target})", "invalid_request_error")
         return Reply(404, body)
 
     def _authorized(self, request: HttpRequest) -> bool:
-        expected = self._auth
-        if expected is None:
+        return authorized(request, self._auth, self.config.api_key)
+
+    def _gemini(self, model: str) -> Callable[[HttpRequest], Reply]:
+        return gemini_route(self._api, model, self.config)
+
+    def seen_prefix(self, system: str) -> bool:
+        """Whether this system prompt came before (and remember it): Claude's cache read."""
+        key = hash(system)
+        if key in self._prefixes:
             return True
-        given = request.authorization
-        return given is not None and hmac.compare_digest(given, expected)
+        if len(self._prefixes) >= _MAX_REMEMBERED_PREFIXES:
+            self._prefixes.clear()
+        self._prefixes.add(key)
+        return False
 
     def _batches(self, request: HttpRequest) -> tuple[str, Reply]:
         expected = self.config.api_key
@@ -263,7 +271,7 @@ class MockApp:
             data = json.loads(body)
             if not isinstance(data, dict):
                 raise _Invalid("The request body must be a JSON object.")
-            make_job = {_CHAT: self._chat_job, _EMBEDDINGS: self._embeddings_job,
+            make_job = {_CHAT: self._chat_job, _EMBEDDINGS: self._embeddings_batch_job,
                         _MESSAGES: self._claude_job}.get(url)  # fmt: skip
             if make_job is None:
                 message = f"Invalid URL (POST {url})"
@@ -342,17 +350,39 @@ class MockApp:
     def _chat(self, request: HttpRequest) -> Reply:
         return self._api(request, self._chat_job)
 
-    def _embeddings(self, request: HttpRequest) -> Reply:
-        return self._api(request, self._embeddings_job)
+    def _embeddings_batch_job(self, data: dict[str, Any]) -> _Job:
+        config = self.config
+        return embeddings_job(
+            data, exact_tokens=config.exact_tokens, default_dim=config.embedding_dim
+        )
 
-    def _api(self, request: HttpRequest, make_job: Callable[[dict[str, Any]], _Job]) -> Reply:
+    def _embeddings(self, request: HttpRequest) -> Reply:
+        config = self.config
+        return self._api(
+            request,
+            lambda data: embeddings_job(
+                data, exact_tokens=config.exact_tokens, default_dim=config.embedding_dim
+            ),
+        )
+
+    def _api(
+        self,
+        request: HttpRequest,
+        make_job: Callable[[dict[str, Any]], _Job],
+        *,
+        form: bool = False,
+    ) -> Reply:
+        """`form`: the body is multipart/form-data (an upload), not JSON."""
         request_id = b"x-request-id: req_%024x\r\n" % next(self._ids)
         if self.config.record_bodies:
             self._bodies.append(request.body)
         if not self._authorized(request):
             return Reply(401, INVALID_API_KEY, headers=request_id)
         try:
-            data = json.loads(request.body)
+            data = _form_data(request) if form else json.loads(request.body)
+        except _Invalid as exc:
+            body = payloads.error_body(str(exc), "invalid_request_error", param=exc.param)
+            return Reply(400, body, headers=request_id)
         except ValueError:  # not JSON, or not UTF-8
             body = payloads.error_body(_UNPARSABLE, "invalid_request_error")
             return Reply(400, body, headers=request_id)
@@ -387,7 +417,9 @@ class MockApp:
             if with_usage:
                 self._tokens["prompt_tokens"] += prompt_tokens
                 self._tokens["completion_tokens"] += completion_tokens
-            reply = Reply(200, body, headers=headers, delay_s=delay_s)
+            reply = Reply(
+                200, body, content_type=job.content_type, headers=headers, delay_s=delay_s
+            )
             if kind == "truncated":
                 reply.declared_length = len(body) * 2
         else:
@@ -464,39 +496,14 @@ class MockApp:
         self._prefixes.add(key)
         return 0
 
-    def _embeddings_job(self, data: dict[str, Any]) -> _Job:
-        model = _model(data)
-        raw = data.get("input")
-        inputs: list[Any]
-        if isinstance(raw, str) or (
-            isinstance(raw, list) and raw and all(isinstance(i, int) for i in raw)
-        ):
-            inputs = [raw]
-        elif isinstance(raw, list) and raw and all(isinstance(i, str | list) for i in raw):
-            inputs = raw
-        else:
-            raise _Invalid("'input' must be a string, a list of strings or token arrays", "input")
-        dim = _optional_int(data, "dimensions", 1, 4096) or self.config.embedding_dim
-        encoding = data.get("encoding_format", "float")
-        if encoding not in ("float", "base64"):
-            raise _Invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-        if self.config.exact_tokens:
-            prompt_tokens = count_request_tokens(_EMBEDDINGS, data).tokens
-        else:
-            prompt_tokens = payloads.estimate_embedding_tokens(inputs)
 
-        def build(with_usage: bool) -> tuple[bytes, int, int]:
-            body = payloads.embeddings(
-                inputs,
-                model=model,
-                dim=dim,
-                base64_floats=encoding == "base64",
-                prompt_tokens=prompt_tokens,
-                with_usage=with_usage,
-            )
-            return body, prompt_tokens, 0
-
-        return _Job(model, prompt_tokens, build)
+def _form_data(request: HttpRequest) -> dict[str, Any]:
+    """A multipart body's fields; `mock_fault_times` arrives as text and is read as a number."""
+    data = parse_form(request.content_type, request.body)
+    times = data.get("mock_fault_times")
+    if isinstance(times, str) and times.isdigit():
+        data["mock_fault_times"] = int(times)
+    return data
 
 
 _UNPARSABLE = (

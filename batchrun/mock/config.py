@@ -23,6 +23,17 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "o3-mini",
     "text-embedding-3-small",
     "text-embedding-3-large",
+    # The other families it serves, as a gateway lists them.
+    "gpt-3.5-turbo-instruct",
+    "o3-pro",
+    "tts-1",
+    "tts-1-hd",
+    "whisper-1",
+    "dall-e-2",
+    "dall-e-3",
+    "gpt-image-1",
+    "claude-sonnet-4-5",
+    "gemini-2.5-flash",
 )
 
 
@@ -59,6 +70,9 @@ class MockConfig:
     batch_faults: operation -> N: the first N calls of that Batch API operation (upload,
         create, get, list, content, cancel, results) are carried out, then their connection is
         dropped before the answer (`batchrun.mock.batch_api`).
+    media_url_ttl_s: how long the image URLs the mock hands out stay valid (DALL-E's: 60 min).
+    media_redirect_base: if set (`http://host:port`), the mock's media route redirects every
+        download there (a CDN on another host), where another mock serves the same names.
     """
 
     host: str = "127.0.0.1"
@@ -88,6 +102,8 @@ class MockConfig:
     batch_phase_s: float = 1.0
     batch_latency_ms: float = 0.0
     batch_faults: Mapping[str, int] = field(default_factory=dict)
+    media_url_ttl_s: float = 3600.0
+    media_redirect_base: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:

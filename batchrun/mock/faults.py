@@ -25,6 +25,7 @@ from batchrun.mock.payloads import error_body
 from batchrun.mock.ratelimit import format_go_duration
 
 __all__ = [
+    "EARLY_FAULTS",
     "FAULT_KINDS",
     "INVALID_API_KEY",
     "SUCCESS_FAULTS",
@@ -54,9 +55,14 @@ FAULT_KINDS: Final[tuple[str, ...]] = (
     "error200",
     "no_usage",
     "truncated",
+    "500_upload",
 )
 # Kinds the application builds from a real answer; fault_reply() never sees them.
 SUCCESS_FAULTS: Final = frozenset({"no_usage", "truncated"})
+# Kinds drawn when an upload's head arrives, before its body (`FaultPicker.early`): the
+# protocol answers at once and closes on the rest of the upload. Asked for in a body (which is
+# read only once it has arrived), such a kind is answered as its status alone.
+EARLY_FAULTS: Final = frozenset({"500_upload"})
 
 _HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -140,14 +146,18 @@ class FaultPicker:
 
     def __init__(self, table: Mapping[str, float], seed: int) -> None:
         self._rng = random.Random(seed)
+        self._early_rng = random.Random(f"{seed}/early")
         self._cumulative: list[tuple[float, str]] = []
+        self._early: list[tuple[float, str]] = []
         self._served: dict[bytes, int] = {}
         self.set_table(table)
 
     def set_table(self, table: Mapping[str, float]) -> None:
+        checked = validate_fault_table(table)
+        self._early = [(p, k) for k, p in checked.items() if k in EARLY_FAULTS and p > 0]
         cumulative, total = [], 0.0
-        for kind, probability in validate_fault_table(table).items():
-            if probability > 0:
+        for kind, probability in checked.items():
+            if probability > 0 and kind not in EARLY_FAULTS:
                 total += probability
                 cumulative.append((total, kind))
         self._cumulative = cumulative
@@ -155,7 +165,15 @@ class FaultPicker:
     def reset(self, seed: int) -> None:
         """Forget which bodies already failed and replay the same random sequence."""
         self._rng.seed(seed)
+        self._early_rng.seed(f"{seed}/early")
         self._served.clear()
+
+    def early(self) -> str | None:
+        """An early kind for an upload whose body has not arrived yet, drawn on its own."""
+        for probability, kind in self._early:
+            if self._early_rng.random() < probability:
+                return kind
+        return None
 
     def pick(self, requested: BodyFault | None, body: bytes) -> str | None:
         if requested is not None:
@@ -238,7 +256,7 @@ def fault_reply(
             code="context_length_exceeded",
         )
         return Reply(400, body, headers=headers)
-    if kind == "500":
+    if kind in ("500", "500_upload"):
         body = error_body(
             "The server had an error while processing your request. Sorry about that!",
             "server_error",

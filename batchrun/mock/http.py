@@ -10,7 +10,8 @@ Guarantees:
 - only `Content-Length` bodies are accepted; anything that is not HTTP gets a 400 and the
   connection is closed, because there is no way to find the next request after garbage;
 - a reply can be delayed with a loop timer, never by blocking, and can also misbehave on purpose
-  (hang, reset, lie about its length) so that clients can be tested against broken servers.
+  (hang, reset, lie about its length, answer an upload before it has arrived) so that clients
+  can be tested against broken servers.
 
 It knows nothing about OpenAI: the handler decides what each reply says.
 """
@@ -60,6 +61,8 @@ class HttpRequest:
     keep_alive: bool
     api_key: bytes | None = None
     content_type: bytes | None = None
+    x_api_key: bytes | None = None  # Anthropic's key header
+    x_goog_api_key: bytes | None = None  # Google's
 
 
 @dataclass(slots=True)
@@ -88,6 +91,11 @@ class Handler(Protocol):
     def handle(self, request: HttpRequest) -> Reply: ...
 
     def bad_request(self, status: int, message: str) -> Reply: ...
+
+    def early(self, method: str, path: str) -> Reply | None:
+        """Asked when an upload's head has arrived and its body has not: a reply to send at
+        once, closing the connection on the rest of the upload (a 500 mid-upload), or None."""
+        ...
 
 
 def encode_reply(reply: Reply, *, close: bool) -> bytes:
@@ -123,6 +131,8 @@ class _Head:
         "keep_alive",
         "method",
         "target",
+        "x_api_key",
+        "x_goog_api_key",
     )
 
     def __init__(
@@ -144,6 +154,8 @@ class _Head:
         self.body_start = body_start
         self.api_key = api_key
         self.content_type = content_type
+        self.x_api_key: bytes | None = None
+        self.x_goog_api_key: bytes | None = None
 
 
 def _header(head: bytes, lower: bytes, marker: bytes) -> bytes | None:
@@ -207,6 +219,9 @@ def _parse_head(buf: bytearray, end: int) -> tuple[_Head, bool]:
         _header(head, lower, b"\r\nx-api-key:"),
         _header(head, lower, b"\r\ncontent-type:"),
     )
+    if b"\r\nx-" in lower:  # the provider-specific key headers; most requests have none
+        head_.x_api_key = _header(head, lower, b"\r\nx-api-key:")
+        head_.x_goog_api_key = _header(head, lower, b"\r\nx-goog-api-key:")
     return head_, expect == b"100-continue"
 
 
@@ -283,7 +298,15 @@ class HttpProtocol(asyncio.Protocol):
                     self._reject(exc.status, exc.message)
                     return
                 self._head = head
-                if expect_continue and len(buf) < head.body_start + head.content_length:
+                incomplete = len(buf) < head.body_start + head.content_length
+                if incomplete and (head.content_type or b"").startswith(b"multipart/"):
+                    path = head.target.partition("?")[0]
+                    early = self._handler.early(head.method, path)
+                    if early is not None:
+                        self._hung = True  # the rest of the upload is not read
+                        self._deliver(early, close=True)
+                        return
+                if expect_continue and incomplete:
                     self._transport.write(_CONTINUE)
             stop = head.body_start + head.content_length
             if len(buf) < stop:
@@ -301,6 +324,8 @@ class HttpProtocol(asyncio.Protocol):
                 head.keep_alive,
                 head.api_key,
                 head.content_type,
+                head.x_api_key,
+                head.x_goog_api_key,
             )
             reply = self._handler.handle(request)
             close = reply.close or not head.keep_alive

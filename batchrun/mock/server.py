@@ -66,6 +66,7 @@ class _Service:
         # With port 0 the kernel chose; later restarts (go_down) must come back on this one.
         self.port = server.sockets[0].getsockname()[1]
         self.app.base_url = self.base_url
+        self.app.public_url = self.base_url.removesuffix("/v1")  # for the image URLs it gives
 
     def go_down(self, seconds: float) -> None:
         """Refuse connections for `seconds`: stop listening, drop every connection, come back."""

@@ -59,7 +59,8 @@ _FIELDS = [
 _KEYS = [pa.field("row", pa.int64()), pa.field("custom_id", pa.string())]
 # What goes through the sort: the result columns of the joined table, the answer read already.
 SORTED = pa.schema([f.with_nullable(True) for f in (*_KEYS, *_FIELDS)])
-READ_COLUMNS = [*SORTED.names, "response", *_ANSWER]
+# The answer columns are among SORTED's names: the results' own where a part has them.
+READ_COLUMNS = list(dict.fromkeys([*SORTED.names, "response", *_ANSWER]))
 
 
 def joined_schema(input_schema: pa.Schema) -> tuple[pa.Schema, dict[str, str]]:
@@ -93,10 +94,10 @@ def project(batch: pa.RecordBatch) -> pa.RecordBatch:
 def _answers(batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
     """The `text` and `tool_calls` of each record.
 
-    The results will carry `text` and `tool_calls` columns of their own (a later change adds
-    them): where a record has either, they are taken as they stand; only records without them
-    (parts written before) have the answer read here out of the stored `response`. Once every
-    part has the columns, this reduces to returning them.
+    The results carry `text` and `tool_calls` columns of their own (results schema 2): where a
+    record has either, they are taken as they stand; only records without them (parts of an
+    output started before, which read as nulls) have the answer read here out of the stored
+    `response`.
     """
     names = batch.schema.names
     stored = [batch.column(n).to_pylist() if n in names else None for n in _ANSWER]

@@ -47,6 +47,7 @@ class RowSource:
             max_row_bytes=config.max_row_bytes,
             template=config.template,
             judge=verdicts,
+            files_root=config.files_root,
         )
         self._verdicts = verdicts
         self._first_pass: FirstPass | None = None

@@ -62,6 +62,7 @@ from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, RerunPass, fingerprint_file
 from batchrun.store.compact import open_writer
 from batchrun.store.duplicates import DUPLICATES_NAME, DuplicateCursor, make_scratch_dir
+from batchrun.store.media import MediaStore
 from batchrun.store.update import UpdateCounts
 from batchrun.store.writer import ResultWriter
 
@@ -177,6 +178,9 @@ class Session:
         writer = self._writer = await anyio.to_thread.run_sync(open_writer, out, checkpoint)
         if update is not None:  # --update, and the input changed: only its new rows pending
             self.update = await anyio.to_thread.run_sync(apply_update, config, writer, update)
+        # Half-written media files of a killed run: no record names them, and a resend of their
+        # row writes the same name anew.
+        await anyio.to_thread.run_sync(MediaStore(out).sweep)
         self.checkpoint = checkpoint
         if not await fold_journal(writer, prices.result, control):
             return None  # the journal could not be committed: nothing is sent

@@ -40,6 +40,7 @@ from batchrun.runner.summary import RunTotals
 from batchrun.send.client import Sender
 from batchrun.send.http import HttpEngine
 from batchrun.send.limiter import Limiter
+from batchrun.store.media import MediaStore
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Stages", "cannot_write_message", "fold_journal"]
@@ -93,6 +94,9 @@ class Stages:
             max_retries=config.max_retries,
             max_outage_s=config.max_outage_s,
             workers=config.concurrency,
+            media=MediaStore(config.out_dir),
+            download_media=config.download_media,
+            media_timeout_s=config.timeout_s,
         )
         self.budget: CostBudget | None = None
         if config.max_cost_usd is not None:

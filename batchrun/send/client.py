@@ -17,29 +17,47 @@ Guarantees:
 - A wrong URL stops the run instead of burning through the input: until a request is accepted,
   rows answered 404 "not found" are held back, and 20 of them stop the run with a hint about
   `--base-url`, those rows pending (`batchrun.send.wrongurl`).
-- The API key is sent only in the `Authorization` header and is scrubbed from every error message
-  and error body that is recorded (`redact`), and from an ok answer that echoes it.
+- The API key is sent only in the header its provider wants (`endpoints.profiles.auth_headers`)
+  and is scrubbed from every error message and error body that is recorded (`redact`), and from
+  an ok answer that echoes it.
+- A 2xx media answer (speech, or any audio / image / video / octet-stream body) is streamed into
+  a file of `media` and is ok at once, never retried as "not JSON"; the file is durable and in
+  place before the record is returned, so before any part that references it is committed. A
+  resend of the row writes the same name (`batchrun.store.media`), replacing rather than adding.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from batchrun.common.errors import FatalRunError
 from batchrun.common.secrets import redact
 from batchrun.common.urls import join_url
-from batchrun.endpoints.usage import Usage, parse_usage
+from batchrun.endpoints.profiles import Profile, auth_headers, is_textual_type, profile_for
+from batchrun.endpoints.usage import Usage
 from batchrun.models import ErrorType, Record, Request
-from batchrun.send.http import HttpEngine, TransportError, TransportErrorKind
+from batchrun.send.download import save_json_media
+from batchrun.send.http import (
+    BodySink,
+    HttpEngine,
+    Reply,
+    StreamBody,
+    StreamTo,
+    TransportError,
+    TransportErrorKind,
+)
 from batchrun.send.limiter import Limiter
+from batchrun.send.multipart import multipart_body
+from batchrun.send.records import json_or_none, json_record, media_record, text_record
 from batchrun.send.retry import (
     FATAL,
     RETRY,
@@ -51,9 +69,17 @@ from batchrun.send.retry import (
 )
 from batchrun.send.wrongurl import WrongUrlGuard
 
-__all__ = ["CostFn", "Sender"]
+__all__ = ["CostFn", "MediaFiles", "Sender"]
 
 CostFn = Callable[[str | None, Usage], float | None]
+
+
+class MediaFiles(Protocol):
+    """Where media answers go: `batchrun.store.media.MediaStore` (send/ cannot import store/)."""
+
+    def open(self, custom_id: str, index: int, content_type: str | None) -> BodySink: ...
+
+
 _OUTAGE_STATUSES = {502, 503, 504}
 
 
@@ -89,14 +115,20 @@ class Sender:
         cost_fn: CostFn | None = None,
         clock: Callable[[], float] = time.monotonic,
         workers: int = 1,
+        media: MediaFiles | None = None,
+        download_media: bool = True,
+        media_timeout_s: float = 300.0,
     ) -> None:
+        """Without `media`, no answer is streamed to disk: every body is read as JSON.
+        `download_media`: fetch the media URLs of answers (images); False keeps the URLs."""
         self._http = http
+        self._media = media
+        self._download_media = download_media
+        self._media_timeout_s = media_timeout_s
         self._limiter = limiter
         self._base_url = base_url
         self._api_key = api_key
-        self._headers = {"content-type": "application/json"}
-        if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+        self._headers: dict[str, dict[str, str]] = {}  # per profile name
         self._max_retries = max_retries
         self._max_outage_s = max_outage_s
         self._cost_fn = cost_fn
@@ -114,6 +146,15 @@ class Sender:
         self._wrong_url = WrongUrlGuard(base_url=base_url, workers=workers)
         self._in_flight = 0
 
+    def _headers_for(self, profile: Profile) -> dict[str, str]:
+        """The API request's headers: JSON, and the key as the endpoint's provider wants it."""
+        headers = self._headers.get(profile.name)
+        if headers is None:
+            headers = {"content-type": "application/json"}
+            headers.update(auth_headers(profile, self._base_url, self._api_key))
+            self._headers[profile.name] = headers
+        return headers
+
     def _url(self, path: str) -> str:
         url = self._urls.get(path)
         if url is None:
@@ -129,10 +170,39 @@ class Sender:
         pending)."""
         self._in_flight += 1
         try:
-            return await self._send(request)
+            record = await self._send(request)
         finally:
             self._in_flight -= 1
             self._wrong_url.left(self._in_flight)
+        if record.ok and self._media is not None and profile_for(request.url).media_in_json:
+            record = await self._save_media(request, record, self._media)
+        return record
+
+    async def _save_media(self, request: Request, record: Record, media: MediaFiles) -> Record:
+        """An answer with media inside (images): `b64_json` to files, URLs downloaded. A
+        download that fails for good leaves the row ok (the paid work is done) with the URL
+        in `response` and the failure in `error_message`; `batchrun media` can fetch it later."""
+        body = json_or_none((record.response or "").encode())
+        if not isinstance(body, dict):
+            return record
+        saved = await save_json_media(
+            body,
+            open_file=lambda index, content_type: media.open(
+                request.custom_id, index, content_type
+            ),
+            http=self._http,
+            download_urls=self._download_media,
+            timeout_s=self._media_timeout_s,
+        )
+        if not saved.changed and not saved.problems:
+            return record
+        response = json.dumps(saved.body, ensure_ascii=False) if saved.changed else record.response
+        return dataclasses.replace(
+            record,
+            response=response,
+            media=tuple(saved.media) or None,
+            error_message="; ".join(saved.problems) or None,
+        )
 
     async def _send(self, request: Request) -> Record:
         charge = request.token_charge
@@ -218,8 +288,28 @@ class Sender:
         sent = self._limiter.mark()
         sent_at = sent.at
         started = time.perf_counter()
+        profile = profile_for(request.url)
+        stream_to = None
+        if self._media is not None:
+            media, custom_id = self._media, request.custom_id
+            stream_to = StreamTo(
+                open=lambda content_type: media.open(custom_id, 0, content_type),
+                binary=profile.reply == "binary",
+            )
         try:
-            reply = await self._http.post(self._url(request.url), request.body, self._headers)
+            body: bytes | StreamBody = request.body
+            if profile.multipart:
+                fields = json.loads(request.body)
+                body = multipart_body(fields, request.uploads, file_fields=profile.files)
+            reply = await self._http.post(
+                self._url(request.url), body, self._headers_for(profile), stream_to=stream_to
+            )
+        except OSError as exc:  # an upload that vanished or changed since the row was read
+            latency_ms = (time.perf_counter() - started) * 1000
+            unreadable = Verdict(STOP, ErrorType.BAD_INPUT, f"cannot upload the file: {exc}")
+            return _Failure(
+                verdict=unreadable, sent_at=sent_at, latency_ms=latency_ms, looks_down=False
+            )
         except TransportError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
             return _Failure(
@@ -230,17 +320,43 @@ class Sender:
             )
         latency_ms = (time.perf_counter() - started) * 1000
         status, headers = reply.status, reply.headers
-        text = reply.content.decode("utf-8", errors="replace")
-        body = _json_or_none(reply.content)
-        verdict = classify_response(status, headers, body, text)
+        if reply.media is not None:  # a 2xx media body, in place on disk: the answer itself
+            text, answer, verdict = "", {}, None
+        else:
+            text = reply.content.decode("utf-8", errors="replace")
+            answer = json_or_none(reply.content)
+            if answer is None and _text_answer(profile, status, headers):
+                # A transcription as text / srt / vtt: the body is the answer.
+                self._wrong_url.answered(status)
+                self._answered(status, sent_at)
+                return text_record(
+                    request,
+                    profile,
+                    status=status,
+                    text=redact(text, self._api_key) or "",
+                    content_type=headers.get("content-type"),
+                    attempts=attempts,
+                    latency_ms=latency_ms,
+                    cost_fn=self._cost_fn,
+                )
+            verdict = classify_response(status, headers, answer, text)  # None: an object
         self._wrong_url.answered(status)
         refused = verdict is not None and verdict.rate_limited
         self._limiter.observe_headers(headers, sent=sent, refused=refused)
         if verdict is None:
-            self._outage_since = None
-            self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
-            self._limiter.succeeded()
-            return self._ok_record(request, status, text, body, attempts, latency_ms)
+            self._answered(status, sent_at)
+            if reply.media is not None:
+                return media_record(
+                    request,
+                    profile,
+                    status=status,
+                    media=(reply.media,),
+                    content_type=headers.get("content-type"),
+                    attempts=attempts,
+                    latency_ms=latency_ms,
+                    cost_fn=self._cost_fn,
+                )
+            return self._ok_record(request, profile, reply, text, answer, attempts, latency_ms)
         return _Failure(
             verdict=verdict,
             sent_at=sent_at,
@@ -287,40 +403,40 @@ class Sender:
     def _ok_record(
         self,
         request: Request,
-        status: int,
+        profile: Profile,
+        reply: Reply,
         text: str,
         body: dict[str, Any],
         attempts: int,
         latency_ms: float,
     ) -> Record:
-        usage = parse_usage(body)
+        if self._api_key and self._api_key in text:  # a proxy that echoes the headers back
+            text = text.replace(self._api_key, "[redacted]")
+            body = json_or_none(text.encode()) or {}
+        record = json_record(
+            request,
+            profile,
+            status=reply.status,
+            text=text,
+            body=body,
+            content_type=reply.headers.get("content-type"),
+            attempts=attempts,
+            latency_ms=latency_ms,
+            cost_fn=self._cost_fn,
+        )
         # OpenAI-style limits charge prompt + max output up front and do not give back unused
         # output: correct the prompt estimate only, or the budget would run ahead of the
         # server's and earn 429s (measured: 79% of requests at --tpm 60000 before this).
-        if usage.prompt_tokens is not None:
-            actual_charge = usage.prompt_tokens + request.max_output_tokens
+        if record.prompt_tokens is not None:
+            actual_charge = record.prompt_tokens + request.max_output_tokens
             self._limiter.settle(request.token_charge, actual_charge)
-        if self._api_key and self._api_key in text:  # a proxy that echoes the headers back
-            text = text.replace(self._api_key, "[redacted]")
-        model = _storable(body.get("model")) or request.model
-        return Record(
-            custom_id=request.custom_id,
-            row=request.row,
-            status="ok",
-            endpoint=request.url,
-            http_status=status,
-            response=text,
-            model=model,
-            finish_reason=_storable(_finish_reason(body)),
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            attempts=attempts,
-            latency_ms=round(latency_ms, 3),
-            cost_usd=self._cost_fn(model, usage) if self._cost_fn else None,
-        )
+        return record
+
+    def _answered(self, status: int, sent_at: float) -> None:
+        """An ok answer arrived: the server is up, and a probe (if this was one) passed."""
+        self._outage_since = None
+        self._last_ok_sent_at = max(self._last_ok_sent_at, sent_at)
+        self._limiter.succeeded()
 
     def _error_record(
         self,
@@ -361,30 +477,11 @@ def _transport_verdict(exc: TransportError) -> Verdict:
     return Verdict(action, error_type, exc.message)
 
 
-def _storable(value: Any) -> str | None:
-    """A string from the response that Parquet can store (JSON may carry lone surrogates)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def _json_or_none(content: bytes) -> Any:
-    if not content:
-        return None
-    try:
-        return json.loads(content)
-    except ValueError:
-        return None
-
-
-def _finish_reason(body: dict[str, Any]) -> str | None:
-    choices = body.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        reason = choices[0].get("finish_reason")
-        return reason if isinstance(reason, str) else None
-    status = body.get("status")  # the responses API
-    return status if isinstance(status, str) else None
+def _text_answer(profile: Profile, status: int, headers: Mapping[str, str]) -> bool:
+    """A 2xx plain-text body is the answer itself where the family has text formats."""
+    return (
+        profile.reply == "text_or_json"
+        and 200 <= status < 300
+        and is_textual_type(headers.get("content-type"))
+        and not (headers.get("content-type") or "").lower().startswith("application/json")
+    )

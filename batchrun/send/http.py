@@ -1,6 +1,7 @@
 """One POST and its answer as plain data: the HTTP engines under the `Sender`.
 
     engine.post(url, body, headers) -> Reply(status, headers, content) | raises TransportError
+    engine.post(url, body, headers, stream_to=StreamTo(...)) -> a media answer streamed to disk
     engine.get(url, headers, timeout_s=...) -> the same, for the cheap look-ups (GET /v1/models)
 
 Two engines keep one contract:
@@ -20,6 +21,9 @@ Guarantees:
   plain http) is a `config` error, which stops the run, not an outage to wait out.
 - Redirects are not followed: a 3xx is an answer, classified like any other.
 - `Reply.headers` looks names up case-insensitively.
+- With `stream_to`, a 2xx body that is media (`StreamTo.wants`) goes chunk by chunk into a sink
+  and never whole into memory; the sink is committed (`Reply.media` names the file) only once
+  the last byte arrived, and aborted on any failure, so no half answer is ever in place.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -35,13 +39,24 @@ import aiohttp
 import httpx2
 
 from batchrun.common.version import __version__
+from batchrun.send.bodies import (
+    CHUNK_BYTES,
+    BodySink,
+    StreamBody,
+    StreamTo,
+    body_and_headers,
+    stream_into,
+)
 
 __all__ = [
     "USER_AGENT",
     "AiohttpEngine",
+    "BodySink",
     "HttpEngine",
     "Httpx2Engine",
     "Reply",
+    "StreamBody",
+    "StreamTo",
     "TransportError",
     "TransportErrorKind",
     "env_proxy",
@@ -61,7 +76,8 @@ _CUT_SHORT = "the answer was cut short"
 class Reply:
     status: int
     headers: Mapping[str, str]
-    content: bytes
+    content: bytes  # empty when the body went to a sink
+    media: str | None = None  # what the committed sink returned (a path relative to OUT)
 
 
 class TransportError(Exception):
@@ -75,10 +91,22 @@ class TransportError(Exception):
 
 
 class HttpEngine(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply: ...
+    async def post(
+        self,
+        url: str,
+        body: bytes | StreamBody,
+        headers: Mapping[str, str],
+        *,
+        stream_to: StreamTo | None = None,
+    ) -> Reply: ...
 
     async def get(
-        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        stream_to: StreamTo | None = None,
     ) -> Reply:
         """`timeout_s` bounds this exchange instead of the engine's own timeout."""
         ...
@@ -194,22 +222,36 @@ class AiohttpEngine:
         )
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        return await self._send("POST", url, body, headers, None)
+    async def post(
+        self,
+        url: str,
+        body: bytes | StreamBody,
+        headers: Mapping[str, str],
+        *,
+        stream_to: StreamTo | None = None,
+    ) -> Reply:
+        data, headers = body_and_headers(body, headers)
+        return await self._send("POST", url, data, headers, None, stream_to)
 
     async def get(
-        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        stream_to: StreamTo | None = None,
     ) -> Reply:
         limit = None if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
-        return await self._send("GET", url, None, headers, limit)
+        return await self._send("GET", url, None, headers, limit, stream_to)
 
     async def _send(
         self,
         method: str,
         url: str,
-        body: bytes | None,
+        body: bytes | AsyncIterator[bytes] | None,
         headers: Mapping[str, str],
         limit: aiohttp.ClientTimeout | None,
+        stream_to: StreamTo | None,
     ) -> Reply:
         session = self._session or self._open()
         try:
@@ -226,6 +268,11 @@ class AiohttpEngine:
                 proxy=proxy,
                 timeout=limit or self._timeout,
             ) as response:
+                content_type = response.headers.get("content-type")
+                if stream_to is not None and stream_to.wants(response.status, content_type):
+                    chunks = response.content.iter_chunked
+                    media = await stream_into(stream_to, content_type, lambda: chunks(CHUNK_BYTES))
+                    return Reply(response.status, response.headers, b"", media)
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
         except aiohttp.ClientError as exc:
@@ -312,27 +359,56 @@ class Httpx2Engine:
             )
         )
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+    async def post(
+        self,
+        url: str,
+        body: bytes | StreamBody,
+        headers: Mapping[str, str],
+        *,
+        stream_to: StreamTo | None = None,
+    ) -> Reply:
+        content, headers = body_and_headers(body, headers)
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            if stream_to is None:
+                response = await self._client.post(url, content=content, headers=headers)
+                return Reply(response.status_code, response.headers, response.content)
+            async with self._client.stream(
+                "POST", url, content=content, headers=headers
+            ) as response:
+                return await _streamed(response, stream_to)
         except httpx2.RequestError as exc:
             raise _httpx2_error(exc) from exc
-        return Reply(response.status_code, response.headers, response.content)
 
     async def get(
-        self, url: str, headers: Mapping[str, str], *, timeout_s: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        stream_to: StreamTo | None = None,
     ) -> Reply:
+        timeout = httpx2.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s
         try:
-            if timeout_s is None:
-                response = await self._client.get(url, headers=headers)
-            else:
-                response = await self._client.get(url, headers=headers, timeout=timeout_s)
+            if stream_to is None:
+                response = await self._client.get(url, headers=headers, timeout=timeout)
+                return Reply(response.status_code, response.headers, response.content)
+            async with self._client.stream(
+                "GET", url, headers=headers, timeout=timeout
+            ) as response:
+                return await _streamed(response, stream_to)
         except httpx2.RequestError as exc:
             raise _httpx2_error(exc) from exc
-        return Reply(response.status_code, response.headers, response.content)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _streamed(response: httpx2.Response, stream_to: StreamTo) -> Reply:
+    content_type = response.headers.get("content-type")
+    if stream_to.wants(response.status_code, content_type):
+        media = await stream_into(stream_to, content_type, response.aiter_bytes)
+        return Reply(response.status_code, response.headers, b"", media)
+    return Reply(response.status_code, response.headers, await response.aread())
 
 
 _HTTPX2_TIMEOUT_PHASES: tuple[tuple[type[httpx2.TimeoutException], str], ...] = (

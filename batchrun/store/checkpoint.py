@@ -17,6 +17,8 @@
   (`batchrun.store.rerun`). A row's current record is the one in its latest committed part.
 - `stale_records`: how many records in the committed parts a later record has superseded (0 after
   `batchrun compact`): while it is not 0, plain Parquet readers of `OUT/results` see them too.
+- `results_schema`: which columns the part files have (`batchrun.store.writer`); 1 for an output
+  started before the answer columns existed, whose checkpoint does not say.
 
 Guarantees:
 - `save` is atomic: write a temporary file, fsync, rename, fsync the directory. A reader sees the
@@ -44,6 +46,7 @@ from batchrun.common.ranges import RangeSet
 __all__ = [
     "CHECKPOINT_NAME",
     "RESULTS_DIR",
+    "RESULTS_SCHEMA_VERSION",
     "Checkpoint",
     "CheckpointError",
     "Fingerprint",
@@ -56,6 +59,7 @@ __all__ = [
 ]
 
 RESULTS_DIR = "results"  # the part files, under OUT
+RESULTS_SCHEMA_VERSION = 2  # the columns a new output's parts have (batchrun.store.writer)
 
 CHECKPOINT_NAME = "checkpoint.json"
 _FORMAT_VERSION = 1
@@ -200,6 +204,8 @@ class Checkpoint:
             return self.passes[-1]
         return None
 
+    results_schema: int = RESULTS_SCHEMA_VERSION
+
     @classmethod
     def path_in(cls, out_dir: Path) -> Path:
         return out_dir / CHECKPOINT_NAME
@@ -215,6 +221,7 @@ class Checkpoint:
             "duplicates": self.duplicates,
             "counts": self.counts,
             "cost_usd": self.cost_usd,
+            "results_schema": self.results_schema,
             "done": [[s, e] for s, e in self.done.ranges()],
             "first_part": self.first_part,
             "passes": [p.to_json() for p in self.passes],
@@ -243,6 +250,8 @@ class Checkpoint:
             first_part=int(data.get("first_part", 0)),
             passes=[RerunPass.from_json(p) for p in data.get("passes", [])],
             stale_records=int(data.get("stale_records", 0)),
+            # Absent: written before the answer columns, so its parts have the first schema.
+            results_schema=int(data.get("results_schema", 1)),
         )
 
     def save(self, out_dir: Path) -> None:

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from batchrun.store.checkpoint import (
     RESULTS_DIR,
+    RESULTS_SCHEMA_VERSION,
     Checkpoint,
     CheckpointError,
     OutputLock,
@@ -165,7 +166,13 @@ def switch(out_dir: Path, checkpoint: Checkpoint, sink: PartSink, **changes: Any
     """Make `sink`'s parts the output's, with `changes` to the checkpoint, in one atomic save;
     then finish (rename the parts into place, remove the old ones). On a failed save the
     checkpoint in memory stays as on disk."""
-    changes.update(first_part=sink.start, parts=sink.end, stale_records=0)
+    # Every part is rewritten in the latest columns: an old output's schema moves up with them.
+    changes.update(
+        first_part=sink.start,
+        parts=sink.end,
+        stale_records=0,
+        results_schema=RESULTS_SCHEMA_VERSION,
+    )
     was = {name: getattr(checkpoint, name) for name in changes}
     for name, value in changes.items():
         setattr(checkpoint, name, value)

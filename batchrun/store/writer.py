@@ -21,10 +21,20 @@ Guarantees:
   counted (or its cost added) twice.
 - Memory holds at most one flush of records (the fold: what the journal held, at most about two
   flushes).
+- `recover` runs before a resumed run sends anything: it deletes temporary files and adopts a part
+  committed after the last checkpoint (a crash between the two steps), so its rows are neither
+  lost nor sent twice.
+- Memory holds at most one flush of records.
+- Every part of one output has the same columns: `checkpoint.results_schema` says which (2 since
+  the answer columns, 1 for an output started before them). A resumed old output keeps its old
+  columns, because pyarrow, polars and DuckDB read a directory by its first part's schema and
+  drop or refuse what a later part adds; a media file such an output's row produced is named in
+  its `response` instead (`{"batchrun_media": [...], "content_type": ...}`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -39,7 +49,7 @@ import pyarrow.parquet as pq
 
 from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
-from batchrun.store.checkpoint import RESULTS_DIR, Checkpoint, fsync_dir
+from batchrun.store.checkpoint import RESULTS_DIR, RESULTS_SCHEMA_VERSION, Checkpoint, fsync_dir
 from batchrun.store.journal import Journal
 
 
@@ -59,10 +69,12 @@ __all__ = [
     "ResultWriter",
     "Superseding",
     "part_name",
+    "result_schema",
     "skip_pandas_import",
 ]
 
-RESULT_SCHEMA = pa.schema(
+# The columns of results schema 1, the first: outputs started before the answer columns.
+_SCHEMA_V1 = pa.schema(
     [
         pa.field("custom_id", pa.string(), nullable=False),
         pa.field("row", pa.int64(), nullable=False),
@@ -82,9 +94,23 @@ RESULT_SCHEMA = pa.schema(
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("latency_ms", pa.float64()),
         pa.field("cost_usd", pa.float64()),
-        pa.field("request_sha256", pa.string()),
     ]
 )
+# Schema 2 appends the request's hash (`--update`) and the answer as typed columns
+# (batchrun.endpoints.answers). Appended, so that a reader that knows only the first 18 finds
+# them where they were.
+RESULT_SCHEMA = _SCHEMA_V1.append(pa.field("request_sha256", pa.string()))
+for _field in (
+    pa.field("text", pa.string()),
+    pa.field("tool_calls", pa.string()),  # JSON: [{"id", "name", "arguments"}]
+    # One vector per input of the row, in input order, even for a single input: one shape for
+    # every embeddings row, so `embedding[0]` is always the first input's vector.
+    pa.field("embedding", pa.list_(pa.list_(pa.float32()))),
+    pa.field("media", pa.list_(pa.string())),  # paths relative to OUT
+    pa.field("content_type", pa.string()),
+):
+    RESULT_SCHEMA = RESULT_SCHEMA.append(_field)
+_SCHEMAS = {1: _SCHEMA_V1, RESULTS_SCHEMA_VERSION: RESULT_SCHEMA}
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 
 
@@ -120,14 +146,43 @@ def part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 
 
-def records_to_table(records: list[Record], costs: list[float | None] | None = None) -> pa.Table:
-    """The records as a table of RESULT_SCHEMA; `costs`, when given, is the cost_usd column."""
+def result_schema(version: int) -> pa.Schema:
+    """The columns of results schema `version` (see the module docstring)."""
+    try:
+        return _SCHEMAS[version]
+    except KeyError:
+        raise ValueError(f"unknown results schema version {version!r}") from None
+
+
+def records_to_table(
+    records: list[Record],
+    costs: list[float | None] | None = None,
+    *,
+    version: int = RESULTS_SCHEMA_VERSION,
+) -> pa.Table:
+    """The records as a table of schema `version`; `costs`, when given, is the cost_usd column."""
+    schema = result_schema(version)
     columns: dict[str, list[Any]] = {
-        name: [getattr(r, name) for r in records] for name in RESULT_SCHEMA.names
+        name: [getattr(r, name) for r in records] for name in schema.names
     }
     if costs is not None:
         columns["cost_usd"] = costs
-    return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
+    if version == 1:
+        columns["response"] = [_v1_response(r) for r in records]
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _v1_response(record: Record) -> str | None:
+    """An old output has no `media` column: a media file is named in `response` instead, so that
+    nothing the row produced is lost."""
+    if not record.media:
+        return record.response
+    reference: dict[str, Any] = {"batchrun_media": list(record.media)}
+    if record.content_type is not None:
+        reference["content_type"] = record.content_type
+    if record.response is not None:
+        reference["response"] = record.response
+    return json.dumps(reference, ensure_ascii=False)
 
 
 class ResultWriter:
@@ -246,7 +301,7 @@ class ResultWriter:
         self.journal.release(self._committed)
 
     def _write_part(self, records: list[Record], costs: list[float | None]) -> None:
-        table = records_to_table(records, costs)
+        table = records_to_table(records, costs, version=self.checkpoint.results_schema)
         index = self.checkpoint.parts
         final = self.results_dir / part_name(index)
         tmp = self.results_dir / f".{final.name}.tmp"
