@@ -197,6 +197,26 @@ def test_an_expired_batch_keeps_what_ran_and_records_the_rest(tmp_path: Path, cl
         assert record["error_message"].endswith("nothing was charged for it")
 
 
+def test_expired_rows_are_sent_again_online_with_retry_errors(tmp_path: Path, cli: Cli) -> None:
+    rows = chat_rows(10)
+    rows[6]["body"]["mock_batch_expire"] = True
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(MockConfig(batch_phase_s=0.05)) as server:
+        done = run_batch(cli, path, out, server, "--wait", "--poll-interval", "0.05")
+        assert done.returncode == 0, done.stderr
+        before = server.stats()["requests"]["by_path"].get("/v1/chat/completions", 0)
+        again = cli(
+            "run", path, "--out", out, "--base-url", server.base_url,
+            "--retry-errors=batch_expired,batch_cancelled", "-q",
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        sent = server.stats()["requests"]["by_path"].get("/v1/chat/completions", 0) - before
+    assert sent == 4  # the 4 rows the expired batch never ran, online, once each
+    records = one_record_per_row(out, rows)
+    assert [r["status"] for r in records] == ["ok"] * 10
+
+
 def test_a_batch_that_fails_validation_gives_its_rows_back(tmp_path: Path, cli: Cli) -> None:
     rows = chat_rows(8)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
