@@ -178,6 +178,16 @@ def test_superseded_records_until_compact_but_report_and_export_see_one_per_row(
     assert len(list((out / "results").glob("part-*.parquet"))) == 1
 
 
+def _pass_done(out: Path) -> int:
+    try:
+        checkpoint = Checkpoint.load(out)
+    except Exception:  # being replaced at this instant: ask again
+        return -1
+    if checkpoint is None or not checkpoint.passes:
+        return 0
+    return len(checkpoint.passes[-1].done)
+
+
 @pytest.mark.slow
 def test_kill_9_during_the_retry_pass_then_resume_sends_each_failed_row_once(
     tmp_path: Path,
@@ -188,7 +198,7 @@ def test_kill_9_during_the_retry_pass_then_resume_sends_each_failed_row_once(
     out = tmp_path / "out"
     rng = random.Random(20261202)
     kills = 0
-    with MockServer(MockConfig(port=0, latency_ms=20)) as server:
+    with MockServer(MockConfig(port=0, latency_ms=40)) as server:
         first = _run(path, out, server, "--concurrency", "32")
         assert first.returncode == 0, first.stderr
         assert _sent(server) == n_rows
@@ -199,11 +209,17 @@ def test_kill_9_during_the_retry_pass_then_resume_sends_each_failed_row_once(
             "--retry-errors",
         )  # fmt: skip
         for _ in range(6):
+            before = max(0, _pass_done(out))
             proc = subprocess.Popen(
                 args, env=env_with_key(), cwd=ROOT,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            time.sleep(rng.uniform(0.4, 1.2))
+            # Kill it at a random instant once this run has committed some of the pass.
+            deadline = time.monotonic() + 30
+            while _pass_done(out) <= before and proc.poll() is None:
+                assert time.monotonic() < deadline, "the retry pass made no progress"
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.4))
             if proc.poll() is not None:
                 break
             proc.kill()
@@ -212,7 +228,7 @@ def test_kill_9_during_the_retry_pass_then_resume_sends_each_failed_row_once(
         final = subprocess.run(args, env=env_with_key(), cwd=ROOT, capture_output=True, text=True)
         assert final.returncode == 0, final.stderr
         sent = since.count()
-    assert kills >= 2, "the retry pass finished too fast to be killed; make it longer"
+    assert kills >= 3, "the retry pass finished too fast to be killed; make it longer"
     records = read_results(out)
     assert [r["row"] for r in records] == list(range(n_rows))  # none missing, none twice
     assert [r["custom_id"] for r in records] == [r["custom_id"] for r in rows]
