@@ -116,7 +116,9 @@ async def test_syncs_start_at_once_after_a_quiet_spell_then_at_most_one_per_inte
     assert [row for group in disk.groups for row in group] == list(range(300))
     assert 2 <= len(disk.syncs) <= elapsed_s / interval_s + 2
     gaps = [b - a for a, b in zip(disk.syncs, disk.syncs[1:-1], strict=False)]
-    assert all(gap >= interval_s * 0.9 for gap in gaps)  # the close's last sync left out
+    # The close's last sync left out. Not one per answer (1 ms apart): spaced by the interval,
+    # less what a loaded machine's thread scheduling takes off one of them.
+    assert all(gap >= interval_s * 0.5 for gap in gaps)
 
 
 async def test_nobody_waits_for_a_slow_sync() -> None:

@@ -57,7 +57,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
@@ -152,10 +152,22 @@ def read_file(path: Path) -> Iterator[Record]:
         for payload in payloads:
             try:
                 rows = json.loads(payload.decode("utf-8", "surrogatepass"))
-                group = [Record(**{name: row[i] for i, name in known}) for row in rows]
+                group = [_record({name: row[i] for i, name in known}) for row in rows]
             except (ValueError, TypeError, IndexError, KeyError):
                 return  # passed its crc but is not a group of ours: stop as at a torn tail
             yield from group
+
+
+def _record(values: dict[str, Any]) -> Record:
+    """A Record from its journaled fields: JSON has no tuples, so the tuple fields come back
+    as lists and are made tuples again (the record then equals the one written)."""
+    media = values.get("media")
+    if isinstance(media, list):
+        values["media"] = tuple(media)
+    billed = values.get("billed")
+    if isinstance(billed, list):
+        values["billed"] = tuple(tuple(unit) for unit in billed)
+    return Record(**values)
 
 
 @dataclass(slots=True)
