@@ -13,6 +13,7 @@ from pathlib import Path
 
 from batchrun.common.urls import endpoint_in_base_url
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
+from batchrun.inputs.shards import RowSpan
 from batchrun.inputs.template import Template
 
 __all__ = [
@@ -73,6 +74,9 @@ class RunConfig:
     progress: bool = False
     handle_signals: bool = False
     fail_on_errors: bool = False  # exit code 4 when the finished output holds error records
+    # Only these rows of the input: one shard of a cluster run (batchrun.cluster), which gives
+    # each shard an out_dir of its own.
+    rows: RowSpan | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -111,6 +115,8 @@ class RunConfig:
                 "template must be a Template (batchrun.load_template or shortcut_template), "
                 f"got {type(self.template).__name__}"
             )
+        if self.rows is not None and not isinstance(self.rows, RowSpan):
+            raise ValueError(f"rows must be a RowSpan, got {type(self.rows).__name__}")
         if not self.endpoint.startswith("/"):
             raise ValueError(
                 f"endpoint must be a path such as /v1/chat/completions: {self.endpoint!r}"

@@ -36,6 +36,7 @@ from batchrun.inputs.rows import (
     DEFAULT_ENDPOINT,
     DEFAULT_MAX_ROW_BYTES,
     InputError,
+    Offset,
     ParsedRow,
     RowProblem,
     check_body,
@@ -48,6 +49,7 @@ from batchrun.inputs.rows import (
     row_id,
     storable_text,
 )
+from batchrun.inputs.shards import RowSpan
 from batchrun.inputs.tables import iter_template_ids, iter_template_rows, table_format
 from batchrun.inputs.template import Template
 from batchrun.models import Request, RowError
@@ -75,13 +77,32 @@ def iter_rows(
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     raw: bool = True,
     template: Template | None = None,
+    span: RowSpan | None = None,
 ) -> Generator[ParsedRow | RowError, None, None]:
     """Every row of the input not in `skip`, in file order, parsed and checked.
+
+    `span`: only the rows of one shard (`batchrun.inputs.shards`); a plain JSONL file is read
+    from the shard's offset, any other up to the shard's end.
 
     With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`
     is then empty): for passes that only look at the rows, such as estimating. A template's
     bodies are always serialised: their size is part of whether the row can be sent.
     """
+    if span is not None:
+        skip = RangeSet([*(skip.ranges() if skip is not None else []), *span.outside().ranges()])
+        rows: Generator[ParsedRow | RowError, None, None]
+        if span.offset is not None and template is None and table_format(path) == "jsonl":
+            rows = _iter_jsonl(path, endpoint, skip, max_row_bytes, raw, span.offset)
+        else:
+            rows = iter_rows(
+                path, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes, raw=raw,
+                template=template,
+            )  # fmt: skip
+        try:
+            yield from span.clip(rows)
+        finally:
+            rows.close()
+        return
     if template is not None:
         yield from iter_template_rows(
             path, template, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes
@@ -115,10 +136,16 @@ def iter_requests(
     skip: RangeSet | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
     template: Template | None = None,
+    span: RowSpan | None = None,
 ) -> Generator[Request | RowError, None, None]:
     """`iter_rows` turned into what the workers send."""
     rows = iter_rows(
-        path, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes, template=template
+        path,
+        endpoint=endpoint,
+        skip=skip,
+        max_row_bytes=max_row_bytes,
+        template=template,
+        span=span,
     )
     for item in rows:
         if isinstance(item, RowError):
@@ -139,9 +166,14 @@ def iter_requests(
 
 
 def _iter_jsonl(
-    path: Path, endpoint: str, skip: RangeSet | None, max_row_bytes: int, raw: bool
-) -> Iterator[ParsedRow | RowError]:
-    for row, line_no, line in jsonl_lines(path):
+    path: Path,
+    endpoint: str,
+    skip: RangeSet | None,
+    max_row_bytes: int,
+    raw: bool,
+    start: Offset | None = None,
+) -> Generator[ParsedRow | RowError, None, None]:
+    for row, line_no, line in jsonl_lines(path, start):
         if skip is None or row not in skip:
             yield _parse_jsonl_row(line, row, line_no, endpoint, max_row_bytes, raw)
 
@@ -277,8 +309,20 @@ def iter_ids(
     *,
     template: Template | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+    span: RowSpan | None = None,
 ) -> Iterator[tuple[int, str]]:
-    """`(row, custom_id)` of every row, cheaply (for the duplicate check and the row count)."""
+    """`(row, custom_id)` of every row (of `span`), cheaply (for the duplicate check and the
+    row count)."""
+    if span is not None:
+        if span.offset is not None and template is None and table_format(path) == "jsonl":
+            lines = jsonl_lines(path, span.offset)
+            yield from span.clip(((r, _line_id(x, r)) for r, _, x in lines), lambda p: p[0])
+            return
+        ids = iter_ids(path, template=template, max_row_bytes=max_row_bytes)
+        for row, cid in span.clip(ids, lambda p: p[0]):
+            if row >= span.start_row:
+                yield row, cid
+        return
     if template is not None:
         yield from iter_template_ids(path, template, max_row_bytes=max_row_bytes)
         return

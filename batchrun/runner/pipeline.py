@@ -21,7 +21,8 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 
 import anyio
@@ -83,12 +84,18 @@ async def run(
     control: RunControl | None = None,
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
+    limiter: Limiter | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Send every pending row of `config.input_path`; store results in `config.out_dir`.
 
     Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending;
     an output directory this call created is then removed again.
     `transport` replaces the network (e.g. `httpx2.MockTransport` in tests).
+    `limiter` replaces the run's own (a cluster's shared budget, `batchrun.cluster`);
+    `on_commit` runs in the writer's thread after each commit (part, then checkpoint) and
+    before the next: a cluster copies the new part and then the checkpoint to an object store.
+    An `OSError` it raises stops the run like a failed commit.
     """
     control = control or RunControl()
     control._stop_event = anyio.Event()
@@ -129,7 +136,7 @@ async def run(
                 await signals.start(watch_signals, control)
             try:
                 checkpoint, done_before = await _prepare_and_send(
-                    config, control, totals, prices, transport
+                    config, control, totals, prices, transport, _Seams(limiter, on_commit)
                 )
             except Exception as exc:
                 failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup
@@ -162,6 +169,7 @@ async def _prepare_and_send(
     totals: RunTotals,
     prices: PriceBook,
     transport: httpx2.AsyncBaseTransport | None,
+    seams: _Seams,
 ) -> tuple[Checkpoint | None, int]:
     """The run inside the output lock: the checkpoint (None when stopped before the output was
     set up) and how many rows were done when this run began."""
@@ -188,7 +196,7 @@ async def _prepare_and_send(
             control.stop(exc.message, fatal=True)
         else:
             async with _http_engine(config, transport) as engine:
-                await _Stages(config, control, writer, totals, engine, prices).run()
+                await _Stages(config, control, writer, totals, engine, prices, seams).run()
     return checkpoint, done_before
 
 
@@ -220,6 +228,14 @@ def _on_asyncio() -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class _Seams:
+    """What a cluster run puts in place of a local run's own parts (see `run`)."""
+
+    limiter: Limiter | None = None
+    on_commit: Callable[[], None] | None = None
+
+
 class _Stages:
     """The reader, the workers and the writer of one run, and what they share."""
 
@@ -231,13 +247,15 @@ class _Stages:
         totals: RunTotals,
         http: HttpEngine,
         prices: PriceBook,
+        seams: _Seams,
     ) -> None:
         self.config = config
+        self.on_commit = seams.on_commit
         self.control = control
         self.writer = writer
         self.totals = totals
         self.write_error: OSError | None = None
-        limiter = Limiter(
+        limiter = seams.limiter or Limiter(
             max_requests_per_minute=config.max_requests_per_minute,
             max_tokens_per_minute=config.max_tokens_per_minute,
             burst_s=config.burst_s,
@@ -323,6 +341,7 @@ class _Stages:
             skip=skip,
             max_row_bytes=config.max_row_bytes,
             template=config.template,
+            span=config.rows,
         )
         try:
             while not control.stopping:
@@ -404,7 +423,7 @@ class _Stages:
         # Committing must not be interrupted half way by a cancellation.
         with anyio.CancelScope(shield=True):
             try:
-                await anyio.to_thread.run_sync(self.writer.commit, buffer)
+                await anyio.to_thread.run_sync(self._commit_and_copy, buffer)
             except OSError as exc:
                 self.write_error = exc
                 self.control.stop(
@@ -412,6 +431,11 @@ class _Stages:
                     f"{exc.strerror or exc}; once that is fixed, run the same command to resume",
                     fatal=True,
                 )
+
+    def _commit_and_copy(self, buffer: list[Record]) -> None:
+        self.writer.commit(buffer)
+        if self.on_commit is not None:
+            self.on_commit()
 
     async def _grace_timer(self, work_scope: anyio.CancelScope) -> None:
         assert self.control._stop_event is not None

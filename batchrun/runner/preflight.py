@@ -79,7 +79,12 @@ def prepare_output(
         nonlocal passes
         passes += 1
         if builder is None or passes > 1:
-            ids = iter_ids(config.input_path, template=template, max_row_bytes=config.max_row_bytes)
+            ids = iter_ids(
+                config.input_path,
+                template=template,
+                max_row_bytes=config.max_row_bytes,
+                span=config.rows,
+            )
             return _stoppable(ids, should_stop)
         return _stoppable(_estimating_pass(config, builder), should_stop)
 
@@ -132,6 +137,7 @@ def _estimating_pass(config: RunConfig, builder: EstimateBuilder) -> Iterator[tu
         max_row_bytes=config.max_row_bytes,
         raw=False,
         template=config.template,
+        span=config.rows,
     ):
         builder.add(item)
         yield item.row, item.custom_id
