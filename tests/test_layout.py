@@ -27,10 +27,11 @@ LAYERS: dict[str, int] = {
     "batchrun.config": 4,
     "batchrun.mock": 4,
     "batchrun.runner": 5,
-    "batchrun.cli": 6,
-    "batchrun.demo": 6,
-    "batchrun.__main__": 7,
-    "batchrun": 7,  # batchrun/__init__.py: the public API re-exports
+    "batchrun.cluster": 6,  # the same run on Ray: shards, each a runner pipeline
+    "batchrun.cli": 7,
+    "batchrun.demo": 7,
+    "batchrun.__main__": 8,
+    "batchrun": 8,  # batchrun/__init__.py: the public API re-exports
 }
 TOP_LEVEL_MODULES = {"__init__", "__main__", "cli", "config", "models", "demo"}
 

@@ -1,0 +1,244 @@
+"""One RPM/TPM budget and one pause for every worker of a cluster, handed out in leases.
+
+    SharedBudget (in the budget actor)  ◄── lease / give_back / pause ──  LeasedLimiter (per shard)
+        └── pause epochs ─────────── watch (one long call per shard) ──────────►┘
+
+Guarantees:
+- The budget is the local limiter's: continuous-refill token buckets (`send.limiter.TokenBucket`)
+  holding one `burst_s` window, so N workers together stay under the configured RPM/TPM as one
+  process does. A worker takes a lease (a chunk of requests and tokens, about `lease_s` of the
+  cluster's rate), not one call per request, spends it locally, and gives back what it did not
+  use when its shard ends or a pause begins.
+- A lease is granted whole or not at all for its minimum (one request; the tokens of the
+  request waiting for it): no worker holds a fragment it cannot use while others wait. When
+  nothing can be granted the answer says how long until it can, and the worker sleeps that long.
+- A pause (a 429, a `retry-after`, an outage seen by any worker) is in force for everyone: the
+  budget refuses leases until it ends, and `watch` tells every worker at once, which then gives
+  its unused lease back and pauses its own limiter. Durations, never clock readings, cross
+  between processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from batchrun.send.limiter import Limiter, TokenBucket
+
+__all__ = ["BudgetLink", "Grant", "LeasedLimiter", "PauseNews", "SharedBudget"]
+
+DEFAULT_LEASE_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    requests: float
+    tokens: float
+    wait_s: float  # when nothing was granted: how long until something can be
+
+
+@dataclass(frozen=True, slots=True)
+class PauseNews:
+    epoch: int
+    pause_s: float
+    reason: str
+
+
+class SharedBudget:
+    """The cluster's buckets and pause; plain state, so that it is tested without Ray."""
+
+    def __init__(
+        self,
+        *,
+        max_requests_per_minute: float | None,
+        max_tokens_per_minute: float | None,
+        burst_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        now = clock()
+        rpm, tpm = max_requests_per_minute, max_tokens_per_minute
+        self.requests = TokenBucket(per_minute=rpm, burst_s=burst_s, now=now) if rpm else None
+        self.tokens = TokenBucket(per_minute=tpm, burst_s=burst_s, now=now) if tpm else None
+        self.paused_until = -math.inf
+        self.reason = ""
+        self.epoch = 0
+        self.leases = 0
+        self.granted_requests = 0.0
+
+    def lease(self, requests: float, tokens: float, need_tokens: float) -> Grant:
+        """Up to `requests` requests and `tokens` tokens; at least 1 and `need_tokens`, or none."""
+        now = self._clock()
+        wait = self.paused_until - now
+        if self.requests is not None and requests > 0:
+            wait = max(wait, self.requests.wait_s(1, now))
+        if self.tokens is not None and tokens > 0:
+            wait = max(wait, self.tokens.wait_s(max(need_tokens, 1), now))
+        if wait > 0:
+            return Grant(0, 0, wait)
+        got_r = got_t = 0.0
+        if self.requests is not None and requests > 0:
+            got_r = max(1.0, min(requests, math.floor(self.requests.level)))
+            self.requests.spend(got_r)
+        if self.tokens is not None and tokens > 0:
+            # A request larger than the bucket waited for a full one and overdraws it, as locally.
+            got_t = max(need_tokens, min(tokens, self.tokens.level))
+            self.tokens.spend(got_t)
+        self.leases += 1
+        self.granted_requests += got_r
+        return Grant(got_r, got_t, 0.0)
+
+    def give_back(self, requests: float, tokens: float) -> None:
+        if self.requests is not None and requests > 0:
+            self.requests.give_back(requests)
+            self.granted_requests -= requests
+        if self.tokens is not None and tokens != 0:
+            if tokens > 0:
+                self.tokens.give_back(tokens)
+            else:
+                self.tokens.spend(-tokens)  # a worker spent more than it leased (real usage)
+
+    def pause(self, seconds: float, reason: str) -> PauseNews | None:
+        """Everyone stops for `seconds`; None when a pause at least that long is in force."""
+        until = self._clock() + seconds
+        if until <= self.paused_until:
+            return None
+        self.paused_until, self.reason = until, reason
+        self.epoch += 1
+        return self.news()
+
+    def news(self) -> PauseNews:
+        return PauseNews(self.epoch, max(0.0, self.paused_until - self._clock()), self.reason)
+
+    def lease_size(self, lease_s: float) -> tuple[float, float]:
+        """How much one lease asks for: `lease_s` of the cluster's rate (one request at least)."""
+        r = max(1.0, self.requests.rate_per_s * lease_s) if self.requests else 0.0
+        t = self.tokens.rate_per_s * lease_s if self.tokens else 0.0
+        return math.ceil(r), t
+
+
+class BudgetLink(Protocol):
+    """How a worker reaches the shared budget (the Ray actor, or a `SharedBudget` in tests)."""
+
+    async def lease(self, requests: float, tokens: float, need_tokens: float) -> Grant: ...
+    async def give_back(self, requests: float, tokens: float) -> None: ...
+    async def pause(self, seconds: float, reason: str) -> None: ...
+    async def watch(self, epoch: int) -> PauseNews: ...
+
+
+class LeasedLimiter(Limiter):
+    """A shard's limiter: the local pause, probe and header rules, under the shared budget.
+
+    The configured RPM/TPM are not local buckets here: each request also needs credit from a
+    lease. Run `follow_pauses` in the task group that owns the shard's run, and `close` at its
+    end (it gives back what is left).
+    """
+
+    def __init__(
+        self,
+        link: BudgetLink,
+        *,
+        lease_requests: float,
+        lease_tokens: float,
+        burst_s: float = 1.0,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        super().__init__(burst_s=burst_s, clock=clock, sleep=sleep)
+        self._link = link
+        self._lease_requests = lease_requests
+        self._lease_tokens = lease_tokens
+        self._credit_requests = 0.0
+        self._credit_tokens = 0.0
+        self._leasing = anyio.Lock()
+        self._epoch = 0
+        self._told: list[tuple[float, str]] = []  # this shard's pauses, not yet sent
+        self._wake = anyio.Event()
+        self.leases = 0
+
+    async def acquire(self, tokens: int = 0) -> bool:
+        probe = await super().acquire(tokens)
+        try:
+            await self._take_credit(tokens)
+        except BaseException:
+            if probe:
+                self.probe_done(passed=True)
+            raise
+        return probe
+
+    async def _take_credit(self, tokens: int) -> None:
+        want_r = 1.0 if self._lease_requests else 0.0
+        want_t = float(tokens) if self._lease_tokens else 0.0
+        async with self._leasing:  # one lease call at a time; the others wait for its credit
+            while self._credit_requests < want_r or (want_t and self._credit_tokens < want_t):
+                need_t = max(0.0, want_t - self._credit_tokens)
+                grant = await self._link.lease(
+                    self._lease_requests if self._credit_requests < want_r else 0.0,
+                    max(self._lease_tokens, need_t) if need_t else 0.0,
+                    need_t,
+                )
+                self.leases += 1
+                self._credit_requests += grant.requests
+                self._credit_tokens += grant.tokens
+                if grant.wait_s > 0:
+                    await self._sleep(grant.wait_s)
+            self._credit_requests -= want_r
+            self._credit_tokens -= want_t
+
+    def settle(self, charged: int, actual: int | None) -> None:
+        # The correction is the shard's to carry: a request that used fewer tokens than charged
+        # leaves credit for the next one, one that used more draws it below zero.
+        if self._lease_tokens and actual is not None:
+            self._credit_tokens += charged - actual
+
+    def back_off(
+        self, retry_after_s: float | None, reason: str, *, sent_at: float | None = None
+    ) -> float:
+        seconds = super().back_off(retry_after_s, reason, sent_at=sent_at)
+        self._tell(seconds, reason)
+        return seconds
+
+    def pause(self, seconds: float, reason: str) -> None:
+        super().pause(seconds, reason)
+        self._tell(seconds, reason)
+
+    def _tell(self, seconds: float, reason: str) -> None:
+        if seconds > 0:
+            self._told.append((seconds, reason))
+            self._wake.set()
+
+    async def follow_pauses(self) -> None:
+        """Tell the budget about this shard's pauses, and apply everyone else's; runs until
+        cancelled (the shard's task group does that when the run ends)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._send_pauses)
+            while True:
+                news = await self._link.watch(self._epoch)
+                self._epoch = news.epoch
+                if news.pause_s > 0:
+                    Limiter.pause(self, news.pause_s, news.reason)
+                    await self._return_credit()
+
+    async def _send_pauses(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            told, self._told = self._told, []
+            for seconds, reason in told:
+                await self._link.pause(seconds, reason)
+
+    async def _return_credit(self) -> None:
+        r, t = self._credit_requests, self._credit_tokens
+        self._credit_requests = self._credit_tokens = 0.0
+        if r > 0 or t != 0:
+            await self._link.give_back(r, t)
+
+    async def close(self) -> None:
+        """Give back the unused lease (and any token overdraw) once the shard is done."""
+        with anyio.CancelScope(shield=True):
+            await self._return_credit()

@@ -1,0 +1,145 @@
+"""The cluster's shared budget and the leased limiter, without Ray: a fake clock and a link that
+calls a `SharedBudget` in the same process, as the budget actor does."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from batchrun.cluster.budget import Grant, LeasedLimiter, PauseNews, SharedBudget
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+class LocalLink:
+    """What `cluster.actors` does over Ray, here direct; counts the calls."""
+
+    def __init__(self, budget: SharedBudget) -> None:
+        self.budget = budget
+        self.calls = 0
+        self._changed = anyio.Event()
+
+    async def lease(self, requests: float, tokens: float, need_tokens: float) -> Grant:
+        self.calls += 1
+        return self.budget.lease(requests, tokens, need_tokens)
+
+    async def give_back(self, requests: float, tokens: float) -> None:
+        self.budget.give_back(requests, tokens)
+
+    async def pause(self, seconds: float, reason: str) -> None:
+        if self.budget.pause(seconds, reason) is not None:
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def watch(self, epoch: int) -> PauseNews:
+        while self.budget.epoch <= epoch:
+            await self._changed.wait()
+        return self.budget.news()
+
+
+def test_leases_add_up_to_the_configured_rate_and_no_more() -> None:
+    clock = Clock()
+    budget = SharedBudget(max_requests_per_minute=6000, max_tokens_per_minute=None, clock=clock)
+    granted = 0.0
+    while clock.now < 60.0:
+        for _ in range(3):  # three workers, each asking for 5 requests per lease
+            granted += budget.lease(5, 0, 0).requests
+        clock.now += 0.01
+    # 100/s for 60 s, plus the one-second bucket it starts with
+    assert 5900 <= granted <= 6000 + 100
+
+
+def test_a_lease_is_whole_or_nothing_for_its_minimum() -> None:
+    clock = Clock()
+    budget = SharedBudget(max_requests_per_minute=None, max_tokens_per_minute=60_000, clock=clock)
+    assert budget.lease(0, 800, 800).tokens == 800  # the bucket holds 1,000 (one second)
+    refused = budget.lease(0, 500, 500)
+    assert refused.tokens == 0 and refused.wait_s == pytest.approx(0.3)
+    clock.now += 0.3
+    assert budget.lease(0, 5000, 500).tokens == pytest.approx(500)
+    budget.give_back(0, 400)
+    assert budget.tokens is not None and budget.tokens.level == pytest.approx(400)
+
+
+def test_a_pause_refuses_every_lease_until_it_ends() -> None:
+    clock = Clock()
+    budget = SharedBudget(max_requests_per_minute=600, max_tokens_per_minute=None, clock=clock)
+    news = budget.pause(2.0, "HTTP 429")
+    assert news is not None and news.epoch == 1
+    assert budget.pause(1.0, "a shorter one") is None  # in force already: no news
+    refused = budget.lease(1, 0, 0)
+    assert refused.requests == 0 and refused.wait_s == pytest.approx(2.0)
+    clock.now += 2.0
+    assert budget.lease(1, 0, 0).requests == 1
+
+
+@pytest.mark.anyio
+async def test_workers_lease_in_chunks_not_one_call_per_request() -> None:
+    clock = Clock()
+    budget = SharedBudget(max_requests_per_minute=60_000, max_tokens_per_minute=None, clock=clock)
+    link = LocalLink(budget)
+    size = budget.lease_size(0.1)
+    limiter = LeasedLimiter(
+        link, lease_requests=size[0], lease_tokens=size[1], clock=clock, sleep=clock.sleep
+    )
+    for _ in range(500):
+        await limiter.acquire(0)
+    assert link.calls <= 500 / 100 + 5  # 100 requests a lease at 1,000/s
+    await limiter.close()
+    assert budget.granted_requests == 500  # the unused part of the last lease came back
+
+
+@pytest.mark.anyio
+async def test_two_workers_together_hold_the_limit() -> None:
+    clock = Clock()
+    budget = SharedBudget(max_requests_per_minute=1200, max_tokens_per_minute=None, clock=clock)
+    limiters = [
+        LeasedLimiter(LocalLink(budget), lease_requests=2, lease_tokens=0, sleep=clock.sleep)
+        for _ in range(2)
+    ]
+    sent = [0, 0]
+
+    async def worker(i: int) -> None:
+        while clock.now < 30.0:
+            await limiters[i].acquire(0)
+            sent[i] += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker, 0)
+        tg.start_soon(worker, 1)
+    # 20/s for 30 s plus the first second's bucket, shared (the fake clock is one for both, so
+    # how it is split between them says nothing)
+    assert 590 <= sum(sent) <= 600 + 20 + 4
+
+
+@pytest.mark.anyio
+async def test_a_429_in_one_worker_pauses_the_other_and_its_lease_goes_back() -> None:
+    budget = SharedBudget(max_requests_per_minute=600, max_tokens_per_minute=None)
+    a = LeasedLimiter(LocalLink(budget), lease_requests=5, lease_tokens=0)
+    link_b = LocalLink(budget)
+    b = LeasedLimiter(link_b, lease_requests=5, lease_tokens=0)
+    link_b._changed = a._link._changed  # type: ignore[attr-defined]
+    await b.acquire(0)  # b holds 4 more requests of credit
+    assert budget.granted_requests == 5
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.follow_pauses)
+            tg.start_soon(b.follow_pauses)
+            await anyio.sleep(0)
+            a.back_off(30.0, "HTTP 429 from the server")
+            while b.paused_for_s() == 0:
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert b.paused_for_s() > 20  # the pause a saw, in force in b
+    assert budget.granted_requests == 1  # b gave back its 4 unused requests
+    assert budget.lease(1, 0, 0).requests == 0  # and nobody gets new ones during the pause
