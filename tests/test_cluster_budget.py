@@ -4,6 +4,7 @@ calls a `SharedBudget` in the same process, as the budget actor does."""
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from batchrun.cluster.budget import Grant, LeasedLimiter, PauseNews, SharedBudget
@@ -21,13 +22,22 @@ class Clock:
         await anyio.lowlevel.checkpoint()
 
 
-class LocalLink:
-    """What `cluster.actors` does over Ray, here direct; counts the calls."""
+class Hub:
+    """The budget actor's part, in this process: the budget and the news of its pauses."""
 
     def __init__(self, budget: SharedBudget) -> None:
         self.budget = budget
+        self.changed = anyio.Event()
+
+
+class LocalLink:
+    """What `cluster.actors` does over Ray, here direct; counts the calls."""
+
+    def __init__(self, budget: SharedBudget, hub: Hub | None = None) -> None:
+        self.budget = budget
+        self.hub = hub or Hub(budget)
         self.calls = 0
-        self._changed = anyio.Event()
+        self.returned = anyio.Event()
 
     async def lease(self, requests: float, tokens: float, need_tokens: float) -> Grant:
         self.calls += 1
@@ -35,15 +45,16 @@ class LocalLink:
 
     async def give_back(self, requests: float, tokens: float) -> None:
         self.budget.give_back(requests, tokens)
+        self.returned.set()
 
     async def pause(self, seconds: float, reason: str) -> None:
         if self.budget.pause(seconds, reason) is not None:
-            self._changed.set()
-            self._changed = anyio.Event()
+            self.hub.changed.set()
+            self.hub.changed = anyio.Event()
 
     async def watch(self, epoch: int) -> PauseNews:
         while self.budget.epoch <= epoch:
-            await self._changed.wait()
+            await self.hub.changed.wait()
         return self.budget.news()
 
 
@@ -125,20 +136,19 @@ async def test_two_workers_together_hold_the_limit() -> None:
 @pytest.mark.anyio
 async def test_a_429_in_one_worker_pauses_the_other_and_its_lease_goes_back() -> None:
     budget = SharedBudget(max_requests_per_minute=600, max_tokens_per_minute=None)
-    a = LeasedLimiter(LocalLink(budget), lease_requests=5, lease_tokens=0)
-    link_b = LocalLink(budget)
+    hub = Hub(budget)
+    a = LeasedLimiter(LocalLink(budget, hub), lease_requests=5, lease_tokens=0)
+    link_b = LocalLink(budget, hub)
     b = LeasedLimiter(link_b, lease_requests=5, lease_tokens=0)
-    link_b._changed = a._link._changed  # type: ignore[attr-defined]
     await b.acquire(0)  # b holds 4 more requests of credit
     assert budget.granted_requests == 5
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(a.follow_pauses)
             tg.start_soon(b.follow_pauses)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             a.back_off(30.0, "HTTP 429 from the server")
-            while b.paused_for_s() == 0:
-                await anyio.sleep(0.01)
+            await link_b.returned.wait()
             tg.cancel_scope.cancel()
     assert b.paused_for_s() > 20  # the pause a saw, in force in b
     assert budget.granted_requests == 1  # b gave back its 4 unused requests
