@@ -12,6 +12,7 @@ Guarantees:
 - A lease is granted whole or not at all for its minimum (one request; the tokens of the
   request waiting for it): no worker holds a fragment it cannot use while others wait. When
   nothing can be granted the answer says how long until it can, and the worker sleeps that long.
+- A stop (a fatal error in one shard, such as a refused key) reaches every shard the same way.
 - A pause (a 429, a `retry-after`, an outage seen by any worker) is in force for everyone: the
   budget refuses leases until it ends, and `watch` tells every worker at once, which then gives
   its unused lease back and pauses its own limiter. Durations, never clock readings, cross
@@ -47,6 +48,7 @@ class PauseNews:
     epoch: int
     pause_s: float
     reason: str
+    stop: str | None = None  # the job stops (a fatal error in one shard): why
 
 
 class SharedBudget:
@@ -67,6 +69,7 @@ class SharedBudget:
         self.tokens = TokenBucket(per_minute=tpm, burst_s=burst_s, now=now) if tpm else None
         self.paused_until = -math.inf
         self.reason = ""
+        self.stopped: str | None = None
         self.epoch = 0
         self.leases = 0
         self.granted_requests = 0.0
@@ -112,8 +115,16 @@ class SharedBudget:
         self.epoch += 1
         return self.news()
 
+    def stop(self, reason: str) -> PauseNews:
+        """Every shard stops as a local run stops on a fatal error (a refused key, say)."""
+        if self.stopped is None:
+            self.stopped = reason
+            self.epoch += 1
+        return self.news()
+
     def news(self) -> PauseNews:
-        return PauseNews(self.epoch, max(0.0, self.paused_until - self._clock()), self.reason)
+        pause_s = max(0.0, self.paused_until - self._clock())
+        return PauseNews(self.epoch, pause_s, self.reason, self.stopped)
 
     def lease_size(self, lease_s: float) -> tuple[float, float]:
         """How much one lease asks for: `lease_s` of the cluster's rate (one request at least)."""
@@ -148,9 +159,11 @@ class LeasedLimiter(Limiter):
         burst_s: float = 1.0,
         clock: Callable[[], float] = anyio.current_time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        on_stop: Callable[[str], None] = lambda reason: None,
     ) -> None:
         super().__init__(burst_s=burst_s, clock=clock, sleep=sleep)
         self._link = link
+        self._on_stop = on_stop
         self._lease_requests = lease_requests
         self._lease_tokens = lease_tokens
         self._credit_requests = 0.0
@@ -220,6 +233,8 @@ class LeasedLimiter(Limiter):
             while True:
                 news = await self._link.watch(self._epoch)
                 self._epoch = news.epoch
+                if news.stop is not None:
+                    self._on_stop(news.stop)
                 if news.pause_s > 0:
                     Limiter.pause(self, news.pause_s, news.reason)
                     await self._return_credit()
