@@ -123,3 +123,18 @@ def test_a_run_on_a_shard_sends_and_counts_only_its_rows(tmp_path: Path) -> None
     rows = [r["row"] for r in read_results(tmp_path / "out")]
     assert rows == list(range(shard.span.start_row, shard.span.end_row))
     assert len(seen) == shard.span.rows
+
+
+def test_a_damaged_row_group_fails_only_the_shard_that_holds_it(tmp_path: Path) -> None:
+    bodies = [json.dumps(r["body"]) for r in chat_rows(100)]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"body": bodies}), path, row_group_size=25, compression="none")
+    start = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + 16] = b"\xff" * 16  # the third group's page header
+    path.write_bytes(bytes(data))
+    shards = plan_shards(str(path), target_bytes=1)
+    for shard in (shards[0], shards[1], shards[3]):
+        assert len(list(iter_requests(path, span=shard.span))) == 25
+    with pytest.raises(batchrun.InputError, match=r"cannot read .* after row 50"):
+        list(iter_requests(path, span=shards[2].span))

@@ -159,9 +159,14 @@ def _dispatch(
     tally: _Tally,
 ) -> tuple[str | None, bool]:
     """Hand the pending shards to workers until every one has an end; (stop reason, fatal)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from batchrun.cluster.actors import BudgetActor, ShardWorker
 
-    budget = BudgetActor.remote(
+    # On the driver's node: a node lost with the budget on it would fail every shard, while
+    # the driver's own node lost ends the run anyway (and a rerun resumes it).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    budget = BudgetActor.options(scheduling_strategy=here).remote(
         config.max_requests_per_minute, config.max_tokens_per_minute, config.burst_s
     )
     lease_requests, lease_tokens = SharedBudget(
@@ -204,7 +209,11 @@ def _dispatch(
         except ray.exceptions.RayActorError as exc:
             # The worker, or its node, is gone; what the shard committed stays.
             log.warning("shard %s: its worker died (%s); sending it again", shard.id, exc)
-            idle.append(new_worker())
+            # A replacement only where there is room for it: one that waits for a lost node's
+            # CPUs would hold its shard forever. With no worker left, one waits for room.
+            room = ray.available_resources().get("CPU", 0.0) >= worker_cpus
+            if room or not (idle or running):
+                idle.append(new_worker())
             _again(pending, shard, attempt + 1, settings, location, config, tally, str(exc))
             continue
         except ray.exceptions.RayTaskError as exc:
@@ -212,6 +221,9 @@ def _dispatch(
             _again(pending, shard, attempt + 1, settings, location, config, tally, str(exc))
             continue
         idle.append(worker)
+        if result.busy:
+            pending.append((shard, attempt))  # not a failure of the shard
+            continue
         if result.input_fault is not None:
             _again(pending, shard, attempt + 1, settings, location, config, tally,
                    result.input_fault)  # fmt: skip

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +31,17 @@ from batchrun.config import RunConfig
 from batchrun.inputs.reader import InputError, iter_ids
 from batchrun.inputs.rows import Offset
 from batchrun.inputs.shards import RowSpan, Shard
-from batchrun.runner.pipeline import run
-from batchrun.runner.summary import RunTotals
+from batchrun.runner.pipeline import RunControl, run
+from batchrun.runner.summary import RunSummary, RunTotals
+from batchrun.store.checkpoint import CheckpointError, OutputLockedError
 from batchrun.store.remote import OutputLocation, ShardMirror, is_remote
 
 __all__ = ["SHARDS_DIR", "ShardResult", "ShardTask", "run_shard", "shard_prefix"]
 
 SHARDS_DIR = "shards"
 _COPY_BLOCK = 1 << 20
+_LOCKED_TRIES = 30
+_LOCKED_WAIT_S = 1.0
 
 
 def shard_prefix(shard_id: str) -> str:
@@ -65,6 +69,7 @@ class ShardResult:
     stopped: str | None
     fatal: bool
     input_fault: str | None = None  # the shard's rows cannot be read: why
+    busy: bool = False  # another worker still holds the shard's output: try it again later
 
     @property
     def finished(self) -> bool:
@@ -102,21 +107,29 @@ def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) ->
 
     async def main() -> ShardResult:
         nonlocal limiter
+        control = RunControl()
         limiter = LeasedLimiter(
             link,
             lease_requests=task.lease_requests,
             lease_tokens=task.lease_tokens,
             burst_s=config.burst_s,
+            on_stop=lambda reason: control.stop(reason, fatal=True),
         )
+        outcome: RunSummary | Exception
         async with anyio.create_task_group() as tg:
             tg.start_soon(limiter.follow_pauses)
             try:
-                summary = await run(
-                    config, limiter=limiter, on_commit=mirror.push if mirror else None
+                outcome = await run(
+                    config, control, limiter=limiter, on_commit=mirror.push if mirror else None
                 )
+            except (InputError, CheckpointError) as exc:  # refused before anything was sent
+                outcome = exc
             finally:
                 await limiter.close()
                 tg.cancel_scope.cancel()
+        if isinstance(outcome, Exception):
+            raise outcome  # not inside the task group: as itself, not an ExceptionGroup
+        summary = outcome
         result = ShardResult(
             shard_id=task.shard.id,
             total_rows=summary.total_rows,
@@ -135,10 +148,26 @@ def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) ->
         return result
 
     try:
-        try:
-            return anyio.run(main, backend_options={"use_uvloop": True})
-        except InputError as exc:
-            return _unreadable(task.shard, str(exc))
+        for _ in range(_LOCKED_TRIES):
+            try:
+                return anyio.run(main, backend_options={"use_uvloop": True})
+            except OutputLockedError:
+                # The shard's previous worker is still alive (its driver was killed a moment
+                # ago and Ray has not reaped it yet): wait for it to go, never write beside it.
+                time.sleep(_LOCKED_WAIT_S)
+            except InputError as exc:
+                return _unreadable(task.shard, str(exc))
+            except CheckpointError as exc:
+                # A changed input, a damaged checkpoint: the job's problem, not the shard's.
+                return dataclasses.replace(
+                    _unreadable(task.shard, str(exc)), input_fault=None, fatal=True
+                )
+        return dataclasses.replace(
+            _unreadable(task.shard, f"shard {task.shard.id} is locked by another worker"),
+            input_fault=None,
+            fatal=False,
+            busy=True,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # fetched input, staged output: all copies
 
