@@ -146,7 +146,7 @@ def plan_shards(
         files = [path]
     shards: list[Shard] = []
     for file in files:
-        shards.extend(_plan_file(fs, file, _uri_of(uri, path, file), target_bytes))
+        shards.extend(_plan_file(fs, file, _uri_of(uri, file), target_bytes))
     return shards
 
 
@@ -157,12 +157,14 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), posixpath.abspath(uri)
 
 
-def _uri_of(uri: str, root: str, file: str) -> str:
-    """`file` (a path inside the filesystem) named as the user named the input."""
+def _uri_of(uri: str, file: str) -> str:
+    """`file` (a path inside the filesystem) named as the user named the input: with the
+    scheme, and the options of the URI (`?endpoint_override=...`), if any."""
     if "://" not in uri:
         return file
     scheme = uri.split("://", 1)[0]
-    return f"{scheme}://{file}"
+    query = uri.partition("?")[2]
+    return f"{scheme}://{file}" + (f"?{query}" if query else "")
 
 
 def _plan_file(fs: pafs.FileSystem, path: str, uri: str, target_bytes: int) -> list[Shard]:
