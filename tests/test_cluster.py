@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,6 +32,7 @@ from batchrun.cluster.engine import ClusterSettings, run_on_ray  # noqa: E402
 from batchrun.config import RunConfig  # noqa: E402
 from batchrun.mock import MockConfig, MockServer  # noqa: E402
 from tests.helpers import TEST_KEY, chat_rows, write_jsonl  # noqa: E402
+from tests.s3server import s3_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +44,14 @@ _ENV = {
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
+def s3() -> Iterator[pafs.S3FileSystem]:
+    with s3_server() as fs:
+        yield fs
+
+
+@pytest.fixture(scope="module")
+def cluster(s3: pafs.S3FileSystem) -> Iterator[Any]:
+    """Started after the S3 server: its workers inherit AWS_ENDPOINT_URL and the fake keys."""
     saved = {k: os.environ.get(k) for k in [*_ENV, "RAY_TMPDIR"]}
     # A short path: Ray's sockets live under it, and a Unix socket path has 107 bytes at most.
     tmp = tempfile.mkdtemp(prefix="brray-", dir="/tmp")
@@ -176,6 +185,30 @@ def test_a_shard_that_keeps_failing_ends_as_error_records(cluster: Any, tmp_path
     assert all("failed 3 times" in r["error_message"] for r in bad)
     assert "cannot read" in bad[0]["error_message"]
     assert summary.finished and summary.ok == 75 and summary.errors == 25
+
+
+def test_input_and_output_on_an_object_store(
+    cluster: Any, s3: pafs.S3FileSystem, tmp_path: Path
+) -> None:
+    local = write_jsonl(tmp_path / "in.jsonl", chat_rows(300))
+    s3.create_dir("bkt/prompts")
+    with s3.open_output_stream("bkt/prompts/in.jsonl") as f:
+        f.write(local.read_bytes())
+    settings = _settings("s3://bkt/prompts/in.jsonl", "s3://bkt/runs/june", shard_bytes=6_000)
+    with MockServer(MockConfig(latency_ms=10)) as server:
+        summary = run_on_ray(_config(local, server), settings)
+        assert summary.finished and summary.ok == 300
+        again = run_on_ray(_config(local, server), settings)
+        assert again.finished and again.done_before == 300
+        assert server.stats()["requests"]["total"] == 300
+    files = [
+        i.path
+        for i in s3.get_file_info(pafs.FileSelector("bkt/runs/june/shards", recursive=True))
+        if i.base_name.startswith("part-")
+    ]
+    rows = ds.dataset(files, filesystem=s3, format="parquet").to_table().column("row")
+    assert sorted(rows.to_pylist()) == list(range(300))
+    assert s3.get_file_info("bkt/runs/june/cluster.json").type == pafs.FileType.File
 
 
 def test_rows_exactly_once_after_kill_9_of_the_driver(cluster: Any, tmp_path: Path) -> None:
