@@ -3,6 +3,8 @@ calls a `SharedBudget` in the same process, as the budget actor does."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -153,3 +155,16 @@ async def test_a_429_in_one_worker_pauses_the_other_and_its_lease_goes_back() ->
     assert b.paused_for_s() > 20  # the pause a saw, in force in b
     assert budget.granted_requests == 1  # b gave back its 4 unused requests
     assert budget.lease(1, 0, 0).requests == 0  # and nobody gets new ones during the pause
+
+
+def test_max_cost_is_refused_on_a_cluster_rather_than_held_per_shard(tmp_path: Path) -> None:
+    from batchrun.cluster.engine import ClusterSettings, run_on_ray
+    from batchrun.config import RunConfig
+
+    config = RunConfig(input_path=tmp_path / "in.jsonl", out_dir=tmp_path / "out", max_cost_usd=5.0)
+    settings = ClusterSettings(
+        address="auto", input_uri=str(tmp_path / "in.jsonl"), out_uri=str(tmp_path / "out")
+    )
+    with pytest.raises(ValueError, match="--max-cost is not shared"):
+        run_on_ray(config, settings)
+    assert not (tmp_path / "out").exists()  # refused before anything: nothing written

@@ -98,6 +98,12 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
 
     import ray
 
+    if config.max_cost_usd is not None:
+        # Each shard's own CostBudget would let N shards spend N times the cap.
+        raise ValueError(
+            "--max-cost is not shared across a Ray cluster yet (each shard would hold the "
+            "whole cap); run without it, or locally"
+        )
     started = time.monotonic()
     location = OutputLocation(settings.out_uri)
     shards = _plan(location, settings)
