@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import export, limits, startup, tables, throughput
+from bench import cluster, export, limits, startup, tables, throughput
 from bench.context import Context, Settings
 from bench.procs import BenchError, stop_all
 from bench.report import Row, commit, machine, render, to_json
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "resume": startup.resume,
     "estimate": startup.estimate,
     "export": export.export_memory,
+    "ray": cluster.ray_cluster,
 }
 
 

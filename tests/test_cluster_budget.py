@@ -3,13 +3,20 @@ calls a `SharedBudget` in the same process, as the budget actor does."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 import anyio.lowlevel
 import pytest
 
-from batchrun.cluster.budget import Grant, LeasedLimiter, PauseNews, SharedBudget
+from batchrun.cluster.budget import (
+    Grant,
+    LeasedCostBudget,
+    LeasedLimiter,
+    PauseNews,
+    SharedBudget,
+)
+from batchrun.cost.budget import BudgetExhausted
+from batchrun.cost.pricebook import Price, PriceBook
+from batchrun.models import Request
 
 
 class Clock:
@@ -58,6 +65,12 @@ class LocalLink:
         while self.budget.epoch <= epoch:
             await self.hub.changed.wait()
         return self.budget.news()
+
+    async def lease_usd(self, want_usd: float, need_usd: float) -> float:
+        return self.budget.lease_usd(want_usd, need_usd)
+
+    async def give_back_usd(self, amount_usd: float) -> None:
+        self.budget.give_back_usd(amount_usd)
 
 
 def test_leases_add_up_to_the_configured_rate_and_no_more() -> None:
@@ -157,14 +170,51 @@ async def test_a_429_in_one_worker_pauses_the_other_and_its_lease_goes_back() ->
     assert budget.lease(1, 0, 0).requests == 0  # and nobody gets new ones during the pause
 
 
-def test_max_cost_is_refused_on_a_cluster_rather_than_held_per_shard(tmp_path: Path) -> None:
-    from batchrun.cluster.engine import ClusterSettings, run_on_ray
-    from batchrun.config import RunConfig
-
-    config = RunConfig(input_path=tmp_path / "in.jsonl", out_dir=tmp_path / "out", max_cost_usd=5.0)
-    settings = ClusterSettings(
-        address="auto", input_uri=str(tmp_path / "in.jsonl"), out_uri=str(tmp_path / "out")
+@pytest.mark.anyio
+async def test_shards_lease_room_in_one_cost_cap_and_give_back_what_they_did_not_spend() -> None:
+    budget = SharedBudget(max_requests_per_minute=None, max_tokens_per_minute=None)
+    budget.set_cost_cap(5e-5, 1e-5)  # $0.00005, of which $0.00001 was spent by earlier runs
+    book = PriceBook(overrides={"m": Price(1.0, 1.0, None, "test")}, use_database=False)
+    request = Request(
+        row=0,
+        custom_id="0",
+        url="/v1/chat/completions",
+        body=b"{}",
+        model="m",
+        prompt_tokens_estimate=5,
+        max_output_tokens=5,
+    )  # fmt: skip  (each at worst $0.00001)
+    hub = Hub(budget)
+    a, b = (
+        LeasedCostBudget(LocalLink(budget, hub), spent_usd=0.0, prices=book, chunk_usd=1e-6)
+        for _ in range(2)
     )
-    with pytest.raises(ValueError, match="--max-cost is not shared"):
-        run_on_ray(config, settings)
-    assert not (tmp_path / "out").exists()  # refused before anything: nothing written
+    held = [await a.reserve(request), await b.reserve(request), await a.reserve(request)]
+    assert budget.leased_usd == pytest.approx(4e-5)
+    await b.reserve(request)  # the last room in the cap
+    with anyio.move_on_after(0.2) as waited:
+        await a.reserve(request)  # a fifth would pass the cap: it waits for a settle
+    assert waited.cancelled_caught
+    a.settle(held[0], 2e-6)  # both of a's cost less than their worst case
+    a.settle(held[2], 1e-6)
+    await a.reserve(request)  # a goes on in the room it freed, not beyond the cap
+    assert budget.leased_usd == pytest.approx(5e-5)
+    b.settle(held[1], 1e-6)
+    await a.close()  # a gives back 2e-5 - 3e-6 spent - 1e-5 in flight
+    await b.close()  # b gives back 2e-5 - 1e-6 spent - 1e-5 in flight
+    assert budget.leased_usd == pytest.approx(5e-5 - 7e-6 - 9e-6)
+
+
+@pytest.mark.anyio
+async def test_a_shard_that_cannot_lease_its_next_row_with_nothing_in_flight_stops() -> None:
+    budget = SharedBudget(max_requests_per_minute=None, max_tokens_per_minute=None)
+    budget.set_cost_cap(1.5e-5, 0.0)
+    book = PriceBook(overrides={"m": Price(1.0, 1.0, None, "test")}, use_database=False)
+    request = Request(
+        row=3, custom_id="3", url="/v1/chat/completions", body=b"{}", model="m",
+        prompt_tokens_estimate=5, max_output_tokens=5,
+    )  # fmt: skip
+    shard = LeasedCostBudget(LocalLink(budget), spent_usd=0.0, prices=book, chunk_usd=1e-6)
+    shard.settle(await shard.reserve(request), 1e-5)
+    with pytest.raises(BudgetExhausted, match="row 3"):
+        await shard.reserve(request)

@@ -56,6 +56,15 @@ class _Budget:
             await self._changed.wait()
         return self._budget.news()
 
+    async def set_cost_cap(self, max_usd: float, spent_usd: float) -> None:
+        self._budget.set_cost_cap(max_usd, spent_usd)
+
+    async def lease_usd(self, want_usd: float, need_usd: float) -> float:
+        return self._budget.lease_usd(want_usd, need_usd)
+
+    async def give_back_usd(self, amount_usd: float) -> None:
+        self._budget.give_back_usd(amount_usd)
+
     async def stats(self) -> dict[str, Any]:
         b = self._budget
         return {"leases": b.leases, "granted_requests": b.granted_requests, "pauses": b.epoch}
@@ -84,6 +93,13 @@ class RayLink:
     async def watch(self, epoch: int) -> PauseNews:
         news: PauseNews = await self._actor.watch.remote(epoch)
         return news
+
+    async def lease_usd(self, want_usd: float, need_usd: float) -> float:
+        got: float = await self._actor.lease_usd.remote(want_usd, need_usd)
+        return got
+
+    async def give_back_usd(self, amount_usd: float) -> None:
+        await self._actor.give_back_usd.remote(amount_usd)
 
 
 class _Worker:

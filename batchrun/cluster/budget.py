@@ -12,6 +12,8 @@ Guarantees:
 - A lease is granted whole or not at all for its minimum (one request; the tokens of the
   request waiting for it): no worker holds a fragment it cannot use while others wait. When
   nothing can be granted the answer says how long until it can, and the worker sleeps that long.
+- `--max-cost` is one cap too: shards lease room in it (`LeasedCostBudget`) and give back what
+  they did not spend; the leases never add up to more than the cap.
 - A stop (a fatal error in one shard, such as a refused key) reaches every shard the same way.
 - A pause (a 429, a `retry-after`, an outage seen by any worker) is in force for everyone: the
   budget refuses leases until it ends, and `watch` tells every worker at once, which then gives
@@ -29,9 +31,12 @@ from typing import Protocol
 
 import anyio
 
+from batchrun.cost.budget import BudgetExhausted, CostBudget
+from batchrun.cost.pricebook import PriceBook
+from batchrun.models import Request
 from batchrun.send.limiter import Limiter, TokenBucket
 
-__all__ = ["BudgetLink", "Grant", "LeasedLimiter", "PauseNews", "SharedBudget"]
+__all__ = ["BudgetLink", "Grant", "LeasedCostBudget", "LeasedLimiter", "PauseNews", "SharedBudget"]
 
 DEFAULT_LEASE_S = 0.1
 
@@ -73,6 +78,26 @@ class SharedBudget:
         self.epoch = 0
         self.leases = 0
         self.granted_requests = 0.0
+        self.max_usd: float | None = None  # --max-cost over the whole output
+        self.leased_usd = 0.0  # spent before this run, plus what shards hold or have spent
+
+    def set_cost_cap(self, max_usd: float, spent_usd: float) -> None:
+        self.max_usd, self.leased_usd = max_usd, spent_usd
+
+    def lease_usd(self, want_usd: float, need_usd: float) -> float:
+        """Up to `want_usd` of the cost cap's room, at least `need_usd`, or nothing (0)."""
+        if self.max_usd is None:
+            return want_usd
+        room = self.max_usd - self.leased_usd
+        # Sums of dollars in floats: a need equal to the room may come out a hair above it.
+        if room < need_usd - 1e-9 * self.max_usd:
+            return 0.0
+        got = max(need_usd, min(want_usd, room))
+        self.leased_usd += got
+        return got
+
+    def give_back_usd(self, amount_usd: float) -> None:
+        self.leased_usd -= max(0.0, amount_usd)
 
     def lease(self, requests: float, tokens: float, need_tokens: float) -> Grant:
         """Up to `requests` requests and `tokens` tokens; at least 1 and `need_tokens`, or none."""
@@ -140,6 +165,44 @@ class BudgetLink(Protocol):
     async def give_back(self, requests: float, tokens: float) -> None: ...
     async def pause(self, seconds: float, reason: str) -> None: ...
     async def watch(self, epoch: int) -> PauseNews: ...
+    async def lease_usd(self, want_usd: float, need_usd: float) -> float: ...
+    async def give_back_usd(self, amount_usd: float) -> None: ...
+
+
+class LeasedCostBudget(CostBudget):
+    """A shard's `--max-cost` budget: the shard's own rules (worst case reserved, settled by the
+    real cost), its room leased from the cluster's one cap. The sum of all leases never passes
+    the cap, so neither does the whole output's spend. `close` gives back the unspent room."""
+
+    def __init__(
+        self, link: BudgetLink, *, spent_usd: float, prices: PriceBook, chunk_usd: float
+    ) -> None:
+        # The shard's own earlier spend is in the cap's count already (the driver summed it).
+        super().__init__(max_usd=spent_usd, spent_usd=spent_usd, prices=prices)
+        self._link = link
+        self._chunk_usd = chunk_usd
+
+    async def reserve(self, request: Request) -> float:
+        worst, case = self._worst_usd(request)
+        while not self._fits(worst):
+            short = self.spent_usd + self.reserved_usd + worst - self.max_usd
+            got = await self._link.lease_usd(max(short, self._chunk_usd), short)
+            if got > 0:
+                self.max_usd += got
+                continue
+            if self.in_flight == 0:
+                raise BudgetExhausted(self._exhausted(request, case))
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
+        return self._take(worst)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            unspent = self.max_usd - self.spent_usd - self.reserved_usd
+            if unspent > 0:
+                self.max_usd -= unspent
+                await self._link.give_back_usd(unspent)
 
 
 class LeasedLimiter(Limiter):

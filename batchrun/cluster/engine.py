@@ -98,19 +98,16 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
 
     import ray
 
-    if config.max_cost_usd is not None:
-        # Each shard's own CostBudget would let N shards spend N times the cap.
-        raise ValueError(
-            "--max-cost is not shared across a Ray cluster yet (each shard would hold the "
-            "whole cap); run without it, or locally"
-        )
     started = time.monotonic()
     location = OutputLocation(settings.out_uri)
     shards = _plan(location, settings)
     tally = _Tally()
     pending: deque[tuple[Shard, int]] = deque()
+    spent_usd = 0.0  # the whole output's, for --max-cost
     for shard in shards:
-        done = _finished(location, shard)
+        checkpoint = _checkpoint(location, shard)
+        spent_usd += checkpoint.cost_usd if checkpoint is not None else 0.0
+        done = _finished(shard, checkpoint)
         if done is not None:
             tally.add(done)
             tally.done_before += done.done_rows
@@ -124,7 +121,7 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
         if owned:
             _connect(ray, settings.address)
         try:
-            stopped, fatal = _dispatch(ray, config, settings, location, pending, tally)
+            stopped, fatal = _dispatch(ray, config, settings, location, pending, tally, spent_usd)
         finally:
             if owned:
                 ray.shutdown()
@@ -163,6 +160,7 @@ def _dispatch(
     location: OutputLocation,
     pending: deque[tuple[Shard, int]],
     tally: _Tally,
+    spent_usd: float,
 ) -> tuple[str | None, bool]:
     """Hand the pending shards to workers until every one has an end; (stop reason, fatal)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -175,6 +173,10 @@ def _dispatch(
     budget = BudgetActor.options(scheduling_strategy=here).remote(
         config.max_requests_per_minute, config.max_tokens_per_minute, config.burst_s
     )
+    lease_usd = 0.0
+    if config.max_cost_usd is not None:
+        ray.get(budget.set_cost_cap.remote(config.max_cost_usd, spent_usd))
+        lease_usd = config.max_cost_usd / 100
     lease_requests, lease_tokens = SharedBudget(
         max_requests_per_minute=config.max_requests_per_minute,
         max_tokens_per_minute=config.max_tokens_per_minute,
@@ -204,6 +206,7 @@ def _dispatch(
                 out_uri=settings.out_uri,
                 lease_requests=lease_requests,
                 lease_tokens=lease_tokens,
+                lease_usd=lease_usd,
             )
             running[worker.run.remote(task)] = (shard, attempt, worker)
         if not running:
@@ -237,6 +240,10 @@ def _dispatch(
         if result.fatal and stopped is None:
             stopped, fatal = result.stopped, True
             ray.get(budget.stop.remote(result.stopped or "stopped"))
+        elif result.stopped is not None and stopped is None:
+            # --max-cost reached: the shards running finish what their leases allow, no new
+            # shard starts, and a resume goes on from there.
+            stopped = result.stopped
         tally.add(result)
     for shard, _ in pending:  # a fatal stop left these untouched: resumable
         tally.unfinished.append(shard.id)
@@ -289,15 +296,20 @@ def _plan(location: OutputLocation, settings: ClusterSettings) -> list[Shard]:
     return shards
 
 
-def _finished(location: OutputLocation, shard: Shard) -> ShardResult | None:
-    """The shard's result when its output is finished, None when it has rows to send."""
+def _checkpoint(location: OutputLocation, shard: Shard) -> Checkpoint | None:
     raw = location.read_bytes(f"{shard_prefix(shard.id)}/{CHECKPOINT_NAME}")
     if raw is None:
         return None
     try:
-        checkpoint = Checkpoint.from_json(json.loads(raw))
-    except ValueError:
+        return Checkpoint.from_json(json.loads(raw))
+    except (ValueError, CheckpointError, KeyError, TypeError):
         return None  # the worker's own load names the damage
+
+
+def _finished(shard: Shard, checkpoint: Checkpoint | None) -> ShardResult | None:
+    """The shard's result when its output is finished, None when it has rows to send."""
+    if checkpoint is None:
+        return None
     total = checkpoint.total_rows or 0
     if len(checkpoint.done) < total:
         return None

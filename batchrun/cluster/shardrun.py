@@ -26,8 +26,10 @@ from pathlib import Path
 import anyio
 import pyarrow.fs as pafs
 
-from batchrun.cluster.budget import BudgetLink, LeasedLimiter
+from batchrun.cluster.budget import BudgetLink, LeasedCostBudget, LeasedLimiter
 from batchrun.config import RunConfig
+from batchrun.cost.budget import CostBudget
+from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.reader import InputError, iter_ids
 from batchrun.inputs.rows import Offset
 from batchrun.inputs.shards import RowSpan, Shard
@@ -55,6 +57,7 @@ class ShardTask:
     out_uri: str
     lease_requests: float
     lease_tokens: float
+    lease_usd: float = 0.0  # --max-cost: room in the cap one lease asks for
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,17 +118,31 @@ def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) ->
             burst_s=config.burst_s,
             on_stop=lambda reason: control.stop(reason, fatal=True),
         )
+        budgets: list[LeasedCostBudget] = []
+
+        def cost_budget(spent_usd: float, prices: PriceBook) -> CostBudget:
+            budgets.append(
+                LeasedCostBudget(link, spent_usd=spent_usd, prices=prices, chunk_usd=task.lease_usd)
+            )
+            return budgets[-1]
+
         outcome: RunSummary | Exception
         async with anyio.create_task_group() as tg:
             tg.start_soon(limiter.follow_pauses)
             try:
                 outcome = await run(
-                    config, control, limiter=limiter, on_commit=mirror.push if mirror else None
+                    config,
+                    control,
+                    limiter=limiter,
+                    on_commit=mirror.push if mirror else None,
+                    cost_budget=cost_budget,
                 )
             except (InputError, CheckpointError) as exc:  # refused before anything was sent
                 outcome = exc
             finally:
                 await limiter.close()
+                for budget in budgets:
+                    await budget.close()
                 tg.cancel_scope.cancel()
         if isinstance(outcome, Exception):
             raise outcome  # not inside the task group: as itself, not an ExceptionGroup

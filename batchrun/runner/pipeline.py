@@ -86,13 +86,15 @@ async def run(
     transport: httpx2.AsyncBaseTransport | None = None,
     limiter: Limiter | None = None,
     on_commit: Callable[[], None] | None = None,
+    cost_budget: Callable[[float, PriceBook], CostBudget] | None = None,
 ) -> RunSummary:
     """Send every pending row of `config.input_path`; store results in `config.out_dir`.
 
     Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending;
     an output directory this call created is then removed again.
     `transport` replaces the network (e.g. `httpx2.MockTransport` in tests).
-    `limiter` replaces the run's own (a cluster's shared budget, `batchrun.cluster`);
+    `limiter` replaces the run's own (a cluster's shared budget, `batchrun.cluster`), and so
+    does `cost_budget(spent_usd, prices)` for `--max-cost`;
     `on_commit` runs in the writer's thread after each commit (part, then checkpoint) and
     before the next: a cluster copies the new part and then the checkpoint to an object store.
     An `OSError` it raises stops the run like a failed commit.
@@ -136,7 +138,12 @@ async def run(
                 await signals.start(watch_signals, control)
             try:
                 checkpoint, done_before = await _prepare_and_send(
-                    config, control, totals, prices, transport, _Seams(limiter, on_commit)
+                    config,
+                    control,
+                    totals,
+                    prices,
+                    transport,
+                    _Seams(limiter, on_commit, cost_budget),
                 )
             except Exception as exc:
                 failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup
@@ -234,6 +241,7 @@ class _Seams:
 
     limiter: Limiter | None = None
     on_commit: Callable[[], None] | None = None
+    cost_budget: Callable[[float, PriceBook], CostBudget] | None = None
 
 
 class _Stages:
@@ -270,12 +278,13 @@ class _Stages:
             cost_fn=lambda model, usage: cost_of(prices, model, usage),
             workers=config.concurrency,
         )
+        spent_usd = writer.checkpoint.cost_usd
         self.budget = (
-            CostBudget(
-                max_usd=config.max_cost_usd, spent_usd=writer.checkpoint.cost_usd, prices=prices
-            )
-            if config.max_cost_usd is not None
-            else None
+            None
+            if config.max_cost_usd is None
+            else seams.cost_budget(spent_usd, prices)
+            if seams.cost_budget is not None
+            else CostBudget(max_usd=config.max_cost_usd, spent_usd=spent_usd, prices=prices)
         )
 
     async def run(self) -> None:
