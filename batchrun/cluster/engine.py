@@ -245,6 +245,11 @@ def _dispatch(
             # shard starts, and a resume goes on from there.
             stopped = result.stopped
         tally.add(result)
+        log.info(
+            "shard %s: %s of %s rows done (%s ok, %s errors); %s shards to go",
+            shard.id, f"{result.done_rows:,}", f"{result.total_rows:,}", f"{result.ok:,}",
+            f"{result.errors:,}", f"{len(pending) + len(running):,}",
+        )  # fmt: skip
     for shard, _ in pending:  # a fatal stop left these untouched: resumable
         tally.unfinished.append(shard.id)
     return stopped, fatal
