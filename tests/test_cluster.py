@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,3 +269,22 @@ def test_rows_exactly_once_after_losing_a_worker_node(cluster: Any, tmp_path: Pa
     summary = outcome["summary"]
     assert summary.finished and summary.ok == rows
     _exactly_once(out, rows)
+
+
+def test_the_cli_runs_a_job_on_a_local_cluster_of_its_own(cluster: Any, tmp_path: Path) -> None:
+    """`--ray local`: the CLI starts a cluster of this machine's cores, and says how it went."""
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(120))
+    ray_tmp = tempfile.mkdtemp(prefix="brcli-", dir="/tmp")  # short: Ray's socket paths
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "RAY_TMPDIR": ray_tmp}
+    with MockServer(MockConfig()) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "batchrun", "run", str(path), "--out", str(tmp_path / "out"),
+             "--base-url", server.base_url, "--ray", "local", "--ray-workers", "2",
+             "--shard-mb", "1", "-q"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "finished: 120 of 120 rows done" in done.stdout
+    _exactly_once(tmp_path / "out", 120)
+    assert "sk-test" not in done.stdout + done.stderr
+    shutil.rmtree(ray_tmp, ignore_errors=True)
