@@ -186,7 +186,9 @@ async def test_shards_lease_room_in_one_cost_cap_and_give_back_what_they_did_not
     )  # fmt: skip  (each at worst $0.00001)
     hub = Hub(budget)
     a, b = (
-        LeasedCostBudget(LocalLink(budget, hub), spent_usd=0.0, prices=book, chunk_usd=1e-6)
+        LeasedCostBudget(
+            LocalLink(budget, hub), cap_usd=5e-5, spent_usd=0.0, prices=book, chunk_usd=1e-6
+        )
         for _ in range(2)
     )
     held = [await a.reserve(request), await b.reserve(request), await a.reserve(request)]
@@ -214,7 +216,9 @@ async def test_a_shard_that_cannot_lease_its_next_row_with_nothing_in_flight_sto
         row=3, custom_id="3", url="/v1/chat/completions", body=b"{}", model="m",
         prompt_tokens_estimate=5, max_output_tokens=5,
     )  # fmt: skip
-    shard = LeasedCostBudget(LocalLink(budget), spent_usd=0.0, prices=book, chunk_usd=1e-6)
+    shard = LeasedCostBudget(
+        LocalLink(budget), cap_usd=1.5e-5, spent_usd=0.0, prices=book, chunk_usd=1e-6
+    )
     shard.settle(await shard.reserve(request), 1e-5)
-    with pytest.raises(BudgetExhausted, match="row 3"):
+    with pytest.raises(BudgetExhausted, match=r"--max-cost \$0\.0000 over the whole output.*row 3"):
         await shard.reserve(request)

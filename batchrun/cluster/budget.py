@@ -31,7 +31,7 @@ from typing import Protocol
 
 import anyio
 
-from batchrun.cost.budget import BudgetExhausted, CostBudget
+from batchrun.cost.budget import BudgetExhausted, CostBudget, WorstCase
 from batchrun.cost.pricebook import PriceBook
 from batchrun.models import Request
 from batchrun.send.limiter import Limiter, TokenBucket
@@ -175,12 +175,36 @@ class LeasedCostBudget(CostBudget):
     the cap, so neither does the whole output's spend. `close` gives back the unspent room."""
 
     def __init__(
-        self, link: BudgetLink, *, spent_usd: float, prices: PriceBook, chunk_usd: float
+        self,
+        link: BudgetLink,
+        *,
+        cap_usd: float,
+        spent_usd: float,
+        prices: PriceBook,
+        chunk_usd: float,
     ) -> None:
         # The shard's own earlier spend is in the cap's count already (the driver summed it).
         super().__init__(max_usd=spent_usd, spent_usd=spent_usd, prices=prices)
         self._link = link
+        self._cap_usd = cap_usd
         self._chunk_usd = chunk_usd
+
+    def _exhausted(self, request: Request, case: WorstCase) -> str:
+        # Not the local message: its figures would be this shard's lease, not the cap.
+        why = f"{case.prompt_tokens:,} prompt + {case.output_tokens:,} output tokens"
+        fixes = "raise --max-cost"
+        if case.output_source is not None:
+            why += f" ({case.output_source}: the row sets no output limit)"
+            fixes += (
+                ", or set max_tokens / max_completion_tokens in the rows, or --max-output-tokens N"
+            )
+        return (
+            f"the cost budget would be passed (--max-cost ${self._cap_usd:,.4f} over the whole "
+            f"output, shared by every shard: spent, or held by rows in flight): row "
+            f"{request.row} ({request.model or 'no model'}) may cost up to "
+            f"${case.usd or 0.0:,.4f} at worst, {why}. To go on, {fixes}, and run the same "
+            "command again"
+        )
 
     async def reserve(self, request: Request) -> float:
         worst, case = self._worst_usd(request)

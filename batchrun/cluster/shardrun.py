@@ -122,7 +122,13 @@ def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) ->
 
         def cost_budget(spent_usd: float, prices: PriceBook) -> CostBudget:
             budgets.append(
-                LeasedCostBudget(link, spent_usd=spent_usd, prices=prices, chunk_usd=task.lease_usd)
+                LeasedCostBudget(
+                    link,
+                    cap_usd=config.max_cost_usd or 0.0,
+                    spent_usd=spent_usd,
+                    prices=prices,
+                    chunk_usd=task.lease_usd,
+                )
             )
             return budgets[-1]
 
