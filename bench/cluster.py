@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ def _cluster(nodes: int, cpus: int) -> Iterator[Any]:
     finally:
         ray.shutdown()
         c.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
         os.sched_setaffinity(0, saved)
 
 

@@ -69,6 +69,7 @@ def cluster(s3: pafs.S3FileSystem) -> Iterator[Any]:
     finally:
         ray.shutdown()
         c.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
