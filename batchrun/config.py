@@ -16,6 +16,7 @@ from batchrun.common.urls import endpoint_in_base_url
 from batchrun.endpoints.batch_wire import BACKEND_LIMITS
 from batchrun.inputs.idtable import MAX_TABLE_ROWS
 from batchrun.inputs.reader import DEFAULT_ENDPOINT, DEFAULT_MAX_ROW_BYTES
+from batchrun.inputs.shards import RowSpan
 from batchrun.inputs.template import Template
 from batchrun.models import ERROR_TYPES
 
@@ -113,6 +114,9 @@ class RunConfig:
     # A changed input (or template, endpoint) is matched to the output's records by custom_id
     # and only its changed and new rows are sent (batchrun.runner.update), instead of refused.
     update: bool = False
+    # Only these rows of the input: one shard of a cluster run (batchrun.cluster), which gives
+    # each shard an out_dir of its own.
+    rows: RowSpan | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_path", Path(self.input_path))
@@ -168,6 +172,8 @@ class RunConfig:
                     f"{', '.join(map(repr, unknown)) or 'none given'}; the types are "
                     f"{', '.join(ERROR_TYPES)}"
                 )
+        if self.rows is not None and not isinstance(self.rows, RowSpan):
+            raise ValueError(f"rows must be a RowSpan, got {type(self.rows).__name__}")
         if not self.endpoint.startswith("/"):
             raise ValueError(
                 f"endpoint must be a path such as /v1/chat/completions: {self.endpoint!r}"

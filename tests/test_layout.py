@@ -27,10 +27,11 @@ LAYERS: dict[str, int] = {
     "batchrun.config": 4,
     "batchrun.mock": 4,
     "batchrun.runner": 5,
-    "batchrun.cli": 6,
-    "batchrun.demo": 6,
-    "batchrun.__main__": 7,
-    "batchrun": 7,  # batchrun/__init__.py: the public API re-exports
+    "batchrun.cluster": 6,  # the same run on Ray: shards, each a runner pipeline
+    "batchrun.cli": 7,
+    "batchrun.demo": 7,
+    "batchrun.__main__": 8,
+    "batchrun": 8,  # batchrun/__init__.py: the public API re-exports
 }
 TOP_LEVEL_MODULES = {"__init__", "__main__", "cli", "config", "models", "demo"}
 
@@ -157,3 +158,35 @@ def test_only_the_entry_points_live_at_the_top() -> None:
 def test_every_subpackage_says_what_it_owns(package: str) -> None:
     doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
     assert doc is not None and len(doc.splitlines()) >= 3, f"batchrun/{package}/__init__.py"
+
+
+def test_only_the_cluster_package_imports_ray() -> None:
+    """A local run never imports Ray: it is an optional extra (`batchrun[ray]`)."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name == "cluster":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "ray"]
+    assert offenders == []
+
+
+def test_a_local_run_loads_neither_ray_nor_the_cluster_package() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, batchrun, batchrun.cli, batchrun.runner.pipeline\n"
+        "batchrun.cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith(('ray.', "
+        "'batchrun.cluster'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

@@ -47,10 +47,8 @@ def iter_parquet(
     pf = _open_parquet(path)
     names = set(pf.schema_arrow.names)
     columns = [c for c in ("custom_id", "url", "body") if c in names]
-    row = 0
-    for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
-        start, n = row, batch.num_rows
-        row += n
+    for start, batch in _parquet_batches(pf, path, columns, skip, seen_below):
+        n = batch.num_rows
         if skip is not None and skip.covers(start, start + n) and start >= seen_below:
             continue
         data = batch.to_pydict()
@@ -129,6 +127,35 @@ def _parse_parquet_row(
     except RowProblem as exc:
         return RowError(row=row, custom_id=cid, message=f"{where}: {exc}")
     return ParsedRow(row=row, custom_id=cid, url=url, body=parsed, raw_body=raw, line=None)
+
+
+def _parquet_batches(
+    pf: pq.ParquetFile,
+    path: Path,
+    columns: list[str],
+    skip: RowFilter | None,
+    seen_below: int,
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """`(first row, batch)` a row group at a time; a group `skip` covers whole (and above
+    `seen_below`) is not read. A shard reads only its own groups, and a damaged group fails only
+    the shard that holds it."""
+    meta = pf.metadata
+    row = 0
+    for group in range(meta.num_row_groups):
+        n = meta.row_group(group).num_rows
+        start, row = row, row + n
+        if skip is not None and skip.covers(start, start + n) and start >= seen_below:
+            continue
+        at = start
+        try:
+            for batch in pf.iter_batches(
+                batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns
+            ):
+                yield at, batch
+                at += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            # A damaged row group: the rows so far stand, the file does not (as tables does).
+            raise InputError(f"cannot read {path} after row {at}: {exc}") from exc
 
 
 def iter_parquet_ids(path: Path) -> Iterator[tuple[int, str]]:

@@ -43,6 +43,7 @@ from batchrun.inputs.rows import (
     DEFAULT_ENDPOINT,
     DEFAULT_MAX_ROW_BYTES,
     InputError,
+    Offset,
     ParsedRow,
     RowProblem,
     check_body,
@@ -58,6 +59,7 @@ from batchrun.inputs.rows import (
 from batchrun.models import Request, RowError, Upload
 
 if TYPE_CHECKING:  # tables and templates bring pyarrow and Jinja2: loaded when a run has one
+    from batchrun.inputs.shards import RowSpan
     from batchrun.inputs.template import Template
 
 __all__ = [
@@ -85,8 +87,12 @@ def iter_rows(
     template: Template | None = None,
     seen: Seen | None = None,
     seen_below: int = 0,
+    span: RowSpan | None = None,
 ) -> Generator[ParsedRow | RowError, None, None]:
     """Every row of the input not in `skip`, in file order, parsed and checked.
+
+    `span`: only the rows of one shard (`batchrun.inputs.shards`); a plain JSONL file is read
+    from the shard's offset, any other up to the shard's end.
 
     With `raw=False`, a Batch API line's body is not serialised again for sending (`raw_body`
     is then empty): for passes that only look at the rows, such as estimating. A template's
@@ -96,17 +102,35 @@ def iter_rows(
     """
     if seen is None:
         seen_below = 0
+    if span is not None:
+        outside = span.outside()
+        skip = outside if skip is None else _Either(skip, outside)
+        rows: Generator[ParsedRow | RowError, None, None]
+        if span.offset is not None and template is None and table_format(path) == "jsonl":
+            rows = _iter_jsonl(
+                path, endpoint, skip, max_row_bytes, raw, seen, seen_below, span.offset
+            )
+        else:
+            rows = iter_rows(
+                path, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes, raw=raw,
+                template=template, seen=seen, seen_below=seen_below,
+            )  # fmt: skip
+        try:
+            yield from span.clip(rows)
+        finally:
+            rows.close()
+        return
     if template is not None:
         from batchrun.inputs.tables import iter_template_ids, iter_template_rows
 
-        rows = iter_template_rows(
+        records = iter_template_rows(
             path, template, endpoint=endpoint, skip=skip, max_row_bytes=max_row_bytes
         )
         if seen is None or skip is None or seen_below == 0:
-            yield from rows
+            yield from records
         else:
             ids = iter_template_ids(path, template, max_row_bytes=max_row_bytes)
-            yield from _with_skipped_ids(rows, ids, skip, seen, seen_below)
+            yield from _with_skipped_ids(records, ids, skip, seen, seen_below)
         return
     kind = table_format(path)
     if kind == "parquet":
@@ -117,6 +141,20 @@ def iter_rows(
         yield from _iter_jsonl(path, endpoint, skip, max_row_bytes, raw, seen, seen_below)
     else:
         raise InputError(_needs_template(path, f"a {kind.upper()} file holds records"))
+
+
+class _Either:
+    """Rows in either filter: what a shard's reader skips (done, or outside the shard)."""
+
+    def __init__(self, first: RowFilter, second: RowFilter) -> None:
+        self._first, self._second = first, second
+
+    def __contains__(self, value: object, /) -> bool:
+        return value in self._first or value in self._second
+
+    def covers(self, start: int, end: int) -> bool:
+        # Conservative: a range neither covers whole is read (and its rows checked one by one).
+        return self._first.covers(start, end) or self._second.covers(start, end)
 
 
 def is_parquet_name(path: Path) -> bool:
@@ -161,6 +199,7 @@ def iter_requests(
     template: Template | None = None,
     judge: IdJudge | None = None,
     files_root: Path | None = None,
+    span: RowSpan | None = None,
 ) -> Generator[Request | RowError | Pending, None, None]:
     """`iter_rows` turned into what the workers send.
 
@@ -181,6 +220,7 @@ def iter_requests(
         template=template,
         seen=seen,
         seen_below=seen_below,
+        span=span,
     )
     for item in rows:
         if judge is not None:
@@ -273,8 +313,9 @@ def _iter_jsonl(
     raw: bool,
     seen: Seen | None,
     seen_below: int,
-) -> Iterator[ParsedRow | RowError]:
-    for row, line_no, line in jsonl_lines(path):
+    start: Offset | None = None,
+) -> Generator[ParsedRow | RowError, None, None]:
+    for row, line_no, line in jsonl_lines(path, start):
         if skip is not None and row in skip:
             if row < seen_below and seen is not None:
                 seen(row, _line_id(line, row))
@@ -325,8 +366,20 @@ def iter_ids(
     *,
     template: Template | None = None,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+    span: RowSpan | None = None,
 ) -> Iterator[tuple[int, str]]:
-    """`(row, custom_id)` of every row, cheaply (for the duplicate check and the row count)."""
+    """`(row, custom_id)` of every row (of `span`), cheaply (for the duplicate check and the
+    row count)."""
+    if span is not None:
+        if span.offset is not None and template is None and table_format(path) == "jsonl":
+            lines = jsonl_lines(path, span.offset)
+            yield from span.clip(((r, _line_id(x, r)) for r, _, x in lines), lambda p: p[0])
+            return
+        ids = iter_ids(path, template=template, max_row_bytes=max_row_bytes)
+        for row, cid in span.clip(ids, lambda p: p[0]):
+            if row >= span.start_row:
+                yield row, cid
+        return
     if template is not None:
         from batchrun.inputs.tables import iter_template_ids
 

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_ROW_BYTES",
     "READ_ERRORS",
     "InputError",
+    "Offset",
     "ParsedRow",
     "RowProblem",
     "check_body",
@@ -86,12 +87,25 @@ def open_input(path: Path) -> IO[bytes]:
         raise InputError(f"cannot open input file {path}: {exc.strerror or exc}") from exc
 
 
-def jsonl_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """`(row, line number, line)` of every non-blank line, without BOM or surrounding space."""
-    row = 0
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Offset:
+    """Where a line starts in a plain JSONL file: its byte, its row and its line number (a
+    shard of a cluster run starts reading there instead of at the top)."""
+
+    byte: int
+    row: int
+    line: int
+
+
+def jsonl_lines(path: Path, start: Offset | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """`(row, line number, line)` of every non-blank line, without BOM or surrounding space,
+    from the top or from `start` (which must be the start of a line)."""
+    row = start.row if start else 0
     with open_input(path) as f:
         try:
-            for line_no, line in enumerate(f, start=1):
+            if start is not None:
+                f.seek(start.byte)
+            for line_no, line in enumerate(f, start=start.line if start else 1):
                 if line_no == 1 and line.startswith(_BOM):
                     line = line[len(_BOM) :]
                 line = line.strip()

@@ -15,18 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import httpx2
 
 from batchrun.config import RunConfig
+from batchrun.cost.budget import CostBudget
+from batchrun.cost.pricebook import PriceBook
 from batchrun.inputs.rows import InputError
 from batchrun.inputs.sniff import check_sendable
 from batchrun.runner.control import RunControl, watch_signals
 from batchrun.runner.session import Session
+from batchrun.runner.stages import Seams
 from batchrun.runner.summary import RunSummary, RunTotals
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
+from batchrun.send.limiter import Limiter
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, OutputLock, discard_unused_output
 
 __all__ = ["RunControl", "RunSummary", "run", "run_sync"]
@@ -58,15 +62,24 @@ async def run(
     control: RunControl | None = None,
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
+    limiter: Limiter | None = None,
+    on_commit: Callable[[], None] | None = None,
+    cost_budget: Callable[[float, PriceBook], CostBudget] | None = None,
 ) -> RunSummary:
     """Send every pending row of `config.input_path`; store results in `config.out_dir`.
 
     Raises `InputError` / `CheckpointError` (nothing sent) for problems found before sending;
     an output directory this call created is then removed again.
     `transport` replaces the network (e.g. `httpx2.MockTransport` in tests).
+    `limiter` replaces the run's own (a cluster's shared budget, `batchrun.cluster`), and so
+    does `cost_budget(spent_usd, prices)` for `--max-cost`;
+    `on_commit` runs in the writer's thread after each commit (part, then checkpoint) and
+    before the next: a cluster copies the new part and then the checkpoint to an object store.
+    An `OSError` it raises stops the run like a failed commit.
     """
     control = control or RunControl()
     control._stop_event = anyio.Event()
+    seams = Seams(limiter=limiter, on_commit=on_commit, cost_budget=cost_budget)
     out = config.out_dir
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")
@@ -99,7 +112,7 @@ async def run(
                 await signals.start(watch_signals, control)
             try:
                 async with _http_engine(config, transport) as engine:
-                    session = Session(config, control, totals, engine, transport)
+                    session = Session(config, control, totals, engine, transport, seams)
                     checkpoint = await session.run()
             except Exception as exc:
                 failure = exc  # raised below as itself, not wrapped in the group's ExceptionGroup

@@ -166,7 +166,10 @@ def check_everything_first(
         passes += 1
         if passes > 1:
             ids = iter_ids(
-                config.input_path, template=config.template, max_row_bytes=config.max_row_bytes
+                config.input_path,
+                template=config.template,
+                max_row_bytes=config.max_row_bytes,
+                span=config.rows,
             )
             return _stoppable(ids, should_stop)
         return _stoppable(_looking_pass(config, builder, models), should_stop)
@@ -210,6 +213,7 @@ def _looking_pass(
         max_row_bytes=config.max_row_bytes,
         raw=False,
         template=config.template,
+        span=config.rows,
     ):
         if builder is not None:
             builder.add(item)

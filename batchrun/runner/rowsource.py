@@ -47,6 +47,7 @@ class RowSource:
             max_row_bytes=config.max_row_bytes,
             template=config.template,
             judge=verdicts,
+            span=config.rows,
             files_root=config.files_root,
         )
         self._verdicts = verdicts

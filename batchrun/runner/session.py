@@ -55,7 +55,7 @@ from batchrun.runner.progress import Earlier, Progress
 from batchrun.runner.rerun import note_open_pass, run_retry_pass
 from batchrun.runner.rowsource import RowSource
 from batchrun.runner.scan import ScanSettings
-from batchrun.runner.stages import Stages, fold_journal
+from batchrun.runner.stages import Seams, Stages, fold_journal
 from batchrun.runner.summary import RunTotals
 from batchrun.runner.update import PendingUpdate, apply_update
 from batchrun.send.http import HttpEngine
@@ -106,8 +106,10 @@ class Session:
         totals: RunTotals,
         engine: HttpEngine,
         transport: httpx2.AsyncBaseTransport | None,
+        seams: Seams | None = None,
     ) -> None:
         self.config = config
+        self.seams = seams
         self.control = control
         self.totals = totals
         self.engine = engine
@@ -197,7 +199,11 @@ class Session:
         batch = config.backend != "online"
         # A provider batch is packed from rows whose ids are judged and whose count is known:
         # it waits for the whole pass (the batch itself takes hours; the pass, seconds).
-        whole_pass_first = (config.check_ids_first or batch) and checkpoint.duplicates is None
+        # A shard of a cluster run (`rows`) too: its row count is its own, which the first pass
+        # alongside sending (a child reading the whole file) does not know.
+        whole_pass_first = (
+            config.check_ids_first or batch or config.rows is not None
+        ) and checkpoint.duplicates is None
         if whole_pass_first and not await self._check_everything_first(checkpoint, models, prices):
             if not resumed:
                 self.checkpoint = None  # stopped during the pass: nothing was set up
@@ -245,7 +251,7 @@ class Session:
             try:
                 stages = Stages(
                     config, control, writer, self.totals, self.engine, prices.result, source,
-                    self.progress, budget_prices=budget_prices,
+                    self.progress, budget_prices=budget_prices, seams=self.seams,
                 )  # fmt: skip
                 await stages.run()
                 if first_pass is not None and not control.stopping:

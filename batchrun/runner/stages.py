@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -43,7 +44,7 @@ from batchrun.send.limiter import Limiter
 from batchrun.store.media import MediaStore
 from batchrun.store.writer import ResultWriter
 
-__all__ = ["Stages", "cannot_write_message", "fold_journal"]
+__all__ = ["Seams", "Stages", "cannot_write_message", "fold_journal"]
 
 log = logging.getLogger("batchrun")
 
@@ -54,6 +55,18 @@ log = logging.getLogger("batchrun")
 _SYNC_INTERVAL_S = 0.03
 # How long a second Ctrl-C waits for that sync before it quits anyway.
 _EXIT_SYNC_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Seams:
+    """What a cluster run puts in place of a local run's own parts (`batchrun.run`'s keywords):
+    the limiter, the `--max-cost` budget (`cost_budget(spent_usd, prices)`), and a hook run in
+    the writer's thread after each commit (a cluster copies the part, then the checkpoint, to an
+    object store; an OSError it raises stops the run like a failed commit)."""
+
+    limiter: Limiter | None = None
+    on_commit: Callable[[], None] | None = None
+    cost_budget: Callable[[float, PriceBook], CostBudget] | None = None
 
 
 class Stages:
@@ -70,9 +83,12 @@ class Stages:
         source: RowSource,
         progress: Progress,
         budget_prices: PriceBook | None = None,
+        seams: Seams | None = None,
     ) -> None:
         """`prices` gives the price book once it is loaded (the first commit waits for it, not
         the first request); `budget_prices` is it, already loaded, when `--max-cost` is set."""
+        seams = seams or Seams()
+        self.on_commit = seams.on_commit
         self.config = config
         self.source = source
         self.progress = progress
@@ -81,7 +97,7 @@ class Stages:
         self.totals = totals
         self.prices = prices
         self.write_error: OSError | None = None
-        limiter = Limiter(
+        limiter = seams.limiter or Limiter(
             max_requests_per_minute=config.max_requests_per_minute,
             max_tokens_per_minute=config.max_tokens_per_minute,
             burst_s=config.burst_s,
@@ -101,10 +117,13 @@ class Stages:
         self.budget: CostBudget | None = None
         if config.max_cost_usd is not None:
             assert budget_prices is not None, "--max-cost needs its prices before sending"
-            self.budget = CostBudget(
-                max_usd=config.max_cost_usd,
-                spent_usd=writer.checkpoint.cost_usd,
-                prices=budget_prices,
+            spent_usd = writer.checkpoint.cost_usd
+            self.budget = (
+                seams.cost_budget(spent_usd, budget_prices)
+                if seams.cost_budget is not None
+                else CostBudget(
+                    max_usd=config.max_cost_usd, spent_usd=spent_usd, prices=budget_prices
+                )
             )
 
     async def run(self) -> None:
@@ -252,10 +271,15 @@ class Stages:
             costs = [record_cost(book, r) for r in buffer]
             self.totals.add_costs(buffer, costs)  # spent, whether or not the disk takes it
             try:
-                await anyio.to_thread.run_sync(self.writer.commit, buffer, costs)
+                await anyio.to_thread.run_sync(self._commit_and_copy, buffer, costs)
             except OSError as exc:
                 self.write_error = exc
                 self.control.stop(cannot_write_message(self.writer.results_dir, exc), fatal=True)
+
+    def _commit_and_copy(self, buffer: list[Record], costs: list[float | None]) -> None:
+        self.writer.commit(buffer, costs)
+        if self.on_commit is not None:
+            self.on_commit()
 
     async def _grace_timer(self, work_scope: anyio.CancelScope) -> None:
         assert self.control._stop_event is not None

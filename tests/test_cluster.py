@@ -1,0 +1,299 @@
+"""batchrun on a two-node Ray cluster on this machine, against the mock server on 127.0.0.1.
+
+One cluster for the module (each start costs seconds): a head and a second node, 2 logical CPUs
+each, in a temp dir of the module's own, usage stats off, token auth off (loopback only).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+from batchrun.cluster.engine import ClusterSettings, run_on_ray  # noqa: E402
+from batchrun.config import RunConfig  # noqa: E402
+from batchrun.mock import MockConfig, MockServer  # noqa: E402
+from tests.helpers import TEST_KEY, chat_rows, write_jsonl  # noqa: E402
+from tests.s3server import s3_server  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[pafs.S3FileSystem]:
+    with s3_server() as fs:
+        yield fs
+
+
+@pytest.fixture(scope="module")
+def cluster(s3: pafs.S3FileSystem) -> Iterator[Any]:
+    """Started after the S3 server: its workers inherit AWS_ENDPOINT_URL and the fake keys."""
+    saved = {k: os.environ.get(k) for k in [*_ENV, "RAY_TMPDIR"]}
+    # A short path: Ray's sockets live under it, and a Unix socket path has 107 bytes at most.
+    tmp = tempfile.mkdtemp(prefix="brray-", dir="/tmp")
+    os.environ.update(_ENV, RAY_TMPDIR=tmp)
+    node = {"num_cpus": 2, "object_store_memory": 100 << 20}
+    c = cluster_utils.Cluster(
+        initialize_head=True, head_node_args={**node, "include_dashboard": False}
+    )
+    second = c.add_node(**node)
+    c.wait_for_nodes()
+    ray.init(address=c.address)
+    try:
+        yield c, second
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _config(path: Path, server: MockServer, **overrides: Any) -> RunConfig:
+    settings: dict[str, Any] = {
+        "input_path": path,
+        "out_dir": path.parent / "out",
+        "base_url": server.base_url,
+        "api_key": TEST_KEY,
+        "concurrency": 8,
+        "flush_rows": 20,
+        "flush_interval_s": 0.5,
+        "check_quota": False,
+    }
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+def _settings(path: Path | str, out: Path | str, **overrides: Any) -> ClusterSettings:
+    values: dict[str, Any] = {
+        "address": "auto",
+        "input_uri": str(path),
+        "out_uri": str(out),
+        "workers": 2,
+        "shard_bytes": 8_000,
+    }
+    values.update(overrides)
+    return ClusterSettings(**values)
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    files = glob.glob(str(out / "shards" / "*" / "results" / "part-*.parquet"))
+    return ds.dataset(files, format="parquet").to_table().to_pylist() if files else []
+
+
+def _exactly_once(out: Path, n: int) -> list[dict[str, Any]]:
+    records = _records(out)
+    rows = sorted(r["row"] for r in records)
+    assert rows == list(range(n)), "every row exactly once"
+    return records
+
+
+def _committed(out: Path) -> int:
+    done = 0
+    for path in glob.glob(str(out / "shards" / "*" / "checkpoint.json")):
+        try:
+            data = json.loads(Path(path).read_text())
+        except ValueError:
+            continue  # being replaced this instant
+        done += sum(e - s for s, e in data["done"])
+    return done
+
+
+def _wait_for_commits(out: Path, rows: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _committed(out) < rows:
+        assert time.monotonic() < deadline, "no commit in time"
+        time.sleep(0.05)
+
+
+def _chat(server: MockServer) -> int:
+    """Chat requests the mock saw (each shard's run also checks the key: GET /v1/models)."""
+    return int(server.stats()["requests"]["by_path"].get("/v1/chat/completions", 0))
+
+
+def test_every_row_once_on_two_nodes_and_a_resume_sends_nothing(
+    cluster: Any, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(600))
+    with MockServer(MockConfig(latency_ms=20)) as server:
+        summary = run_on_ray(_config(path, server), _settings(path, tmp_path / "out"))
+        assert summary.finished and summary.total_rows == 600 and summary.ok == 600
+        assert _chat(server) == 600
+        assert len({r["custom_id"] for r in _exactly_once(tmp_path / "out", 600)}) == 600
+        again = run_on_ray(_config(path, server), _settings(path, tmp_path / "out"))
+        assert again.finished and again.done_before == 600
+        assert _chat(server) == 600  # nothing sent twice
+    plan = json.loads((tmp_path / "out" / "cluster.json").read_text())
+    assert len(plan["shards"]) > 4
+
+
+def test_the_limit_is_held_across_workers_by_one_shared_budget(
+    cluster: Any, tmp_path: Path
+) -> None:
+    rows, rpm = 160, 1200  # 20 a second; the bucket holds one second
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(rows))
+    with MockServer(MockConfig(latency_ms=5, rpm=rpm)) as server:
+        config = _config(path, server, max_requests_per_minute=rpm, concurrency=16)
+        started = time.monotonic()
+        summary = run_on_ray(config, _settings(path, tmp_path / "out", shard_bytes=4_000))
+        elapsed = time.monotonic() - started
+        stats = server.stats()
+    assert summary.finished and summary.ok == rows
+    refused = stats["requests"]["by_status"].get("429", 0)
+    # Two budgets of 1,200 RPM each would meet ~half 429s; one shared one meets a few, where
+    # its smooth refill and the mock's meet (0.5% over 800 rows in `make bench`; up to 4 in
+    # 164 here on a loaded machine).
+    assert refused <= 0.05 * stats["requests"]["total"]
+    # Two workers with a budget each would take half as long (and meet 429s).
+    assert elapsed >= (rows - rpm / 60) / (rpm / 60) * 0.95
+
+
+def test_a_shard_that_keeps_failing_ends_as_error_records(cluster: Any, tmp_path: Path) -> None:
+    bodies = [json.dumps(r["body"]) for r in chat_rows(100)]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"body": bodies}), path, row_group_size=25, compression="none")
+    meta = pq.ParquetFile(path).metadata
+    start = meta.row_group(2).column(0).data_page_offset  # damage the third group's page header
+    data = bytearray(path.read_bytes())
+    data[start : start + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    with MockServer(MockConfig()) as server:
+        summary = run_on_ray(
+            _config(path, server), _settings(path, tmp_path / "out", shard_bytes=1)
+        )
+    records = _exactly_once(tmp_path / "out", 100)
+    bad = [r for r in records if r["status"] == "error"]
+    assert [r["row"] for r in bad] == list(range(50, 75))
+    assert all("failed 3 times" in r["error_message"] for r in bad)
+    assert "cannot read" in bad[0]["error_message"]
+    assert summary.finished and summary.ok == 75 and summary.errors == 25
+
+
+def test_input_and_output_on_an_object_store(
+    cluster: Any, s3: pafs.S3FileSystem, tmp_path: Path
+) -> None:
+    local = write_jsonl(tmp_path / "in.jsonl", chat_rows(300))
+    s3.create_dir("bkt/prompts")
+    with s3.open_output_stream("bkt/prompts/in.jsonl") as f:
+        f.write(local.read_bytes())
+    settings = _settings("s3://bkt/prompts/in.jsonl", "s3://bkt/runs/june", shard_bytes=6_000)
+    with MockServer(MockConfig(latency_ms=10)) as server:
+        summary = run_on_ray(_config(local, server), settings)
+        assert summary.finished and summary.ok == 300
+        again = run_on_ray(_config(local, server), settings)
+        assert again.finished and again.done_before == 300
+        assert _chat(server) == 300
+    files = [
+        i.path
+        for i in s3.get_file_info(pafs.FileSelector("bkt/runs/june/shards", recursive=True))
+        if i.base_name.startswith("part-")
+    ]
+    rows = ds.dataset(files, filesystem=s3, format="parquet").to_table().column("row")
+    assert sorted(rows.to_pylist()) == list(range(300))
+    assert s3.get_file_info("bkt/runs/june/cluster.json").type == pafs.FileType.File
+
+
+def test_rows_exactly_once_after_kill_9_of_the_driver(cluster: Any, tmp_path: Path) -> None:
+    rows = 1500
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(rows))
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=100)) as server:
+        script = (
+            "import sys; from pathlib import Path; from batchrun.config import RunConfig\n"
+            "from batchrun.cluster.engine import ClusterSettings, run_on_ray\n"
+            f"c = RunConfig(input_path={str(path)!r}, out_dir={str(out)!r}, "
+            f"base_url={server.base_url!r}, api_key='sk-test', concurrency=8, flush_rows=20, "
+            "flush_interval_s=0.5, check_quota=False)\n"
+            f"run_on_ray(c, ClusterSettings(address={cluster[0].address!r}, "
+            f"input_uri={str(path)!r}, out_uri={str(out)!r}, workers=2, shard_bytes=20000))\n"
+        )
+        driver = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+        try:
+            _wait_for_commits(out, 200)
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait()
+        before = _committed(out)
+        assert before < rows
+        sent_before = _chat(server)
+        summary = run_on_ray(_config(path, server), _settings(path, out, shard_bytes=20_000))
+        sent = _chat(server)
+    assert summary.finished and summary.ok == rows
+    _exactly_once(out, rows)
+    # Redone: at most what was in flight or waiting for a commit at the kill, per worker.
+    assert sent - rows <= 2 * (8 + 20) + (sent_before - before)
+    assert sent >= rows
+
+
+def test_rows_exactly_once_after_losing_a_worker_node(cluster: Any, tmp_path: Path) -> None:
+    c, second = cluster
+    rows = 1500
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(rows))
+    out = tmp_path / "out"
+    outcome: dict[str, Any] = {}
+    with MockServer(MockConfig(latency_ms=100)) as server:
+
+        def drive() -> None:
+            try:
+                outcome["summary"] = run_on_ray(
+                    _config(path, server), _settings(path, out, shard_bytes=20_000)
+                )
+            except BaseException as exc:  # shown by the assertion below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=drive)
+        thread.start()
+        _wait_for_commits(out, 200)
+        c.remove_node(second)  # kills the node's raylet and its workers
+        thread.join(timeout=120)
+    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert summary.finished and summary.ok == rows
+    _exactly_once(out, rows)
+
+
+def test_the_cli_runs_a_job_on_a_local_cluster_of_its_own(cluster: Any, tmp_path: Path) -> None:
+    """`--ray local`: the CLI starts a cluster of this machine's cores, and says how it went."""
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(120))
+    ray_tmp = tempfile.mkdtemp(prefix="brcli-", dir="/tmp")  # short: Ray's socket paths
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "RAY_TMPDIR": ray_tmp}
+    with MockServer(MockConfig()) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "batchrun", "run", str(path), "--out", str(tmp_path / "out"),
+             "--base-url", server.base_url, "--ray", "local", "--ray-workers", "2",
+             "--shard-mb", "1", "-q"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "finished: 120 of 120 rows done" in done.stdout
+    _exactly_once(tmp_path / "out", 120)
+    assert "sk-test" not in done.stdout + done.stderr
+    shutil.rmtree(ray_tmp, ignore_errors=True)
