@@ -903,19 +903,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quota(args: argparse.Namespace) -> int:
-    from batchrun.common.errors import FatalRunError
+def _server_and_key(args: argparse.Namespace) -> tuple[str, str | None]:
+    """`quota` and `models`: the base URL (ValueError for a full endpoint) and the key, with a
+    note when the key's variable is not set."""
     from batchrun.config import check_base_url, default_api_key, default_base_url
-    from batchrun.cost.quota import Unreachable, fetch_quota_sync, render_quota
 
     base_url = args.base_url or default_base_url()
-    try:
-        check_base_url(base_url)
-    except ValueError as exc:
-        return _usage_error(str(exc))
+    check_base_url(base_url)
     api_key = default_api_key(args.api_key_env)
     if api_key is None:
         print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)
+    return base_url, api_key
+
+
+def _quota(args: argparse.Namespace) -> int:
+    from batchrun.common.errors import FatalRunError
+    from batchrun.cost.quota import Unreachable, fetch_quota_sync, render_quota
+
+    try:
+        base_url, api_key = _server_and_key(args)
+    except ValueError as exc:
+        return _usage_error(str(exc))
     try:
         quota = fetch_quota_sync(base_url, api_key)
     except FatalRunError as exc:
@@ -930,18 +938,13 @@ def _models(args: argparse.Namespace) -> int:
 
     from batchrun.common.errors import FatalRunError
     from batchrun.common.urls import join_url
-    from batchrun.config import check_base_url, default_api_key, default_base_url
     from batchrun.send.http import TransportError
     from batchrun.send.models import MODELS_PATH, list_models_sync
 
-    base_url = args.base_url or default_base_url()
     try:
-        check_base_url(base_url)
+        base_url, api_key = _server_and_key(args)
     except ValueError as exc:
         return _usage_error(str(exc))
-    api_key = default_api_key(args.api_key_env)
-    if api_key is None:
-        print(f"note: ${args.api_key_env} is not set; asking without an API key", file=sys.stderr)
     try:
         found = list_models_sync(base_url, api_key)
     except FatalRunError as exc:
