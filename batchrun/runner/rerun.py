@@ -138,6 +138,7 @@ def _open(
     out = config.out_dir
     current = checkpoint.open_pass
     if current is not None and current.error_types == types and isinstance(writer.rerun, PassRows):
+        writer.rerun.resume()  # opened before the crash's parts and journal were taken up
         return current, writer.rerun
     if current is not None:
         log.info(

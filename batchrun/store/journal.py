@@ -32,6 +32,9 @@ Guarantees:
 - A torn tail is harmless: reading stops a file at the first frame that is cut short, fails its
   crc or does not decode (a power cut before the sync, or a kill in the middle of a large write).
   Its rows were never in the journal whole, and stay pending.
+- A retry pass's answers are in segments tagged with the pass (`tag`), so a resume commits them
+  for the pass (they supersede the rows' old records) instead of skipping them as rows the
+  checkpoint already counts, which would send them, and pay for them, again.
 - The journal never decides what counts; the checkpoint does. A file may hold rows that a
   committed part holds too (a crash between the checkpoint and `release`): whoever reads it skips
   the rows the checkpoint counts, and takes each row once.
@@ -63,7 +66,7 @@ from batchrun.common.ranges import RangeSet
 from batchrun.models import Record
 from batchrun.store.checkpoint import fsync_dir
 
-__all__ = ["JOURNAL_DIR", "Journal", "read_file"]
+__all__ = ["JOURNAL_DIR", "Journal", "read_file", "read_tagged"]
 
 JOURNAL_DIR = "journal"
 _MAGIC = b"BRJ1"
@@ -102,8 +105,11 @@ def _frame(payload: bytes) -> bytes:
     return _FRAME.pack(_MAGIC, len(payload), _crc32(payload)) + payload
 
 
-def _header() -> bytes:
-    return _frame(_encode({"format": _FORMAT, "version": _VERSION, "columns": _COLUMNS}))
+def _header(tag: int | None) -> bytes:
+    header: dict[str, Any] = {"format": _FORMAT, "version": _VERSION, "columns": _COLUMNS}
+    if tag is not None:
+        header["pass"] = tag
+    return _frame(_encode(header))
 
 
 def _group(records: Sequence[Record]) -> bytes:
@@ -139,6 +145,13 @@ def _payloads(f: BinaryIO) -> Iterator[bytes]:
 
 def read_file(path: Path) -> Iterator[Record]:
     """The records of one journal file, oldest first; a torn or damaged tail is dropped."""
+    for _, record in read_tagged(path):
+        yield record
+
+
+def read_tagged(path: Path) -> Iterator[tuple[int | None, Record]]:
+    """`read_file`, each record with its segment's tag: the retry pass that sent it (None: the
+    run's first pass)."""
     with path.open("rb") as f:
         payloads = _payloads(f)
         try:
@@ -146,7 +159,10 @@ def read_file(path: Path) -> Iterator[Record]:
             if header["format"] != _FORMAT:
                 return
             columns = [str(c) for c in header["columns"]]
-        except (ValueError, KeyError, TypeError):
+            tag = header.get("pass")
+            if tag is not None and not isinstance(tag, int):
+                return
+        except (ValueError, KeyError, TypeError, AttributeError):
             return  # created, but its first frame never reached the disk whole
         known = [(i, name) for i, name in enumerate(columns) if name in _RECORD_FIELDS]
         for payload in payloads:
@@ -155,7 +171,8 @@ def read_file(path: Path) -> Iterator[Record]:
                 group = [_record({name: row[i] for i, name in known}) for row in rows]
             except (ValueError, TypeError, IndexError, KeyError):
                 return  # passed its crc but is not a group of ours: stop as at a torn tail
-            yield from group
+            for record in group:
+                yield tag, record
 
 
 def _record(values: dict[str, Any]) -> Record:
@@ -188,6 +205,7 @@ class Journal:
         self._unsynced = False  # written since the last sync
         self._new_names = False  # a segment created since the last sync: fsync the directory
         self._next: int | None = None  # the next segment's number, found on first use
+        self._tag: int | None = None  # the retry pass whose answers are written (None: none)
 
     def __repr__(self) -> str:
         rows = sum(len(s.rows) for s in self._segments)
@@ -211,7 +229,7 @@ class Journal:
             fd = self._fd
             if fd is None:
                 fd = self._open_segment()
-                frames = _header() + frames
+                frames = _header(self._tag) + frames
             try:
                 _write_all(fd, frames)
             except BaseException:
@@ -275,10 +293,28 @@ class Journal:
                     kept.append(segment)
             self._segments = kept + self._segments[closed:]
 
+    def tag(self, number: int | None) -> None:
+        """From now on, records are answers of retry pass `number` (None: of no pass): the open
+        segment is closed (synced), and the next write starts one whose header says so, so that
+        a resume can tell a pass's answers from the first pass's rows it re-sends."""
+        with self._lock:
+            fd = self._detach()
+            self._tag = number
+        if fd is not None:
+            try:
+                _sync(fd)
+            finally:
+                os.close(fd)
+
     def read(self) -> Iterator[Record]:
         """Every intact record of every journal file (for the fold on resume)."""
+        for _, record in self.read_tagged():
+            yield record
+
+    def read_tagged(self) -> Iterator[tuple[int | None, Record]]:
+        """`read`, each record with the retry pass that sent it (`tag`; None: no pass)."""
         for path in self.files():
-            yield from read_file(path)
+            yield from read_tagged(path)
 
     def clear(self) -> None:
         """Delete every journal file: their rows are all counted by the checkpoint."""

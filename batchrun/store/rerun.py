@@ -177,9 +177,25 @@ class PassRows:
         self._read_to = 0  # positions read from the file so far
         self._handed: dict[int, tuple[int, int, int]] = {}  # row -> (position, attempts, status)
 
+    def resume(self) -> None:
+        """Take up what was committed for the pass since this list was opened (a part that
+        `recover` adopted, the journal's fold): the reader skips those rows too."""
+        self._done = RangeSet(self.rerun.done.ranges())
+        self._restart()
+
+    @property
+    def number(self) -> int:
+        return self.rerun.number
+
     @property
     def pending(self) -> int:
         return self.rerun.rows - len(self._done)
+
+    def to_send(self, row: int) -> bool:
+        """Whether the pass lists `row` and has not committed its new record yet (a journaled
+        answer of the pass, on resume). CheckpointError if the pass does not list it."""
+        position, _, _ = self._lookup(row)
+        return position not in self.rerun.done
 
     # --- the reader's side ---------------------------------------------------------------
 

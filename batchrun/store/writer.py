@@ -56,6 +56,11 @@ from batchrun.store.journal import Journal
 class Superseding(Protocol):
     """A pass whose records supersede the rows' earlier ones (`batchrun.store.rerun.PassRows`)."""
 
+    @property
+    def number(self) -> int: ...
+
+    def to_send(self, row: int) -> bool: ...
+
     def supersede(self, records: list[Record]) -> list[Record]: ...
 
     def count(self, checkpoint: Checkpoint, rows: list[int], statuses: list[str]) -> None: ...
@@ -240,18 +245,30 @@ class ResultWriter:
     def fold_journal(self, price: Callable[[Record], float | None]) -> int:
         """Commit the journaled records that no counted part holds, each priced by `price` (the
         run's price book, as a flush prices them), then empty the journal; after `recover`.
-        Returns how many rows it brought in. Raises OSError when the part cannot be written (a
-        disk still full): the journal is then kept as it was."""
+        While a retry pass is open, its own journaled answers are what no counted part holds:
+        they are committed for the pass (superseding the rows' old records), the rest is counted
+        already. Returns how many rows it brought in. Raises OSError when the part cannot be
+        written (a disk still full): the journal is then kept as it was."""
         done = self.checkpoint.done
+        rerun = self.rerun
         seen: set[int] = set()
         records = []
-        for record in self.journal.read():
-            # A row in a counted part (a crash between the checkpoint and the journal's release),
-            # or one journaled twice: taken once.
-            if record.row not in done and record.row not in seen:
+        for tag, record in self.journal.read_tagged():
+            if record.row in seen:
+                continue  # journaled twice: taken once
+            if rerun is not None:
+                # A pass re-sends rows the checkpoint counts: its answer counts once its part
+                # does (a crash between the checkpoint and the release leaves it journaled too).
+                wanted = tag == rerun.number and rerun.to_send(record.row)
+            else:
+                # A row in a counted part (a crash between the checkpoint and the release).
+                wanted = tag is None and record.row not in done
+            if wanted:
                 seen.add(record.row)
                 records.append(record)
         if records:
+            if rerun is not None:
+                records = rerun.supersede(records)
             self._write_part(records, [price(r) for r in records])
         # Only now: had the fold not reached the checkpoint, the journal would still hold them.
         self.journal.clear()
@@ -284,6 +301,7 @@ class ResultWriter:
     def rerun(self, rerun: Superseding | None) -> None:
         self._rerun = rerun
         self._committed = RangeSet()  # the pass sends committed rows again: not released yet
+        self.journal.tag(rerun.number if rerun is not None else None)
 
     def commit(self, records: list[Record], costs: list[float | None] | None = None) -> None:
         """Write one part file with `records`, then the checkpoint that counts it, then release
