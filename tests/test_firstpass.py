@@ -74,6 +74,20 @@ async def test_cancelling_its_task_stops_the_pass_and_removes_its_files(
     assert _children() in ([], None)  # no first-pass process left behind
 
 
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_pass_cancelled_before_its_thread_started_ends_at_once(tmp_path: Path) -> None:
+    # A fatal answer (a refused key, no quota) can cancel the run in the very tick the pass was
+    # started: its worker thread never runs, and nothing may wait for it to end (this hung a run).
+    out = tmp_path / "out"
+    first_pass = _first_pass(write_jsonl(tmp_path / "in.jsonl", chat_rows(10)), out, in_process=True)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await first_pass.run()
+    assert first_pass.failure == "the first pass over the input was stopped"
+    assert first_pass.judged.is_set() and list(out.iterdir()) == []
+
+
 def _children() -> list[str] | None:
     """This process's child processes (None where /proc does not say)."""
     own = str(os.getpid())

@@ -97,11 +97,18 @@ class FirstPass:
     async def _run_in_a_thread(self) -> None:
         stop = threading.Event()
         ended = threading.Event()
+        started = False  # under `lock`, with `stop`: a thread that never started is not waited for
+        lock = threading.Lock()
 
         def emit(event: dict[str, Any]) -> None:
             anyio.from_thread.run_sync(self._handle, self._install(event))
 
         def work() -> None:
+            nonlocal started
+            with lock:
+                if stop.is_set():
+                    return
+                started = True
             try:
                 run_pass(self.settings, emit, should_stop=stop.is_set)
             except Stopped:
@@ -114,9 +121,12 @@ class FirstPass:
         try:
             await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
         finally:
-            stop.set()  # a cancelled run: the thread stops within a few hundred rows
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(ended.wait)
+            with lock:
+                stop.set()  # a cancelled run: the thread stops within a few hundred rows
+                running = started
+            if running:  # else `work` never runs, or returns at once: nothing to wait for
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(ended.wait)
 
     async def _run_in_a_process(self) -> None:
         command = [sys.executable, "-m", "batchrun.runner.scan", self.settings.to_json()]
