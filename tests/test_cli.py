@@ -19,7 +19,7 @@ import pytest
 import batchrun
 from batchrun.mock import MockConfig, MockServer
 from tests.helpers import TEST_KEY, chat_rows, read_results, write_jsonl
-from tests.torture import resends
+from tests.torture import chat_requests, kill_9_repeatedly, resends
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,29 +159,21 @@ def test_kill_9_at_random_moments_then_resume_gives_exactly_one_record_per_row(
     tmp_path: Path,
 ) -> None:
     """Invariant 1: kill -9 many times at random instants, resume to the end, check row by row."""
-    n_rows = 1500
+    n_rows = 3000
     rows = chat_rows(n_rows)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    rng = random.Random(20261124)
-    kills = 0
     concurrency = 16
-    with MockServer(MockConfig(port=0, latency_ms=5, record_bodies=True)) as server:
+    with MockServer(MockConfig(port=0, latency_ms=20, record_bodies=True)) as server:
         args = batchrun_cmd(
             "run", path, "--out", out, "--base-url", server.base_url, "-q",
             "--concurrency", str(concurrency), "--flush-rows", "40", "--flush-interval", "0.05",
         )  # fmt: skip
-        for _ in range(8):
-            proc = subprocess.Popen(
-                args, env=env_with_key(), cwd=ROOT,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            time.sleep(rng.uniform(0.3, 1.5))
-            if proc.poll() is not None:
-                break
-            proc.kill()
-            proc.wait()
-            kills += 1
+        # Each run sends 30 requests, then dies within 0.3 s: at most ~270 rows of 3000 each.
+        kills = kill_9_repeatedly(
+            args, progress=lambda: chat_requests(server), rng=random.Random(20261124), times=8,
+            step=30,
+        )  # fmt: skip
         final = subprocess.run(args, env=env_with_key(), cwd=ROOT, capture_output=True, text=True)
         assert final.returncode == 0, final.stderr
         sent = resends(server)

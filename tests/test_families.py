@@ -10,7 +10,6 @@ import hashlib
 import json
 import random
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from batchrun.mock.multipart import FormFile
 from batchrun.mock.payloads import _vector
 from tests.helpers import TEST_KEY, read_results, write_jsonl
 from tests.test_cli import ROOT, batchrun_cmd, env_with_key, run_cli
+from tests.torture import kill_9_repeatedly
 
 
 @pytest.fixture
@@ -172,32 +172,24 @@ def test_kill_9_during_speech_then_resume_leaves_each_row_one_record_and_one_who
     tmp_path: Path,
 ) -> None:
     """Exactly once for media: files in place before their part, swept and rewritten on resume."""
-    n_rows = 300
+    n_rows = 400
     texts = [f"Sentence number {i}, spoken. " * (1 + i % 7) for i in range(n_rows)]
     rows = [speech(f"s-{i}", text) for i, text in enumerate(texts)]
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    rng = random.Random(20261202)
-    kills = 0
-    with MockServer(MockConfig(port=0, latency_ms=5)) as server:
+    with MockServer(MockConfig(port=0, latency_ms=30)) as server:
         args = batchrun_cmd(
             "run", path, "--out", out, "--base-url", server.base_url, "-q",
             "--concurrency", "8", "--flush-rows", "10", "--flush-interval", "0.05",
         )  # fmt: skip
-        for _ in range(5):
-            proc = subprocess.Popen(
-                args, env=env_with_key(), cwd=ROOT,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            time.sleep(rng.uniform(0.4, 1.2))
-            if proc.poll() is not None:
-                break
-            proc.kill()
-            proc.wait()
-            kills += 1
+        # Each run sends 10 requests, then dies within 0.3 s: at most ~90 rows of 400 each.
+        kills = kill_9_repeatedly(
+            args, progress=lambda: api_requests(server).get("/v1/audio/speech", 0),
+            rng=random.Random(20261202), times=4, step=10,
+        )  # fmt: skip
         final = subprocess.run(args, env=env_with_key(), cwd=ROOT, capture_output=True, text=True)
         assert final.returncode == 0, final.stderr
-    assert kills >= 1, "the run finished too fast to be killed; make it longer"
+    assert kills >= 3, "the run finished too fast to be killed; make it longer"
     records = read_results(out)
     assert [r["row"] for r in records] == list(range(n_rows))  # none missing, none twice
     referenced = set()

@@ -80,7 +80,9 @@ async def test_a_pass_cancelled_before_its_thread_started_ends_at_once(tmp_path:
     # A fatal answer (a refused key, no quota) can cancel the run in the very tick the pass was
     # started: its worker thread never runs, and nothing may wait for it to end (this hung a run).
     out = tmp_path / "out"
-    first_pass = _first_pass(write_jsonl(tmp_path / "in.jsonl", chat_rows(10)), out, in_process=True)
+    first_pass = _first_pass(
+        write_jsonl(tmp_path / "in.jsonl", chat_rows(10)), out, in_process=True
+    )
     with anyio.CancelScope() as scope:
         scope.cancel()
         await first_pass.run()

@@ -11,7 +11,6 @@ import csv
 import json
 import random
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from batchrun.store.rerun import PassRows, iter_listed_rows, pass_path, start_re
 from batchrun.store.writer import ResultWriter, records_to_table
 from tests.helpers import faulty_rows, read_results, write_jsonl
 from tests.test_cli import ROOT, batchrun_cmd, env_with_key, run_cli
+from tests.torture import kill_9_repeatedly
 
 CHAT = "/v1/chat/completions"
 
@@ -197,7 +197,6 @@ def test_kill_9_during_the_retry_pass_then_resume_sends_each_failed_row_once(
     path, rows = _faulty_input(tmp_path, n_rows, dict.fromkeys(failing, "500"))
     out = tmp_path / "out"
     rng = random.Random(20261202)
-    kills = 0
     with MockServer(MockConfig(port=0, latency_ms=40)) as server:
         first = _run(path, out, server, "--concurrency", "32")
         assert first.returncode == 0, first.stderr
@@ -208,23 +207,10 @@ def test_kill_9_during_the_retry_pass_then_resume_sends_each_failed_row_once(
             "-q", "--concurrency", "8", "--flush-rows", "10", "--flush-interval", "0.05",
             "--retry-errors",
         )  # fmt: skip
-        for _ in range(6):
-            before = max(0, _pass_done(out))
-            proc = subprocess.Popen(
-                args, env=env_with_key(), cwd=ROOT,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            # Kill it at a random instant once this run has committed some of the pass.
-            deadline = time.monotonic() + 30
-            while _pass_done(out) <= before and proc.poll() is None:
-                assert time.monotonic() < deadline, "the retry pass made no progress"
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.4))
-            if proc.poll() is not None:
-                break
-            proc.kill()
-            proc.wait()
-            kills += 1
+        # Killed at a random instant once each run has committed some of the pass.
+        kills = kill_9_repeatedly(
+            args, progress=lambda: max(0, _pass_done(out)), rng=rng, times=6, within_s=0.4
+        )
         final = subprocess.run(args, env=env_with_key(), cwd=ROOT, capture_output=True, text=True)
         assert final.returncode == 0, final.stderr
         sent = since.count()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -157,6 +158,38 @@ def run_cli(
         env=cli_env(key) if env is None else env,
         cwd=ROOT,
     )
+
+
+def kill_9_repeatedly(
+    args: list[str],
+    *,
+    progress: Callable[[], int],
+    rng: random.Random,
+    times: int,
+    step: int = 1,
+    within_s: float = 0.3,
+) -> int:
+    """Start the run `times` times and kill -9 each at a random instant (up to `within_s`) once it
+    has made progress: `progress()` grew by `step` since it started. Returns the kills (a run
+    that ends before its kill ends the loop). Waiting for progress, not for a fixed time, keeps
+    every kill inside the run on a fast machine and a slow one alike."""
+    kills = 0
+    for _ in range(times):
+        before = progress()
+        proc = subprocess.Popen(
+            args, env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while progress() < before + step and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run made no progress in 60 s"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, within_s))
+        if proc.poll() is not None:
+            break
+        proc.kill()
+        proc.wait()
+        kills += 1
+    return kills
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float) -> None:
