@@ -8,11 +8,16 @@ import pytest
 
 from batchrun.endpoints.tasks import (
     MIDJOURNEY,
+    RESPONSES,
+    SUNO_LYRICS,
+    SUNO_MUSIC,
     Accepted,
     PollRequest,
     Rejected,
     TaskState,
+    output_text,
     task_family_for,
+    video_family,
 )
 
 # -------------------------------------------------------------------------------- routing
@@ -163,3 +168,220 @@ def test_a_follow_up_that_cannot_be_resolved_says_why() -> None:
         MIDJOURNEY.follow_up({"button": "U1"}, _parent("failure"))
     with pytest.raises(ValueError, match='names a "button"'):
         MIDJOURNEY.follow_up({}, _parent())
+
+
+# -------------------------------------------------------------------------------- routing 2
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        ("/suno/submit/music", {}, SUNO_MUSIC),
+        ("/suno/submit/LYRICS", {}, SUNO_LYRICS),
+        ("/v1/video/generations", {}, video_family("/v1/video/generations")),
+        ("/v1/videos", {}, video_family("/v1/videos")),
+        ("/v1/videos/task_1/remix", {}, video_family("/v1/videos")),
+        ("/kling/v1/videos/text2video", {}, video_family("/kling/v1/videos/text2video")),
+        ("/v1/responses", {"background": True}, RESPONSES),
+        ("/v1/responses", {"background": False}, None),
+        ("/v1/responses", {}, None),
+        ("/suno/fetch", {}, None),
+        ("/v1/videos/task_1", {}, None),
+    ],
+)
+def test_task_family_for_the_other_families(path: str, body: dict[str, Any], expected: Any) -> None:
+    assert task_family_for(path, body) == expected
+
+
+def test_timeouts_follow_the_gateways() -> None:
+    assert {f.timeout_s for f in (SUNO_MUSIC, RESPONSES, video_family("/v1/videos"))} == {86400}
+
+
+# -------------------------------------------------------------------------------- Suno
+
+
+def _suno(task_id: str, status: str, progress: str = "0%", **extra: Any) -> dict[str, Any]:
+    return {"id": 7, "task_id": task_id, "platform": "suno", "action": "MUSIC", "status": status,
+            "fail_reason": "", "progress": progress, "data": None, **extra}  # fmt: skip
+
+
+def test_suno_submit_reads_the_envelope() -> None:
+    body = {"code": "success", "message": "", "data": "task_abc"}
+    assert SUNO_MUSIC.read_submit(200, body) == Accepted("task_abc", body)
+    assert SUNO_MUSIC.read_submit(200, {"code": "fail", "message": "bad prompt", "data": None}) == (
+        Rejected("bad prompt (code fail)")
+    )
+    assert SUNO_MUSIC.read_submit(200, {"code": "success", "data": None}) is None
+    assert SUNO_MUSIC.read_submit(400, {"code": "invalid_action", "message": "x"}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "progress", "expected"),
+    [
+        ("NOT_START", "0%", "pending"),
+        ("SUBMITTED", "10%", "pending"),
+        ("QUEUED", "20%", "pending"),
+        ("UNKNOWN", "", "pending"),
+        ("IN_PROGRESS", "30%", "running"),
+        ("IN_PROGRESS", "100%", "success"),
+        ("SUCCESS", "100%", "success"),
+        ("FAILURE", "100%", "failure"),
+    ],
+)
+def test_suno_status_values(status: str, progress: str, expected: str) -> None:
+    body = {"code": "success", "data": [_suno("task_a", status, progress)]}
+    assert SUNO_MUSIC.read_poll(200, body, ["task_a"])["task_a"].status == expected
+
+
+def test_suno_media_are_the_clips_audio_urls_not_result_url() -> None:
+    clips = [
+        {"id": f"c{n}", "status": "complete", "audio_url": f"https://cdn1.suno.ai/c{n}.mp3"}
+        for n in (1, 2)
+    ]
+    done = _suno("task_a", "SUCCESS", "100%", data=clips, result_url="not a url")
+    failed = _suno("task_b", "FAILURE", fail_reason="quota refunded")
+    body = {"code": "success", "data": [done, failed, _suno("task_x", "SUCCESS")]}
+    states = SUNO_MUSIC.read_poll(200, body, ["task_a", "task_b", "task_c"])
+    assert set(states) == {"task_a", "task_b"}
+    assert states["task_a"].media_urls == (
+        "https://cdn1.suno.ai/c1.mp3",
+        "https://cdn1.suno.ai/c2.mp3",
+    )
+    assert states["task_b"].fail_reason == "quota refunded"
+    single = {"code": "success", "message": "", "data": done}
+    assert SUNO_MUSIC.read_poll(200, single, ["task_a"])["task_a"].status == "success"
+    assert SUNO_MUSIC.read_poll(500, body, ["task_a"]) == {}
+
+
+def test_suno_polls_with_its_action_and_falls_back_per_id() -> None:
+    assert SUNO_LYRICS.poll(["a"]) == PollRequest(
+        "POST", "/suno/fetch", {"ids": ["a"], "action": "LYRICS"}
+    )
+    assert SUNO_MUSIC.fallback_poll("task_a") == PollRequest("GET", "/suno/fetch/task_a")
+    assert SUNO_MUSIC != SUNO_LYRICS and SUNO_MUSIC.name == SUNO_LYRICS.name == "suno"
+
+
+# -------------------------------------------------------------------------------- video
+
+VIDEOS = video_family("/v1/videos")
+GENERATIONS = video_family("/v1/video/generations")
+
+
+@pytest.mark.parametrize(
+    ("body", "task_id"),
+    [
+        ({"id": "task_x", "task_id": "task_x", "object": "video", "status": "queued"}, "task_x"),
+        ({"task_id": "task_t", "status": "queued"}, "task_t"),
+        ({"id": "task_i", "status": "queued", "progress": 0}, "task_i"),
+        ({"code": "success", "data": {"task_id": "task_e"}}, "task_e"),
+    ],
+)
+def test_video_submit_reads_task_id_then_id(body: dict[str, Any], task_id: str) -> None:
+    assert VIDEOS.read_submit(200, body) == Accepted(task_id, body)
+
+
+def test_video_submit_refusals() -> None:
+    refused = {"code": "prompt_blocked", "message": "blocked", "data": None}
+    assert VIDEOS.read_submit(200, refused) == Rejected("blocked (code prompt_blocked)")
+    assert VIDEOS.read_submit(400, refused) is None
+    assert VIDEOS.read_submit(200, {"object": "video"}) is None
+
+
+def test_video_polls_the_route_it_was_submitted_to() -> None:
+    assert VIDEOS.poll(["task_x"]) == PollRequest("GET", "/v1/videos/task_x")
+    assert GENERATIONS.poll(["task_x"]) == PollRequest("GET", "/v1/video/generations/task_x")
+    kling = video_family("/kling/v1/videos/image2video")
+    assert kling.poll(["k1"]) == PollRequest("GET", "/kling/v1/videos/image2video/k1")
+    assert VIDEOS.batch == 1 and VIDEOS.fallback_poll("task_x") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "urls"),
+    [
+        # new-api's envelope around a TaskDto: result_url
+        ({"code": "success", "message": "", "data": {"id": 3, "task_id": "task_x",
+          "status": "SUCCESS", "progress": "100%", "result_url": "https://v/x.mp4"}},
+         "success", ("https://v/x.mp4",)),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "IN_PROGRESS",
+          "progress": "30%"}}, "running", ()),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "NOT_START",
+          "progress": "0%"}}, "pending", ()),
+        # Kling's raw upstream body inside data
+        ({"code": "success", "data": {"task_id": "task_x", "status": "SUCCESS", "progress": "100%",
+          "data": {"task_result": {"videos": [{"url": "https://kling/v.mp4"}]}}}},
+         "success", ("https://kling/v.mp4",)),
+        # Veo, fetched live: {code: success, data: {status: succeeded, url}}
+        ({"code": "success", "data": {"task_id": "task_x", "status": "succeeded",
+          "url": "https://veo/v.mp4", "format": "mp4", "error": None, "metadata": None}},
+         "success", ("https://veo/v.mp4",)),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "processing"}},
+         "running", ()),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "queued"}}, "pending", ()),
+        # the OpenAI video object of /v1/videos/{id}: metadata.url, integer progress
+        ({"id": "task_x", "object": "video", "status": "completed", "progress": 100,
+          "metadata": {"url": "https://v/m.mp4"}}, "success", ("https://v/m.mp4",)),
+        ({"id": "task_x", "object": "video", "status": "in_progress", "progress": 40},
+         "running", ()),
+        ({"id": "task_x", "object": "video", "status": "unknown"}, "pending", ()),
+        # the openapi doc's shape
+        ({"task_id": "task_x", "status": "completed", "url": "https://d/v.mp4"},
+         "success", ("https://d/v.mp4",)),
+    ],
+)  # fmt: skip
+def test_video_reads_both_fetch_shapes(
+    body: dict[str, Any], status: str, urls: tuple[str, ...]
+) -> None:
+    state = VIDEOS.read_poll(200, body, ["task_x"])["task_x"]
+    assert (state.status, state.media_urls, state.body) == (status, urls, body)
+
+
+def test_video_failure_reasons_and_unreadable_answers() -> None:
+    sora = {"id": "task_x", "status": "failed", "error": {"message": "moderation", "code": "x"}}
+    assert VIDEOS.read_poll(200, sora, ["task_x"])["task_x"].fail_reason == "moderation"
+    dto = {"code": "success", "data": {"task_id": "task_x", "status": "FAILURE",
+           "fail_reason": "upstream refund"}}  # fmt: skip
+    assert GENERATIONS.read_poll(200, dto, ["task_x"])["task_x"].fail_reason == "upstream refund"
+    assert VIDEOS.read_poll(404, sora, ["task_x"]) == {}
+    assert VIDEOS.read_poll(200, {"code": "task_not_exist", "data": None}, ["task_x"]) == {}
+    assert VIDEOS.read_poll(200, {"id": 5, "progress": 45}, ["task_x"])["task_x"].progress == "45%"
+
+
+# -------------------------------------------------------------------------------- Responses
+
+
+@pytest.mark.parametrize("status", ["queued", "in_progress"])
+def test_a_background_response_is_accepted(status: str) -> None:
+    body = {"id": "resp_1", "object": "response", "status": status, "background": True}
+    assert RESPONSES.read_submit(200, body) == Accepted("resp_1", body)
+    assert RESPONSES.read_submit(400, body) is None
+    assert RESPONSES.read_submit(200, {"object": "response"}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("queued", "pending"), ("in_progress", "running"), ("completed", "success"),
+     ("failed", "failure"), ("cancelled", "failure"), ("incomplete", "failure")],
+)  # fmt: skip
+def test_responses_status_values(status: str, expected: str) -> None:
+    body = {"id": "resp_1", "status": status}
+    assert RESPONSES.read_poll(200, body, ["resp_1"])["resp_1"].status == expected
+
+
+def test_responses_output_text_and_failure_reasons() -> None:
+    message = {"type": "message", "content": [{"type": "output_text", "text": "forty-two"}]}
+    done = {"id": "resp_1", "status": "completed", "output": [{"type": "reasoning"}, message]}
+    state = RESPONSES.read_poll(200, done, ["resp_1"])["resp_1"]
+    assert output_text(state.body) == "forty-two"
+    failed = {"id": "resp_1", "status": "failed", "error": {"code": "server_error",
+              "message": "The model crashed"}}  # fmt: skip
+    assert RESPONSES.read_poll(200, failed, ["resp_1"])["resp_1"].fail_reason == "The model crashed"
+    cut = {"id": "resp_1", "status": "incomplete",
+           "incomplete_details": {"reason": "max_output_tokens"}}  # fmt: skip
+    assert "max_output_tokens" in (
+        RESPONSES.read_poll(200, cut, ["resp_1"])["resp_1"].fail_reason or ""
+    )
+    assert RESPONSES.poll(["resp_1"]) == PollRequest("GET", "/v1/responses/resp_1")
+    assert RESPONSES.read_poll(404, failed, ["resp_1"]) == {}
+    assert RESPONSES.read_poll(200, {"id": "other", "status": "completed"}, ["resp_1"]) == {}
+    with pytest.raises(ValueError, match="only Midjourney"):
+        RESPONSES.follow_up({"button": "U1"}, state)

@@ -24,20 +24,33 @@ from batchrun.endpoints.tasks.base import (
     TaskStatus,
 )
 from batchrun.endpoints.tasks.midjourney import MIDJOURNEY
+from batchrun.endpoints.tasks.responses import RESPONSES, output_text
+from batchrun.endpoints.tasks.suno import SUNO_LYRICS, SUNO_MUSIC
+from batchrun.endpoints.tasks.video import video_family
 
 __all__ = [
     "MIDJOURNEY",
+    "RESPONSES",
+    "SUNO_LYRICS",
+    "SUNO_MUSIC",
     "Accepted",
     "PollRequest",
     "Rejected",
     "TaskFamily",
     "TaskState",
     "TaskStatus",
+    "output_text",
     "task_family_for",
+    "video_family",
 ]
 
 # new-api mounts the Midjourney routes under /mj and under /{mode}/mj (e.g. /mj-fast/mj/...).
 _MJ_SUBMIT = re.compile(r"^(?:/[\w.-]+)?/mj/(?:submit/[\w-]+|insight-face/swap)/?$")
+_SUNO_SUBMIT = re.compile(r"^/suno/submit/(music|lyrics)/?$", re.IGNORECASE)
+_VIDEO_SUBMIT = re.compile(
+    r"^(?:/v1/video/generations|/v1/videos|/v1/videos/[^/]+/remix"
+    r"|/kling/v1/videos/(?:text2video|image2video))/?$"
+)
 
 
 def task_family_for(path: str, body: Mapping[str, Any]) -> TaskFamily | None:
@@ -45,4 +58,10 @@ def task_family_for(path: str, body: Mapping[str, Any]) -> TaskFamily | None:
     path = path.partition("?")[0]
     if _MJ_SUBMIT.match(path):
         return MIDJOURNEY
+    if found := _SUNO_SUBMIT.match(path):
+        return SUNO_LYRICS if found.group(1).lower() == "lyrics" else SUNO_MUSIC
+    if _VIDEO_SUBMIT.match(path):
+        return video_family(path)
+    if path.rstrip("/") == "/v1/responses" and body.get("background") is True:
+        return RESPONSES
     return None
