@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import time
@@ -12,7 +13,10 @@ from typing import Any
 
 import pytest
 
+from batchrun.endpoints.audio_length import audio_seconds_of
+from batchrun.endpoints.tasks import MIDJOURNEY, Accepted, TaskState, output_text, task_family_for
 from batchrun.mock import MockConfig, MockServer
+from batchrun.mock.cli_args import add_arguments, config_from_args
 
 REFRESH_S = 0.05
 
@@ -213,3 +217,126 @@ def test_reset_forgets_the_tasks(mock: MockServer) -> None:
     mock.reset()
     assert call(mock, "GET", f"/mj/task/{task_id}/fetch")[0] == 400
     assert mock.stats()["tasks"]["created"] == 0
+
+
+# ------------------------------------------------- every family, read by its own family code
+
+
+def drive(mock: MockServer, path: str, body: dict[str, Any]) -> tuple[list[str], TaskState]:
+    """Submit as a row would, then poll with the family's own requests until it finishes:
+    the statuses seen (deduplicated in order) and the final state."""
+    family = task_family_for(path, body)
+    assert family is not None
+    accepted = family.read_submit(*call(mock, "POST", path, body))
+    assert isinstance(accepted, Accepted), accepted
+    task_id = accepted.task_id
+
+    def poll() -> TaskState | None:
+        request = family.poll([task_id])
+        status, answer = call(mock, request.method, request.path, request.json)
+        return family.read_poll(status, answer, [task_id]).get(task_id)
+
+    states = wait_for(poll, lambda state: state is not None and state.finished)
+    seen: list[str] = []
+    for state in states:
+        if state is not None and state.status not in seen:
+            seen.append(state.status)
+    return seen, states[-1]
+
+
+def test_the_midjourney_family_reads_the_mock(mock: MockServer) -> None:
+    seen, state = drive(mock, "/mj/submit/imagine", {"prompt": "a harbour"})
+    assert seen == ["pending", "running", "success"]
+    assert len(state.media_urls) == 1 and download(state.media_urls[0])[1].startswith(b"\x89PNG")
+    follow = MIDJOURNEY.follow_up({"button": "V2"}, state)
+    seen, child = drive(mock, "/mj/submit/action", follow)
+    assert child.body["action"] == "VARIATION" and seen[-1] == "success"
+
+
+def test_a_suno_song_has_two_clips_of_real_audio(mock: MockServer) -> None:
+    seen, state = drive(mock, "/suno/submit/music", {"prompt": "a sea shanty", "mv": "chirp-v4"})
+    assert seen == ["pending", "running", "success"]
+    assert len(state.media_urls) == 2
+    for url in state.media_urls:
+        content_type, audio = download(url)
+        assert content_type == "audio/mpeg" and audio.startswith(b"ID3")
+        assert audio_seconds_of(audio, len(audio)) == pytest.approx(2, abs=0.1)
+    assert [clip["model_name"] for clip in state.body["data"]] == ["chirp-v4", "chirp-v4"]
+    assert set(mock.stats()["tasks"]["polls"]) == {"/suno/fetch"}
+
+
+def test_suno_lyrics_fetch_by_id_and_refusals(mock: MockServer) -> None:
+    seen, state = drive(mock, "/suno/submit/lyrics", {"prompt": "rain"})
+    assert seen[-1] == "success" and state.media_urls == () and "rain" in state.body["data"]["text"]
+    status, body = call(mock, "GET", f"/suno/fetch/{state.task_id}")
+    assert status == 200 and body["data"]["task_id"] == state.task_id
+    status, body = call(
+        mock, "POST", "/suno/submit/music", {"prompt": "bad", "mock_task": "banned"}
+    )
+    assert status == 400 and body["code"] == "prompt_banned" and body["data"] is None
+    assert call(mock, "GET", "/suno/fetch/task_nope")[0] == 400
+
+
+def test_a_failing_suno_song_ends_failure(mock: MockServer) -> None:
+    seen, state = drive(mock, "/suno/submit/music", {"prompt": "x", "mock_task": "fail"})
+    assert seen[-1] == "failure" and "mock_task=fail" in (state.fail_reason or "")
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ("/v1/video/generations", "kling-v1"),
+        ("/v1/video/generations", "veo-3.0-generate-preview"),
+        ("/v1/videos", "sora-2"),
+    ],
+)
+def test_a_video_task_on_either_route_ends_with_its_video(
+    mock: MockServer, path: str, model: str
+) -> None:
+    seen, state = drive(mock, path, {"model": model, "prompt": "a drone shot", "seconds": "4"})
+    assert seen == ["pending", "running", "success"]
+    (url,) = state.media_urls
+    content_type, video = download(url)
+    assert content_type == "video/mp4" and video[4:8] == b"ftyp"
+    if "veo" in model:
+        assert state.body["data"]["status"] == "succeeded" and state.body["data"]["url"] == url
+    elif path == "/v1/videos":
+        assert state.body["metadata"]["url"] == url and state.body["progress"] == 100
+    else:
+        assert state.body["data"]["result_url"] == url
+
+
+def test_a_failing_video_and_an_unknown_one(mock: MockServer) -> None:
+    seen, state = drive(mock, "/v1/videos", {"model": "sora-2", "prompt": "x", "mock_task": "fail"})
+    assert seen[-1] == "failure" and "mock_task=fail" in (state.fail_reason or "")
+    assert call(mock, "GET", "/v1/videos/task_nope")[0] == 404
+
+
+def test_a_background_response_completes_with_its_text(mock: MockServer) -> None:
+    body = {"model": "o3-pro", "input": "what is 6 x 7?", "background": True}
+    seen, state = drive(mock, "/v1/responses", body)
+    assert seen == ["pending", "running", "success"]
+    assert state.body["status"] == "completed" and output_text(state.body)
+    status, sync = call(mock, "POST", "/v1/responses", {"model": "o3-pro", "input": "hi"})
+    assert status == 200 and sync["status"] == "completed"  # without background: answered
+    assert mock.stats()["tasks"]["created"] == 1
+
+
+def test_a_failing_background_response(mock: MockServer) -> None:
+    body = {"model": "o3-pro", "input": "x", "background": True, "mock_task": "fail"}
+    seen, state = drive(mock, "/v1/responses", body)
+    assert seen[-1] == "failure" and "mock_task=fail" in (state.fail_reason or "")
+    assert call(mock, "GET", "/v1/responses/resp_nope")[0] == 404
+
+
+def test_the_mock_server_flags_set_the_task_timing() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--task-refresh-s", "0.5", "--task-duration-s", "30,120"])
+    config = config_from_args(args)
+    assert (config.task_refresh_s, config.task_duration_s) == (0.5, (30.0, 120.0))
+    assert config_from_args(parser.parse_args(["--task-duration-s", "7"])).task_duration_s == (7, 7)
+    with pytest.raises(ValueError, match="task_duration_s: min 9 is above max 1"):
+        MockConfig(task_duration_s=(9, 1))
+    with pytest.raises(ValueError, match="task_refresh_s"):
+        MockConfig(task_refresh_s=0)
