@@ -340,3 +340,20 @@ def test_the_mock_server_flags_set_the_task_timing() -> None:
         MockConfig(task_duration_s=(9, 1))
     with pytest.raises(ValueError, match="task_refresh_s"):
         MockConfig(task_refresh_s=0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/suno/submit/music", {"prompt": "lost song"}),
+        ("/v1/videos", {"model": "sora-2", "prompt": "lost film"}),
+        ("/v1/responses", {"model": "o3-pro", "input": "lost answer", "background": True}),
+    ],
+)
+def test_timeout_after_submit_on_every_family(
+    mock: MockServer, path: str, body: dict[str, Any]
+) -> None:
+    with pytest.raises((TimeoutError, socket.timeout, urllib.error.URLError)):
+        call(mock, "POST", path, {**body, "mock_task": "timeout_after_submit"}, timeout_s=0.3)
+    stats = mock.stats()["tasks"]
+    assert stats["created"] == 1 and sum(stats["submits_by_prompt"].values()) == 1
