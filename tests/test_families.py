@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from batchrun.mock import MockConfig, MockServer
-from batchrun.mock.audio import speech_audio, transcript_of
+from batchrun.mock.audio import speech_audio, speech_stream, transcript_of
 from batchrun.mock.images import png_of
 from batchrun.mock.multipart import FormFile
 from batchrun.mock.payloads import _vector
@@ -201,6 +202,42 @@ def test_kill_9_during_speech_then_resume_leaves_each_row_one_record_and_one_who
     on_disk = {str(p.relative_to(out)) for p in (out / "media").rglob("*") if p.is_file()}
     # No half-written file, and no file that no record names (a resend reuses its row's name).
     assert on_disk == referenced
+
+
+def run_measured(args: list[str], log: Path) -> tuple[int, float]:
+    """Run a batchrun command to its end: its exit code and its peak RSS in MB."""
+    with log.open("wb") as sink:
+        child = subprocess.Popen(args, env=env_with_key(), cwd=ROOT, stdout=sink, stderr=sink)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, usage.ru_maxrss / 1024
+
+
+@pytest.mark.slow
+def test_a_50_mb_speech_answer_lands_byte_for_byte_and_memory_stays_flat(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    """Bodies stream to disk: a run whose answer is 50 MB peaks about where a 10 KB one does."""
+    peaks = {}
+    for size in (10_000, 50_000_000):
+        rows = [speech("big", "Big.", mock_audio_bytes=size)]
+        path = write_jsonl(tmp_path / f"in-{size}.jsonl", rows)
+        out = tmp_path / f"out-{size}"
+        args = batchrun_cmd("run", path, "--out", out, "--base-url", mock.base_url, "-q")
+        code, peaks[size] = run_measured(args, tmp_path / f"log-{size}")
+        assert code == 0, (tmp_path / f"log-{size}").read_text()
+        (record,) = read_results(out)
+        assert (record["status"], record["attempts"], record["response"]) == ("ok", 1, None)
+        expected, saved = hashlib.sha256(), hashlib.sha256()
+        for chunk in speech_stream("Big.", "alloy", size):
+            expected.update(chunk)
+        with (out / record["media"][0]).open("rb") as f:
+            while chunk := f.read(1 << 20):
+                saved.update(chunk)
+        assert saved.hexdigest() == expected.hexdigest()  # byte for byte
+    assert api_requests(mock) == {"/v1/audio/speech": 2}
+    # Held in memory, the answer alone would add 50 MB (and a copy or two on the way).
+    assert peaks[50_000_000] - peaks[10_000] < 20, peaks
 
 
 def clips(folder: Path) -> dict[str, bytes]:

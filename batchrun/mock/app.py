@@ -411,7 +411,10 @@ class MockApp:
         delay_s = self._latency_s
         if self._jitter_s:
             delay_s += self._jitter_rng.random() * self._jitter_s
-        if kind is None or kind in SUCCESS_FAULTS:
+        if (kind is None or kind in SUCCESS_FAULTS) and job.chunks is not None:
+            reply = Reply(200, content_type=job.content_type, headers=headers, delay_s=delay_s)
+            reply.stream, reply.cut = job.chunks(), kind == "truncated"
+        elif kind is None or kind in SUCCESS_FAULTS:
             with_usage = kind != "no_usage"
             body, prompt_tokens, completion_tokens = job.build(with_usage)
             if with_usage:

@@ -7,7 +7,7 @@ it (auth, rate limit, faults, latency) is the same for every family (`batchrun.m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +18,17 @@ __all__ = ["Invalid", "Job", "model_of", "optional_int"]
 
 @dataclass(slots=True)
 class Job:
-    """A validated API request: what it costs the TPM budget, and how to answer it."""
+    """A validated API request: what it costs the TPM budget, and how to answer it.
+
+    `chunks`: for an answer too large to hold (a streamed audio file), a new stream of its body;
+    the answer then goes out chunked as it is made, and `build` is not called.
+    """
 
     model: str
     charge: int
     build: Callable[[bool], tuple[bytes, int, int]]  # with_usage -> body, prompt, completion
     content_type: bytes = JSON
+    chunks: Callable[[], Iterator[bytes]] | None = None
 
 
 class Invalid(ValueError):
