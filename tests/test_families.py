@@ -588,13 +588,48 @@ def test_the_estimate_prices_speech_whisper_and_images_by_their_units(tmp_path: 
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     done = run_cli("estimate", path, "--json", "--prices", prices)
     assert done.returncode == 0, done.stderr
-    groups = {g["model"]: g for g in json.loads(done.stdout)["groups"]}
+    estimate = json.loads(done.stdout)
+    groups = {g["model"]: g for g in estimate["groups"]}
     assert groups["tts-1"]["rows"] == 2
     assert groups["tts-1"]["cost_expected_usd"] == pytest.approx(1500 * 15 / 1e6)
-    # One file is missing: the group's cost is unknown, not a guess.
-    assert groups["whisper-1"]["cost_expected_usd"] is None
+    # The missing file is a bad row, as in the run; the clip is billed by its 2 s of audio.
+    assert (estimate["bad_rows"], estimate["bad_row_examples"][0]["line"]) == (1, 4)
+    assert groups["whisper-1"]["rows"] == 1
+    assert groups["whisper-1"]["cost_expected_usd"] == pytest.approx(2 / 60 * 0.006)
     assert groups["dall-e-3"]["cost_expected_usd"] == pytest.approx(3 * 0.04)
     assert groups["dall-e-3"]["cost_high_usd"] == pytest.approx(3 * 0.04)
+
+
+def test_the_estimate_reads_uploads_inside_files_root_as_the_run_does(tmp_path: Path) -> None:
+    """`--files-root` applies to `estimate` as to `run`: a file outside it or missing is a bad
+    row with its line number; a file inside it is priced by its audio minutes."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "clip.wav").write_bytes(speech_audio("Thirty characters of speech ok", "a", "wav"))
+    (tmp_path / "outside.wav").write_bytes(speech_audio("Not inside the root at all", "a", "wav"))
+    url = "/v1/audio/transcriptions"
+    rows = [
+        line("in", url, {"model": "whisper-1", "file": "clip.wav"}),
+        line("out", url, {"model": "whisper-1", "file": "../outside.wav"}),
+        line("gone", url, {"model": "whisper-1", "file": "none.wav"}),
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    done = run_cli("estimate", path, "--json", "--files-root", data)
+    assert done.returncode == 0, done.stderr
+    estimate = json.loads(done.stdout)
+    (group,) = estimate["groups"]
+    assert group["rows"] == 1 and group["cost_expected_usd"] == pytest.approx(2 / 60 * 0.006)
+    bad = [(b["line"], b["message"]) for b in estimate["bad_row_examples"]]
+    assert estimate["bad_rows"] == 2
+    assert bad[0][0] == 2 and "'../outside.wav' is outside the files root" in bad[0][1]
+    assert bad[1][0] == 3 and "file not found: 'none.wav'" in bad[1][1]
+    # Without the flag the files are looked for beside the input: all three rows are bad.
+    text = run_cli("estimate", path)
+    assert text.returncode == 0, text.stderr
+    assert "bad rows (not counted): 3" in text.stdout
+    assert "line 1: file not found: 'clip.wav'" in text.stdout
+    missing = run_cli("estimate", path, "--files-root", tmp_path / "nowhere")
+    assert missing.returncode == 2 and "--files-root is not a folder" in missing.stderr
 
 
 def test_batchrun_media_fetches_what_a_run_left_as_urls_without_calling_the_api(
