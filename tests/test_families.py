@@ -371,6 +371,23 @@ def test_a_500_mid_upload_is_sent_again_and_the_file_arrives_whole(
     assert stats["requests"]["by_path"][url] == 6 + faults
 
 
+@pytest.mark.parametrize("kind", ["500", "500_upload"])
+def test_an_upload_row_that_fails_once_is_sent_again_and_the_file_arrives_whole(
+    tmp_path: Path, mock: MockServer, kind: str
+) -> None:
+    """`mock_fault_times` counts a multipart row's attempts by its fields and file hashes (each
+    attempt has a new boundary): it fails once, is retried, the file streams again intact."""
+    files = clips(tmp_path / "clips")
+    body = {"model": "whisper-1", "file": "clips/a.mp3", "mock_fault": kind, "mock_fault_times": 1}
+    rows = [line("again", "/v1/audio/transcriptions", body)]
+    (record,) = run(tmp_path, mock, rows)
+    assert (record["status"], record["attempts"]) == ("ok", 2)
+    assert record["text"] == heard("a.mp3", files["a.mp3"])  # the mock checked every byte
+    assert api_requests(mock) == {"/v1/audio/transcriptions": 2}
+    assert mock.stats()["faults"] == {kind: 1}
+    assert len(read_results(tmp_path / "out")) == 1  # one record
+
+
 def image_name(model: str, prompt: str, size: str, index: int) -> str:
     seed = hashlib.sha256(f"{model}\x00{prompt}".encode()).hexdigest()[:16]
     return f"{seed}-{size}-{index}.png"

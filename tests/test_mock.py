@@ -1017,6 +1017,19 @@ def test_cli_flags_become_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
         config_from_args(args)
 
 
+def test_the_media_flags_become_a_config_and_show_in_mock_server_help() -> None:
+    args = _parse(["--media-url-ttl-s", "2.5", "--media-redirect-base", "http://127.0.0.1:9"])
+    config = config_from_args(args)
+    assert (config.media_url_ttl_s, config.media_redirect_base) == (2.5, "http://127.0.0.1:9")
+    default = config_from_args(_parse([]))
+    assert (default.media_url_ttl_s, default.media_redirect_base) == (3600.0, None)
+    shown = subprocess.run(
+        [sys.executable, "-m", "batchrun", "mock-server", "--help"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "--media-url-ttl-s S" in shown and "--media-redirect-base URL" in shown
+
+
 @pytest.mark.parametrize("spec", ["500", "teapot=0.1", "500=lots", "500=2"])
 def test_cli_rejects_bad_fault_specs(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -41,7 +41,7 @@ from batchrun.mock.jobs import Invalid as _Invalid
 from batchrun.mock.jobs import Job as _Job
 from batchrun.mock.jobs import model_of as _model
 from batchrun.mock.jobs import optional_int as _optional_int
-from batchrun.mock.multipart import parse_form
+from batchrun.mock.multipart import form_key, parse_form
 from batchrun.mock.ratelimit import RateLimiter, rate_limit_message
 
 __all__ = ["MockApp"]
@@ -407,7 +407,7 @@ class MockApp:
                 body = payloads.error_body(message, verdict.limit, code="rate_limit_exceeded")
                 return Reply(429, body, headers=headers)
         self._tokens["tpm_charged"] += job.charge
-        kind = self._faults.pick(requested, request.body)
+        kind = self._faults.pick(requested, form_key(data) if form else request.body)
         delay_s = self._latency_s
         if self._jitter_s:
             delay_s += self._jitter_rng.random() * self._jitter_s
