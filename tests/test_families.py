@@ -6,6 +6,7 @@ For each family: the row is ok, the answer columns (`text`, `tool_calls`, `embed
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from batchrun.mock import MockConfig, MockServer
@@ -677,6 +679,53 @@ def test_batchrun_media_fetches_what_a_run_left_as_urls_without_calling_the_api(
     assert keyed.stats()["media"].get("with_credentials") is None
     again = run_cli("media", out)
     assert "fetched 0 media files for 1 rows" in again.stdout  # only the expired one is left
+
+
+def test_export_carries_the_answer_columns_in_every_table_format(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    files = clips(tmp_path / "clips")
+    rows = [
+        line("ask", "/v1/chat/completions",
+             {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
+              "mock_echo": True}),
+        line("vec", "/v1/embeddings",
+             {"model": "text-embedding-3-small", "input": ["one", "two"], "dimensions": 2}),
+        speech("say", "Hello there!"),
+        line("srt", "/v1/audio/transcriptions",
+             {"model": "whisper-1", "file": "clips/a.mp3", "response_format": "srt"}),
+    ]  # fmt: skip
+    results = run(tmp_path, mock, rows)
+    out = tmp_path / "out"
+    media = results[2]["media"][0]
+    assert (out / media).read_bytes() == speech_audio("Hello there!", "alloy", "mp3")
+    vectors = [_vector("one", 2), _vector("two", 2)]
+    exported = {}
+    for fmt in ("parquet", "csv", "jsonl"):
+        to = tmp_path / f"answers.{fmt}"
+        done = run_cli("export", out, "--to", to)
+        assert done.returncode == 0, done.stderr
+        exported[fmt] = to
+    table = pq.read_table(exported["parquet"]).to_pylist()
+    assert [r["text"] for r in table[:1]] == ["Hi"]
+    assert table[1]["embedding"] == [pytest.approx(v, abs=1e-6) for v in vectors]
+    assert (table[2]["media"], table[2]["content_type"]) == ([media], "audio/mpeg")
+    assert heard("a.mp3", files["a.mp3"]) in table[3]["text"]
+    assert table[3]["content_type"].startswith("text/plain")
+    lines = [json.loads(x) for x in exported["jsonl"].read_text().splitlines()]
+    with exported["csv"].open(newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    for got in (lines, csv_rows):
+
+        def nested(value: Any) -> Any:
+            return json.loads(value) if isinstance(value, str) else value
+
+        assert [nested(v) for v in nested(got[1]["embedding"])] == [
+            pytest.approx(v, abs=1e-6) for v in vectors
+        ]
+        assert nested(got[2]["media"]) == [media]
+        assert got[2]["content_type"] == "audio/mpeg"
+        assert got[0]["text"] == "Hi" and heard("a.mp3", files["a.mp3"]) in got[3]["text"]
 
 
 def test_completions_and_responses_answers_are_columns(tmp_path: Path, mock: MockServer) -> None:
