@@ -766,7 +766,7 @@ def test_the_families_sample_runs_through_the_mock(tmp_path: Path, mock: MockSer
     )
     assert done.returncode == 0, done.stderr
     records = read_results(out)
-    assert [r["status"] for r in records] == ["ok"] * 14, [r["error_message"] for r in records]
+    assert [r["status"] for r in records] == ["ok"] * 15, [r["error_message"] for r in records]
     media = [m for r in records for m in (r["media"] or [])]
     assert len(media) == 5  # two speech files, three images
     assert all((out / m).is_file() for m in media)
@@ -774,6 +774,8 @@ def test_the_families_sample_runs_through_the_mock(tmp_path: Path, mock: MockSer
     greeting = (ROOT / "samples" / "files" / "greeting.wav").read_bytes()
     assert texts["transcription-1"] == heard("greeting.wav", greeting)
     assert all(texts[k] for k in ("chat-1", "completion-1", "responses-1", "claude-1", "gemini-1"))
+    calls = {r["custom_id"]: r["tool_calls"] for r in records}
+    assert [c["name"] for c in json.loads(calls["tools-1"])] == ["get_weather"]
 
 
 def test_an_output_started_before_the_answer_columns_resumes_and_reports(
