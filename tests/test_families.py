@@ -338,6 +338,9 @@ def test_an_upload_outside_the_files_root_missing_or_too_large_is_bad_input_neve
     assert messages[3].startswith("line 5: 'huge.wav' is 26,214,401 bytes, over this endpoint's")
     assert messages[4].startswith("line 6: 'link.mp3' is outside the files root")
     assert api_requests(mock) == {"/v1/audio/transcriptions": 1}  # the bad rows never went
+    # The run's own estimate read the clip inside --files-root too: priced by its minutes.
+    (group,) = json.loads((out / "estimate.json").read_text())["groups"]
+    assert group["rows"] == 1 and group["cost_expected_usd"] is not None
 
 
 def test_a_damaged_upload_is_refused_by_the_server_and_recorded(
