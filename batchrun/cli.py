@@ -249,13 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="a row larger than this is recorded as bad input, not sent (default: 16 MiB)",
     )
-    run.add_argument(
-        "--files-root",
-        type=Path,
-        metavar="DIR",
-        help="where the files that rows upload are read from (transcriptions, image edits); a "
-        "path outside it is a bad_input row (default: the input file's folder)",
-    )
+    _add_files_root(run)
     run.add_argument(
         "--no-download",
         action="store_true",
@@ -739,6 +733,16 @@ exit codes:
 """
 
 
+def _add_files_root(parser: Parser) -> None:
+    parser.add_argument(
+        "--files-root",
+        type=Path,
+        metavar="DIR",
+        help="where the files that rows upload are read from (transcriptions, image edits); a "
+        "path outside it is a bad_input row (default: the input file's folder)",
+    )
+
+
 def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     estimate = commands.add_parser(
@@ -793,6 +797,7 @@ def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     estimate.add_argument(
         "--out", type=Path, help="also save OUT/estimate.json, for `batchrun report OUT`"
     )
+    _add_files_root(estimate)
     # --model is already the what-if above; with --prompt it is also the body's model, which
     # counts and prices the same.
     _add_template_arguments(estimate, model=False)
@@ -878,6 +883,7 @@ def _estimate(args: argparse.Namespace) -> int:
             if batch
             else None,
             batch_backend=args.backend if batch else None,
+            files_root=_files_root(args.files_root),
         )
     except (InputError, ValueError) as exc:
         return _usage_error(str(exc))
@@ -889,6 +895,12 @@ def _estimate(args: argparse.Namespace) -> int:
         print(f"estimate saved to {saved}", file=sys.stderr)
     print((estimate.to_json() if args.json else render_estimate(estimate)).rstrip("\n"))
     return 0
+
+
+def _files_root(path: Path | None) -> Path | None:
+    if path is not None and not path.is_dir():
+        raise ValueError(f"--files-root is not a folder: {path}")
+    return path
 
 
 def _report(args: argparse.Namespace) -> int:

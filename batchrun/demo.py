@@ -5,8 +5,8 @@ Starts the mock server on a free 127.0.0.1 port (a little latency and a few inje
 question), runs `batchrun run samples/requests.jsonl` against it as a user would, then shows the
 estimate next to the actual usage (`batchrun report`), a few questions joined to their answers,
 and how to read the results. Then `samples/families.jsonl` (speech, transcriptions, images,
-Claude, Gemini, ...) into `demo-out/families`, listing the answer of each row and the media
-files saved.
+Claude, Gemini, ...) into `demo-out/families`, the models the server lists (`GET /v1/models`),
+and the answer of each row and the media files saved.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ def main(out_dir: Path = Path("demo-out")) -> int:
              "--base-url", server.base_url, "-q"],
             env=env,
         )  # fmt: skip
+        if code == 0:  # the one family that is not a row: what the server lists
+            print("\n$ batchrun models --base-url", server.base_url)
+            models = [sys.executable, "-m", "batchrun", "models", "--base-url", server.base_url]
+            code = subprocess.call(models, env=env)
     if code != 0:
         return code
     _show_families(families)
@@ -83,6 +87,9 @@ def _show_families(out_dir: Path) -> None:
             shown = f"error: {r['error_message']}"
         elif r["embedding"]:
             shown = f"embedding: {len(r['embedding'])} vectors of {len(r['embedding'][0])}"
+        elif r["tool_calls"]:
+            calls = json.loads(r["tool_calls"])
+            shown = "tool_calls: " + ", ".join(f"{c['name']}({c['arguments']})" for c in calls)
         elif r["media"]:
             shown = f"{len(r['media'])} media file" + ("s" if len(r["media"]) > 1 else "")
         else:

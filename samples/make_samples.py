@@ -1297,6 +1297,15 @@ def build_families() -> list[JSONDict]:
     user = [{"role": "user", "content": "Name three rivers in France, one line."}]
     return [
         _family("chat-1", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": user}),
+        _family("tools-1", "/v1/chat/completions", {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "What is the weather in Lyon?"}],
+            "tools": [{"type": "function", "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                               "required": ["city"]},
+            }}],
+        }),
         _family("completion-1", "/v1/completions", {
             "model": "gpt-3.5-turbo-instruct", "prompt": "Once upon a time", "max_tokens": 40,
         }),

@@ -6,18 +6,21 @@ For each family: the row is ok, the answer columns (`text`, `tool_calls`, `embed
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import os
 import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from batchrun.mock import MockConfig, MockServer
-from batchrun.mock.audio import speech_audio, transcript_of
+from batchrun.mock.audio import speech_audio, speech_stream, transcript_of
 from batchrun.mock.images import png_of
 from batchrun.mock.multipart import FormFile
 from batchrun.mock.payloads import _vector
@@ -203,6 +206,42 @@ def test_kill_9_during_speech_then_resume_leaves_each_row_one_record_and_one_who
     assert on_disk == referenced
 
 
+def run_measured(args: list[str], log: Path) -> tuple[int, float]:
+    """Run a batchrun command to its end: its exit code and its peak RSS in MB."""
+    with log.open("wb") as sink:
+        child = subprocess.Popen(args, env=env_with_key(), cwd=ROOT, stdout=sink, stderr=sink)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, usage.ru_maxrss / 1024
+
+
+@pytest.mark.slow
+def test_a_50_mb_speech_answer_lands_byte_for_byte_and_memory_stays_flat(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    """Bodies stream to disk: a run whose answer is 50 MB peaks about where a 10 KB one does."""
+    peaks = {}
+    for size in (10_000, 50_000_000):
+        rows = [speech("big", "Big.", mock_audio_bytes=size)]
+        path = write_jsonl(tmp_path / f"in-{size}.jsonl", rows)
+        out = tmp_path / f"out-{size}"
+        args = batchrun_cmd("run", path, "--out", out, "--base-url", mock.base_url, "-q")
+        code, peaks[size] = run_measured(args, tmp_path / f"log-{size}")
+        assert code == 0, (tmp_path / f"log-{size}").read_text()
+        (record,) = read_results(out)
+        assert (record["status"], record["attempts"], record["response"]) == ("ok", 1, None)
+        expected, saved = hashlib.sha256(), hashlib.sha256()
+        for chunk in speech_stream("Big.", "alloy", size):
+            expected.update(chunk)
+        with (out / record["media"][0]).open("rb") as f:
+            while chunk := f.read(1 << 20):
+                saved.update(chunk)
+        assert saved.hexdigest() == expected.hexdigest()  # byte for byte
+    assert api_requests(mock) == {"/v1/audio/speech": 2}
+    # Held in memory, the answer alone would add 50 MB (and a copy or two on the way).
+    assert peaks[50_000_000] - peaks[10_000] < 20, peaks
+
+
 def clips(folder: Path) -> dict[str, bytes]:
     """Two audio files the mock can check: an MP3 and a WAV of its own speech."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,6 +338,9 @@ def test_an_upload_outside_the_files_root_missing_or_too_large_is_bad_input_neve
     assert messages[3].startswith("line 5: 'huge.wav' is 26,214,401 bytes, over this endpoint's")
     assert messages[4].startswith("line 6: 'link.mp3' is outside the files root")
     assert api_requests(mock) == {"/v1/audio/transcriptions": 1}  # the bad rows never went
+    # The run's own estimate read the clip inside --files-root too: priced by its minutes.
+    (group,) = json.loads((out / "estimate.json").read_text())["groups"]
+    assert group["rows"] == 1 and group["cost_expected_usd"] is not None
 
 
 def test_a_damaged_upload_is_refused_by_the_server_and_recorded(
@@ -332,6 +374,23 @@ def test_a_500_mid_upload_is_sent_again_and_the_file_arrives_whole(
     assert {r["text"] for r in results} == {heard("long.mp3", long_clip)}
     assert sum(r["attempts"] for r in results) == 6 + faults
     assert stats["requests"]["by_path"][url] == 6 + faults
+
+
+@pytest.mark.parametrize("kind", ["500", "500_upload"])
+def test_an_upload_row_that_fails_once_is_sent_again_and_the_file_arrives_whole(
+    tmp_path: Path, mock: MockServer, kind: str
+) -> None:
+    """`mock_fault_times` counts a multipart row's attempts by its fields and file hashes (each
+    attempt has a new boundary): it fails once, is retried, the file streams again intact."""
+    files = clips(tmp_path / "clips")
+    body = {"model": "whisper-1", "file": "clips/a.mp3", "mock_fault": kind, "mock_fault_times": 1}
+    rows = [line("again", "/v1/audio/transcriptions", body)]
+    (record,) = run(tmp_path, mock, rows)
+    assert (record["status"], record["attempts"]) == ("ok", 2)
+    assert record["text"] == heard("a.mp3", files["a.mp3"])  # the mock checked every byte
+    assert api_requests(mock) == {"/v1/audio/transcriptions": 2}
+    assert mock.stats()["faults"] == {kind: 1}
+    assert len(read_results(tmp_path / "out")) == 1  # one record
 
 
 def image_name(model: str, prompt: str, size: str, index: int) -> str:
@@ -551,13 +610,48 @@ def test_the_estimate_prices_speech_whisper_and_images_by_their_units(tmp_path: 
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     done = run_cli("estimate", path, "--json", "--prices", prices)
     assert done.returncode == 0, done.stderr
-    groups = {g["model"]: g for g in json.loads(done.stdout)["groups"]}
+    estimate = json.loads(done.stdout)
+    groups = {g["model"]: g for g in estimate["groups"]}
     assert groups["tts-1"]["rows"] == 2
     assert groups["tts-1"]["cost_expected_usd"] == pytest.approx(1500 * 15 / 1e6)
-    # One file is missing: the group's cost is unknown, not a guess.
-    assert groups["whisper-1"]["cost_expected_usd"] is None
+    # The missing file is a bad row, as in the run; the clip is billed by its 2 s of audio.
+    assert (estimate["bad_rows"], estimate["bad_row_examples"][0]["line"]) == (1, 4)
+    assert groups["whisper-1"]["rows"] == 1
+    assert groups["whisper-1"]["cost_expected_usd"] == pytest.approx(2 / 60 * 0.006)
     assert groups["dall-e-3"]["cost_expected_usd"] == pytest.approx(3 * 0.04)
     assert groups["dall-e-3"]["cost_high_usd"] == pytest.approx(3 * 0.04)
+
+
+def test_the_estimate_reads_uploads_inside_files_root_as_the_run_does(tmp_path: Path) -> None:
+    """`--files-root` applies to `estimate` as to `run`: a file outside it or missing is a bad
+    row with its line number; a file inside it is priced by its audio minutes."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "clip.wav").write_bytes(speech_audio("Thirty characters of speech ok", "a", "wav"))
+    (tmp_path / "outside.wav").write_bytes(speech_audio("Not inside the root at all", "a", "wav"))
+    url = "/v1/audio/transcriptions"
+    rows = [
+        line("in", url, {"model": "whisper-1", "file": "clip.wav"}),
+        line("out", url, {"model": "whisper-1", "file": "../outside.wav"}),
+        line("gone", url, {"model": "whisper-1", "file": "none.wav"}),
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    done = run_cli("estimate", path, "--json", "--files-root", data)
+    assert done.returncode == 0, done.stderr
+    estimate = json.loads(done.stdout)
+    (group,) = estimate["groups"]
+    assert group["rows"] == 1 and group["cost_expected_usd"] == pytest.approx(2 / 60 * 0.006)
+    bad = [(b["line"], b["message"]) for b in estimate["bad_row_examples"]]
+    assert estimate["bad_rows"] == 2
+    assert bad[0][0] == 2 and "'../outside.wav' is outside the files root" in bad[0][1]
+    assert bad[1][0] == 3 and "file not found: 'none.wav'" in bad[1][1]
+    # Without the flag the files are looked for beside the input: all three rows are bad.
+    text = run_cli("estimate", path)
+    assert text.returncode == 0, text.stderr
+    assert "bad rows (not counted): 3" in text.stdout
+    assert "line 1: file not found: 'clip.wav'" in text.stdout
+    missing = run_cli("estimate", path, "--files-root", tmp_path / "nowhere")
+    assert missing.returncode == 2 and "--files-root is not a folder" in missing.stderr
 
 
 def test_batchrun_media_fetches_what_a_run_left_as_urls_without_calling_the_api(
@@ -588,6 +682,53 @@ def test_batchrun_media_fetches_what_a_run_left_as_urls_without_calling_the_api(
     assert keyed.stats()["media"].get("with_credentials") is None
     again = run_cli("media", out)
     assert "fetched 0 media files for 1 rows" in again.stdout  # only the expired one is left
+
+
+def test_export_carries_the_answer_columns_in_every_table_format(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    files = clips(tmp_path / "clips")
+    rows = [
+        line("ask", "/v1/chat/completions",
+             {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
+              "mock_echo": True}),
+        line("vec", "/v1/embeddings",
+             {"model": "text-embedding-3-small", "input": ["one", "two"], "dimensions": 2}),
+        speech("say", "Hello there!"),
+        line("srt", "/v1/audio/transcriptions",
+             {"model": "whisper-1", "file": "clips/a.mp3", "response_format": "srt"}),
+    ]  # fmt: skip
+    results = run(tmp_path, mock, rows)
+    out = tmp_path / "out"
+    media = results[2]["media"][0]
+    assert (out / media).read_bytes() == speech_audio("Hello there!", "alloy", "mp3")
+    vectors = [_vector("one", 2), _vector("two", 2)]
+    exported = {}
+    for fmt in ("parquet", "csv", "jsonl"):
+        to = tmp_path / f"answers.{fmt}"
+        done = run_cli("export", out, "--to", to)
+        assert done.returncode == 0, done.stderr
+        exported[fmt] = to
+    table = pq.read_table(exported["parquet"]).to_pylist()
+    assert [r["text"] for r in table[:1]] == ["Hi"]
+    assert table[1]["embedding"] == [pytest.approx(v, abs=1e-6) for v in vectors]
+    assert (table[2]["media"], table[2]["content_type"]) == ([media], "audio/mpeg")
+    assert heard("a.mp3", files["a.mp3"]) in table[3]["text"]
+    assert table[3]["content_type"].startswith("text/plain")
+    lines = [json.loads(x) for x in exported["jsonl"].read_text().splitlines()]
+    with exported["csv"].open(newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    for got in (lines, csv_rows):
+
+        def nested(value: Any) -> Any:
+            return json.loads(value) if isinstance(value, str) else value
+
+        assert [nested(v) for v in nested(got[1]["embedding"])] == [
+            pytest.approx(v, abs=1e-6) for v in vectors
+        ]
+        assert nested(got[2]["media"]) == [media]
+        assert got[2]["content_type"] == "audio/mpeg"
+        assert got[0]["text"] == "Hi" and heard("a.mp3", files["a.mp3"]) in got[3]["text"]
 
 
 def test_completions_and_responses_answers_are_columns(tmp_path: Path, mock: MockServer) -> None:
@@ -628,7 +769,7 @@ def test_the_families_sample_runs_through_the_mock(tmp_path: Path, mock: MockSer
     )
     assert done.returncode == 0, done.stderr
     records = read_results(out)
-    assert [r["status"] for r in records] == ["ok"] * 14, [r["error_message"] for r in records]
+    assert [r["status"] for r in records] == ["ok"] * 15, [r["error_message"] for r in records]
     media = [m for r in records for m in (r["media"] or [])]
     assert len(media) == 5  # two speech files, three images
     assert all((out / m).is_file() for m in media)
@@ -636,6 +777,8 @@ def test_the_families_sample_runs_through_the_mock(tmp_path: Path, mock: MockSer
     greeting = (ROOT / "samples" / "files" / "greeting.wav").read_bytes()
     assert texts["transcription-1"] == heard("greeting.wav", greeting)
     assert all(texts[k] for k in ("chat-1", "completion-1", "responses-1", "claude-1", "gemini-1"))
+    calls = {r["custom_id"]: r["tool_calls"] for r in records}
+    assert [c["name"] for c in json.loads(calls["tools-1"])] == ["get_weather"]
 
 
 def test_an_output_started_before_the_answer_columns_resumes_and_reports(

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import base64
 import concurrent.futures
+import hashlib
 import json
 import os
 import select
@@ -23,6 +24,7 @@ import httpx2
 import pytest
 
 from batchrun.mock import FAULT_KINDS, MockConfig, MockServer, format_go_duration, serve
+from batchrun.mock.audio import speech_stream
 from batchrun.mock.cli_args import add_arguments, config_from_args
 from batchrun.mock.ratelimit import RateLimiter, TokenBucket
 
@@ -719,6 +721,66 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     assert got == [1, 2, 3, 4, 5, 6]
 
 
+def _read_chunked(sock: socket.socket, buffer: bytearray) -> tuple[bytes, Any]:
+    """The head of a chunked response and the sha256 of its body (never held whole)."""
+    while b"\r\n\r\n" not in buffer:
+        buffer += sock.recv(65536)
+    end = buffer.index(b"\r\n\r\n") + 4
+    head = bytes(buffer[:end])
+    del buffer[:end]
+    digest = hashlib.sha256()
+    while True:
+        while b"\r\n" not in buffer:
+            buffer += sock.recv(65536)
+        size_end = buffer.index(b"\r\n")
+        size = int(buffer[:size_end], 16)
+        while len(buffer) < size_end + 2 + size + 2:
+            buffer += sock.recv(1 << 20)
+        digest.update(buffer[size_end + 2 : size_end + 2 + size])
+        del buffer[: size_end + 2 + size + 2]
+        if size == 0:
+            return head, digest
+
+
+def test_a_speech_answer_asked_for_by_size_is_streamed_chunked_then_the_next_request(
+    server: MockServer,
+) -> None:
+    size = 20_000_000
+    speech = {"model": "tts-1", "input": "Big.", "voice": "alloy", "mock_audio_bytes": size}
+    data = json.dumps(speech).encode()
+    first = (
+        f"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+    sock = _connect(server)
+    sock.sendall(first + _raw_request({"model": "m", "messages": HELLO, "mock_reply_tokens": 3}))
+    buffer = bytearray()
+    head, digest = _read_chunked(sock, buffer)
+    assert b"transfer-encoding: chunked\r\n" in head and b"content-length" not in head
+    assert b"content-type: audio/mpeg\r\n" in head
+    expected = hashlib.sha256()
+    length = 0
+    for chunk in speech_stream("Big.", "alloy", size):
+        expected.update(chunk)
+        length += len(chunk)
+    assert size - 500 < length <= size  # whole MP3 frames
+    assert digest.hexdigest() == expected.hexdigest()
+    _, body = _read_response(sock, buffer)  # the pipelined request, answered after the stream
+    assert json.loads(body)["usage"]["completion_tokens"] == 3
+    sock.close()
+
+
+def test_a_truncated_streamed_answer_ends_without_its_last_chunk(
+    server: MockServer, client: httpx2.Client
+) -> None:
+    speech = {"model": "tts-1", "input": "Cut.", "voice": "alloy", "mock_audio_bytes": 10**7}
+    with pytest.raises(httpx2.RemoteProtocolError):
+        client.post("/audio/speech", json={**speech, "mock_fault": "truncated"})
+    with pytest.raises(httpx2.HTTPStatusError, match="400"):
+        wav = {**speech, "response_format": "wav"}  # a size is asked of MP3s only
+        client.post("/audio/speech", json=wav).raise_for_status()
+
+
 def test_requests_split_across_reads_are_reassembled(server: MockServer) -> None:
     sock = _connect(server)
     request = _raw_request({"model": "m", "messages": HELLO, "mock_reply_tokens": 2})
@@ -953,6 +1015,19 @@ def test_cli_flags_become_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MOCK_KEY")
     with pytest.raises(ValueError, match="MOCK_KEY"):
         config_from_args(args)
+
+
+def test_the_media_flags_become_a_config_and_show_in_mock_server_help() -> None:
+    args = _parse(["--media-url-ttl-s", "2.5", "--media-redirect-base", "http://127.0.0.1:9"])
+    config = config_from_args(args)
+    assert (config.media_url_ttl_s, config.media_redirect_base) == (2.5, "http://127.0.0.1:9")
+    default = config_from_args(_parse([]))
+    assert (default.media_url_ttl_s, default.media_redirect_base) == (3600.0, None)
+    shown = subprocess.run(
+        [sys.executable, "-m", "batchrun", "mock-server", "--help"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "--media-url-ttl-s S" in shown and "--media-redirect-base URL" in shown
 
 
 @pytest.mark.parametrize("spec", ["500", "teapot=0.1", "500=lots", "500=2"])

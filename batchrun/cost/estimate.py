@@ -52,7 +52,9 @@ from batchrun.cost.tokens import (
     tokenizer_for,
 )
 from batchrun.cost.units import row_units
-from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows
+from batchrun.endpoints.profiles import profile_for
+from batchrun.inputs.files import FilesRoot
+from batchrun.inputs.reader import DEFAULT_ENDPOINT, ParsedRow, iter_rows, resolve_uploads
 from batchrun.inputs.sniff import check_sendable
 from batchrun.inputs.template import Template
 from batchrun.models import RowError
@@ -281,6 +283,7 @@ class EstimateBuilder:
         input: str | None = None,
         batch_prices: PriceBook | None = None,
         batch_backend: str | None = None,
+        files_root: Path | None = None,
     ) -> None:
         if (batch_prices is None) != (batch_backend is None):
             raise ValueError("batch_prices and batch_backend go together")
@@ -291,14 +294,22 @@ class EstimateBuilder:
         self._rule = rule
         self._fraction = rule.fraction_of_max
         self._input = input
-        # Files rows upload (whisper's audio) are read from the input's folder, as a run's
-        # default --files-root.
-        self._files_root = Path(input).parent if input is not None else Path()
+        # Files rows upload (whisper's audio) are read where the run reads them: --files-root,
+        # by default the input's folder.
+        if files_root is None:
+            files_root = Path(input).parent if input is not None else Path()
+        self._files_root = files_root
+        self._files = FilesRoot(files_root)
         self._groups: dict[tuple[str | None, str], _Group] = {}
         self._bad_rows = 0
         self._bad_examples: list[RowError] = []
 
     def add(self, item: ParsedRow | RowError) -> None:
+        if not isinstance(item, RowError) and profile_for(item.url).files:
+            # A file outside the files root, missing or too large: the run would not send it.
+            resolved = resolve_uploads(item, self._files)
+            if isinstance(resolved, RowError):
+                item = resolved
         if isinstance(item, RowError):
             self._bad_rows += 1
             if len(self._bad_examples) < _MAX_BAD_EXAMPLES:
@@ -449,10 +460,13 @@ def estimate_file(
     template: Template | None = None,
     batch_prices: PriceBook | None = None,
     batch_backend: str | None = None,
+    files_root: Path | None = None,
 ) -> Estimate:
     """Stream `path` through the reader (as `run` does) and estimate every row; with a
     template, the bodies it renders, the same ones `run` sends; with `batch_prices`, also at
-    the Batch API's prices of `batch_backend`.
+    the Batch API's prices of `batch_backend`. Files rows upload are read inside `files_root`
+    (default: the input's folder), as `run` reads them; a row whose file is outside it, missing
+    or too large is a bad row, as in the run.
 
     Raises `batchrun.inputs.reader.InputError` when the file as a whole cannot be read, or no
     row of it could be sent (`batchrun.inputs.sniff`).
@@ -465,6 +479,7 @@ def estimate_file(
         input=str(path),
         batch_prices=batch_prices,
         batch_backend=batch_backend,
+        files_root=files_root,
     )
     add = builder.add
     for item in iter_rows(path, endpoint=endpoint, template=template):

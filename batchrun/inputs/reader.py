@@ -237,15 +237,11 @@ def iter_requests(
         uploads: tuple[Upload, ...] = ()
         if profile.files:
             root = root or FilesRoot(files_root if files_root is not None else path.parent)
-            try:
-                uploads = _uploads(profile, body, root)
-            except UploadProblem as exc:
-                where = f"line {item.line}" if item.line is not None else f"row {item.row}"
-                message = f"{where}: {exc}; not sent"
-                yield RowError(
-                    row=item.row, custom_id=item.custom_id, message=message, line=item.line
-                )
+            resolved = resolve_uploads(item, root)
+            if isinstance(resolved, RowError):
+                yield resolved
                 continue
+            uploads = resolved
         model = body.get("model")
         if not isinstance(model, str):
             model = profile.model_in_path(item.url)  # Gemini native: the model is in the path
@@ -270,6 +266,18 @@ def _audio_seconds(path: Path) -> float | None:
         return audio_seconds_of(head, path.stat().st_size)
     except OSError:
         return None  # read again when sent, where a failure is the row's error
+
+
+def resolve_uploads(item: ParsedRow, root: FilesRoot) -> tuple[Upload, ...] | RowError:
+    """The files the row uploads, resolved inside `root`; a path outside it, a missing file or
+    one over the endpoint's limit is the row's `RowError`, with its line number (never sent).
+    The same for `run` and `estimate`."""
+    try:
+        return _uploads(profile_for(item.url), item.body, root)
+    except UploadProblem as exc:
+        where = f"line {item.line}" if item.line is not None else f"row {item.row}"
+        message = f"{where}: {exc}; not sent"
+        return RowError(row=item.row, custom_id=item.custom_id, message=message, line=item.line)
 
 
 def _uploads(profile: Profile, body: dict[str, Any], root: FilesRoot) -> tuple[Upload, ...]:

@@ -41,7 +41,7 @@ from batchrun.mock.jobs import Invalid as _Invalid
 from batchrun.mock.jobs import Job as _Job
 from batchrun.mock.jobs import model_of as _model
 from batchrun.mock.jobs import optional_int as _optional_int
-from batchrun.mock.multipart import parse_form
+from batchrun.mock.multipart import form_key, parse_form
 from batchrun.mock.ratelimit import RateLimiter, rate_limit_message
 from batchrun.mock.tasks import TaskBook
 
@@ -422,11 +422,14 @@ class MockApp:
                 body = payloads.error_body(message, verdict.limit, code="rate_limit_exceeded")
                 return Reply(429, body, headers=headers)
         self._tokens["tpm_charged"] += job.charge
-        kind = self._faults.pick(requested, request.body)
+        kind = self._faults.pick(requested, form_key(data) if form else request.body)
         delay_s = self._latency_s
         if self._jitter_s:
             delay_s += self._jitter_rng.random() * self._jitter_s
-        if kind is None or kind in SUCCESS_FAULTS:
+        if (kind is None or kind in SUCCESS_FAULTS) and job.chunks is not None:
+            reply = Reply(200, content_type=job.content_type, headers=headers, delay_s=delay_s)
+            reply.stream, reply.cut = job.chunks(), kind == "truncated"
+        elif kind is None or kind in SUCCESS_FAULTS:
             with_usage = kind != "no_usage"
             body, prompt_tokens, completion_tokens = job.build(with_usage)
             if with_usage:

@@ -2,6 +2,8 @@
 
     POST /v1/audio/speech {"model": "tts-1", "input": "Hello", "voice": "alloy"}
       -> 200, content-type audio/mpeg, an MP3 whose length follows the text
+    POST /v1/audio/speech {..., "mock_audio_bytes": 200000000}
+      -> 200, an MP3 of about that many bytes (whole frames), sent chunked as it is made
     POST /v1/audio/transcriptions (multipart: file, model, response_format)
       -> {"text": "Transcript of a.mp3: 40,872 bytes, sha256 ..."} or text / srt / vtt
 
@@ -9,7 +11,9 @@ A transcription checks that the file arrived intact (a WAV or MP3 of the mock's 
 structure is broken is refused, 400, as a real server refuses a file it cannot decode) and its
 text names the file's size and sha256, so a test sees that every byte arrived.
 
-The audio is deterministic (`speech_audio`), so a test can compare a saved file byte for byte.
+The audio is deterministic (`speech_audio`, `speech_stream`), so a test can compare a saved file
+byte for byte. An answer asked for by size (`mock_audio_bytes`, MP3 only) is made chunk by chunk
+while the socket takes it, never held whole: the mock serves a 200 MB answer in a few MB.
 Its headers are real: an MP3 is ID3v2 and MPEG-1 Layer III frames (128 kbit/s, 44.1 kHz), a
 WAV a RIFF header of 24 kHz 16-bit mono PCM (what OpenAI's `pcm` is), so that a reader of
 durations (whisper's cost by audio minutes) can read them. No usage is reported, as OpenAI's
@@ -22,11 +26,12 @@ import hashlib
 import json
 import math
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from batchrun.endpoints.audio_length import audio_seconds_of
 from batchrun.mock.http import JSON
-from batchrun.mock.jobs import Invalid, Job, model_of
+from batchrun.mock.jobs import Invalid, Job, model_of, optional_int
 from batchrun.mock.multipart import FormFile
 
 __all__ = [
@@ -34,6 +39,7 @@ __all__ = [
     "mp3_of",
     "speech_audio",
     "speech_job",
+    "speech_stream",
     "transcript_of",
     "transcription_job",
 ]
@@ -53,6 +59,9 @@ _MP3_FRAME_HEADER = b"\xff\xfb\x90\x64"  # MPEG-1 Layer III, 128 kbit/s, 44.1 kH
 _MP3_FRAME_BYTES = 417  # 144 * 128000 / 44100
 _MP3_FRAMES_PER_SECOND = 44_100 / 1152
 _MAGIC = {"opus": b"OggS", "flac": b"fLaC", "aac": b"\xff\xf1"}
+_ID3 = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no tags
+_FRAMES_PER_CHUNK = 157  # about 64 KiB of frames a chunk
+_MAX_STREAM_BYTES = 1 << 40
 
 
 def _filler(seed: bytes, size: int) -> bytes:
@@ -72,9 +81,7 @@ def speech_seconds(text: str) -> float:
 def mp3_of(seed: bytes, seconds: float) -> bytes:
     """An MP3 of about `seconds`: an ID3v2 tag, then MPEG-1 Layer III frames of `seed`'s bytes."""
     frames = max(1, round(seconds * _MP3_FRAMES_PER_SECOND))
-    payload = _filler(seed, _MP3_FRAME_BYTES - 4)
-    id3 = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no tags
-    return id3 + (_MP3_FRAME_HEADER + payload) * frames
+    return _ID3 + _mp3_frame(seed) * frames
 
 
 def speech_audio(text: str, voice: str, fmt: str) -> bytes:
@@ -91,6 +98,22 @@ def speech_audio(text: str, voice: str, fmt: str) -> bytes:
         header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, _PCM_RATE, _PCM_RATE * 2, 2, 16)
         return header + b"data" + struct.pack("<I", len(samples)) + samples
     return _MAGIC[fmt] + samples[: len(samples) // 8]  # compressed formats: smaller
+
+
+def _mp3_frame(seed: bytes) -> bytes:
+    return _MP3_FRAME_HEADER + _filler(seed, _MP3_FRAME_BYTES - 4)
+
+
+def speech_stream(text: str, voice: str, size_bytes: int) -> Iterator[bytes]:
+    """The MP3 of about `size_bytes` (whole frames, at least one) the mock answers for
+    `mock_audio_bytes`, chunk by chunk: its memory is one chunk whatever the size."""
+    frame = _mp3_frame(f"{voice}\x00mp3\x00{text}".encode("utf-8", "surrogatepass"))
+    frames = max(1, (size_bytes - len(_ID3)) // len(frame))
+    yield _ID3
+    chunk = frame * _FRAMES_PER_CHUNK
+    for _ in range(frames // _FRAMES_PER_CHUNK):
+        yield chunk
+    yield frame * (frames % _FRAMES_PER_CHUNK)
 
 
 def speech_job(data: dict[str, Any]) -> Job:
@@ -112,10 +135,27 @@ def speech_job(data: dict[str, Any]) -> Job:
             "response_format",
         )
 
+    size_bytes = optional_int(data, "mock_audio_bytes", 1, _MAX_STREAM_BYTES)
+    if size_bytes is not None and fmt != "mp3":
+        message = "'mock_audio_bytes' asks for an MP3 (response_format mp3)."
+        raise Invalid(message, "mock_audio_bytes")
+
     def build(with_usage: bool) -> tuple[bytes, int, int]:
+        if size_bytes is not None:
+            return b"".join(speech_stream(text, voice, size_bytes)), 0, 0
         return speech_audio(text, voice, fmt), 0, 0
 
-    return Job(model, len(text) // 4 + 1, build, content_type=SPEECH_CONTENT_TYPES[fmt])
+    def chunks() -> Iterator[bytes]:
+        assert size_bytes is not None
+        return speech_stream(text, voice, size_bytes)
+
+    return Job(
+        model,
+        len(text) // 4 + 1,
+        build,
+        content_type=SPEECH_CONTENT_TYPES[fmt],
+        chunks=chunks if size_bytes is not None else None,
+    )
 
 
 _TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")

@@ -124,6 +124,20 @@ def _add_answer_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="delay of every Batch API answer (files, batches, message batches)",
     )
+    parser.add_argument(
+        "--media-url-ttl-s",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="how long the image URLs the mock hands out stay valid (DALL-E's: %(default)s)",
+    )
+    parser.add_argument(
+        "--media-redirect-base",
+        metavar="URL",
+        default=None,
+        help="redirect every download of the media route to http://HOST:PORT (a CDN on "
+        "another host, where another mock serves the same names)",
+    )
 
 
 def _duration_spec(text: str) -> tuple[float, float]:
@@ -183,6 +197,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         echo=args.echo,
         batch_phase_s=args.batch_phase_s,
         batch_latency_ms=args.batch_latency_ms,
+        media_url_ttl_s=args.media_url_ttl_s,
+        media_redirect_base=args.media_redirect_base,
         task_refresh_s=args.task_refresh_s,
         task_duration_s=args.task_duration_s,
     )

@@ -11,7 +11,10 @@ Guarantees:
   connection is closed, because there is no way to find the next request after garbage;
 - a reply can be delayed with a loop timer, never by blocking, and can also misbehave on purpose
   (hang, reset, lie about its length, answer an upload before it has arrived) so that clients
-  can be tested against broken servers.
+  can be tested against broken servers;
+- a reply whose body is a `stream` of chunks goes out chunked (`Transfer-Encoding: chunked`),
+  each chunk made only when the socket has room (the transport's write flow control), so that an
+  answer of any size (a 200 MB audio file) costs the server a chunk of memory, not the answer.
 
 It knows nothing about OpenAI: the handler decides what each reply says.
 """
@@ -22,6 +25,7 @@ import asyncio
 import re
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Literal, Protocol
@@ -73,6 +77,10 @@ class Reply:
     the peer gives up; "reset" closes with a TCP RST without answering; "reset_midway" writes part
     of the head first. `declared_length` sends a Content-Length other than the body's, and is
     always followed by a close (the truncated-body fault).
+
+    `stream`: the body's chunks, made as the socket takes them and sent chunked (`body` is then
+    unused); `cut` ends such a body after its first chunk with a close, without the last chunk
+    (the truncated fault of a streamed body).
     """
 
     status: int
@@ -83,6 +91,8 @@ class Reply:
     delay_s: float = 0.0
     declared_length: int | None = None
     close: bool = False
+    stream: Iterator[bytes] | None = None
+    cut: bool = False
 
 
 class Handler(Protocol):
@@ -104,13 +114,17 @@ def encode_reply(reply: Reply, *, close: bool) -> bytes:
     parts = [_STATUS_LINES[reply.status]]
     if reply.content_type is not None:
         parts.append(b"content-type: " + reply.content_type + b"\r\n")
-    parts.append(b"content-length: %d\r\n" % length)
+    if reply.stream is None:
+        parts.append(b"content-length: %d\r\n" % length)
+    else:
+        parts.append(b"transfer-encoding: chunked\r\n")
     if reply.headers:
         parts.append(reply.headers)
     if close:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
-    parts.append(reply.body)
+    if reply.stream is None:
+        parts.append(reply.body)
     return b"".join(parts)
 
 
@@ -239,6 +253,10 @@ class HttpProtocol(asyncio.Protocol):
         self._hung = False
         self._eof = False
         self._timer: asyncio.TimerHandle | None = None
+        self._stream: Iterator[bytes] | None = None  # a chunked body being sent
+        self._stream_reply: Reply | None = None
+        self._stream_close = False
+        self._write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -251,7 +269,22 @@ class HttpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._stream = self._stream_reply = None
         self._buf.clear()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._stream is not None:
+            # Not from inside the transport's own write callback: a close there makes asyncio
+            # call connection_lost twice.
+            asyncio.get_running_loop().call_soon(self._resume_stream)
+
+    def _resume_stream(self) -> None:
+        if self._stream is not None and not self._write_paused and self._pump():
+            self._next_request()
 
     def data_received(self, data: bytes) -> None:
         if self._hung:
@@ -340,6 +373,12 @@ class HttpProtocol(asyncio.Protocol):
         self._timer = None
         self._busy = False
         self._deliver(reply, close)
+        self._next_request()
+
+    def _next_request(self) -> None:
+        """The reply went out whole: read on, and answer what was buffered meanwhile."""
+        if self._busy:  # a streamed body is still going out
+            return
         if self._paused and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
@@ -353,7 +392,12 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         action = reply.action
-        if action == "send":
+        if action == "send" and reply.stream is not None:
+            transport.write(encode_reply(reply, close=close))
+            self._busy = True
+            self._stream, self._stream_reply, self._stream_close = reply.stream, reply, close
+            self._pump()
+        elif action == "send":
             lying = reply.declared_length is not None
             transport.write(encode_reply(reply, close=close and not lying))
             if close or lying:
@@ -372,6 +416,29 @@ class HttpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             transport.abort()
             self._transport = None
+
+    def _pump(self) -> bool:
+        """Send the stream's chunks while the socket takes them (`resume_writing` calls again);
+        whether the stream is over (the connection then reads on, or is closed)."""
+        stream, reply = self._stream, self._stream_reply
+        assert stream is not None and reply is not None
+        while (transport := self._transport) is not None:
+            if self._write_paused:
+                return False  # the rest once the socket has drained
+            chunk = next(stream, None)
+            if chunk is None:
+                break
+            if chunk:
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if reply.cut:
+                break
+        self._stream = self._stream_reply = None
+        self._busy = False
+        if self._transport is not None and not reply.cut:
+            self._transport.write(b"0\r\n\r\n")
+        if reply.cut or self._stream_close:
+            self._close()
+        return True
 
     def _reject(self, status: int, message: str) -> None:
         reply = self._handler.bad_request(status, message)

@@ -7,7 +7,7 @@ it (auth, rate limit, faults, latency) is the same for every family (`batchrun.m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,11 @@ __all__ = ["Invalid", "Job", "model_of", "optional_int"]
 
 @dataclass(slots=True)
 class Job:
-    """A validated API request: what it costs the TPM budget, and how to answer it."""
+    """A validated API request: what it costs the TPM budget, and how to answer it.
+
+    `chunks`: for an answer too large to hold (a streamed audio file), a new stream of its body;
+    the answer then goes out chunked as it is made, and `build` is not called.
+    """
 
     model: str
     charge: int
@@ -26,6 +30,7 @@ class Job:
     content_type: bytes = JSON
     status: int = 200  # a family whose refusals are answers of their own (Midjourney's code 4)
     hang: bool = False  # built (a task created), then the connection hangs: the client times out
+    chunks: Callable[[], Iterator[bytes]] | None = None
 
 
 class Invalid(ValueError):

@@ -11,13 +11,15 @@ A malformed body (no boundary, no closing delimiter, a part without a name) is `
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from batchrun.mock.jobs import Invalid
 
-__all__ = ["FormFile", "parse_form"]
+__all__ = ["FormFile", "form_key", "parse_form"]
 
 _BOUNDARY = re.compile(rb'boundary="?([^";]+)"?', re.IGNORECASE)
 _NAME = re.compile(rb'[; ]name="([^"]*)"', re.IGNORECASE)
@@ -67,3 +69,17 @@ def parse_form(content_type: bytes | None, body: bytes) -> dict[str, Any]:
         else:
             form[name] = value
     return form
+
+
+def form_key(form: dict[str, Any]) -> bytes:
+    """What identifies an upload across its attempts, for `mock_fault_times`: its fields and
+    the sha256 of each file, not its bytes (every attempt has a new boundary)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, FormFile):
+            return ["file", value.filename, hashlib.sha256(value.data).hexdigest()]
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    return json.dumps({k: plain(v) for k, v in form.items()}, sort_keys=True).encode()

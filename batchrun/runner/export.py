@@ -5,7 +5,8 @@ output and error files of OpenAI's Batch API.
 
 A joined table (parquet, csv, jsonl) has one row per input row, in input order:
 
-    row, custom_id | the input's columns | status, text, tool_calls, finish_reason, model,
+    row, custom_id | the input's columns | status, text, tool_calls, embedding, media,
+    content_type, finish_reason, model,
     prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens, cost_usd,
     error_type, error_message, http_status, attempts, latency_ms, endpoint
 

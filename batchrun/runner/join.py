@@ -50,7 +50,8 @@ _FIELDS = [
     *(
         RESULT_SCHEMA.field(name).with_nullable(True)
         for name in (
-            "finish_reason", "model", "prompt_tokens", "completion_tokens", "total_tokens",
+            "embedding", "media", "content_type", "finish_reason", "model", "prompt_tokens",
+            "completion_tokens", "total_tokens",
             "cached_tokens", "reasoning_tokens", "cost_usd", "error_type", "error_message",
             "http_status", "attempts", "latency_ms", "endpoint",
         )

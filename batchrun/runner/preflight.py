@@ -157,7 +157,11 @@ def check_everything_first(
     Raises `InputError` for an input without rows or with a repeated custom_id (naming them),
     `Interrupted` when `should_stop` turns true on the way.
     """
-    builder = EstimateBuilder(prices, input=str(config.input_path)) if config.estimate else None
+    builder = None
+    if config.estimate:
+        builder = EstimateBuilder(
+            prices, input=str(config.input_path), files_root=config.files_root
+        )
     models: dict[str, None] = {}
     passes = 0
 

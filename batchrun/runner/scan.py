@@ -67,6 +67,7 @@ class ScanSettings:
     memory_bytes: int = 8 << 20  # id entries held before spilling to bucket files
     # A template's body, endpoint, id column and source (the child compiles it again).
     template: dict[str, Any] | None = None
+    files_root: Path | None = None  # --files-root: where the estimate reads whisper's audio
 
     @staticmethod
     def template_spec(template: Template | None) -> dict[str, Any] | None:
@@ -104,6 +105,7 @@ class ScanSettings:
                 "max_output_tokens": self.max_output_tokens,
                 "memory_bytes": self.memory_bytes,
                 "template": self.template,
+                "files_root": None if self.files_root is None else str(self.files_root),
             }
         )
 
@@ -111,6 +113,7 @@ class ScanSettings:
     def from_json(cls, text: str) -> ScanSettings:
         data = json.loads(text)
         prices = data.get("prices_file")
+        files_root = data.get("files_root")
         return cls(
             input_path=Path(data["input_path"]),
             scratch_dir=Path(data["scratch_dir"]),
@@ -121,6 +124,7 @@ class ScanSettings:
             max_output_tokens=data.get("max_output_tokens"),
             memory_bytes=int(data["memory_bytes"]),
             template=data.get("template"),
+            files_root=None if files_root is None else Path(files_root),
         )
 
 
@@ -180,7 +184,7 @@ def _estimate_builder(settings: ScanSettings) -> Any:
     from batchrun.cost.pricebook import PriceBook
 
     prices = PriceBook.load(settings.prices_file, max_output_tokens=settings.max_output_tokens)
-    return EstimateBuilder(prices, input=str(settings.input_path))
+    return EstimateBuilder(prices, input=str(settings.input_path), files_root=settings.files_root)
 
 
 def _exit_with_the_parent() -> None:

@@ -323,6 +323,7 @@ class Session:
                 prices_file=config.prices_file,
                 max_output_tokens=config.max_output_tokens,
                 template=ScanSettings.template_spec(config.template),
+                files_root=config.files_root,
             ),
             in_process=size * (8 if compressed else 1) < config.first_pass_process_bytes,
         )
