@@ -856,3 +856,21 @@ def test_max_cost_holds_for_speech_rows_priced_by_characters(
     assert len(records) == 3 and all(r["status"] == "ok" for r in records)
     assert sum(r["cost_usd"] for r in records) == pytest.approx(0.045)  # never past $0.05
     assert api_requests(mock) == {"/v1/audio/speech": 3}
+
+
+def test_a_url_batchrun_has_no_profile_for_goes_through_as_json_in_json_out(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    rows = [
+        line("calm", "/v1/moderations", {"input": "A quiet walk by the river."}),
+        line("two", "/v1/moderations", {"input": ["Some violence.", "Tea."]}),
+    ]
+    calm, two = run(tmp_path, mock, rows)
+    for record in (calm, two):
+        assert (record["status"], record["attempts"], record["http_status"]) == ("ok", 1, 200)
+        # No answer columns for a family batchrun does not know: the body is the answer.
+        assert record["text"] is None and record["media"] is None and record["embedding"] is None
+    assert json.loads(calm["response"])["results"][0]["flagged"] is False
+    flagged = [r["flagged"] for r in json.loads(two["response"])["results"]]
+    assert flagged == [True, False]
+    assert api_requests(mock) == {"/v1/moderations": 2}

@@ -1,8 +1,9 @@
 """The routes of every endpoint family beyond chat and embeddings, and whose key they take.
 
-Each family's module builds its `Job` (`audio`, `images`, `native`); here they are mounted on
-the paths new-api serves them at, all through the app's one ladder (auth, rate limit, faults,
-latency), so faults apply to every family as to chat.
+Each family's module builds its `Job` (`audio`, `images`, `native`, and `moderations`, a path
+batchrun has no profile for: JSON in, JSON out); here they are mounted on the paths new-api
+serves them at, all through the app's one ladder (auth, rate limit, faults, latency), so faults
+apply to every family as to chat.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from batchrun.mock.config import MockConfig
 from batchrun.mock.http import HttpRequest, Reply
 from batchrun.mock.images import image_job
 from batchrun.mock.jobs import Job
+from batchrun.mock.moderations import moderation_job
 from batchrun.mock.native import (
     GEMINI_PATH,
     claude_job,
@@ -58,6 +60,7 @@ def family_routes(api: Api, config: MockConfig, app: App) -> dict[tuple[str, str
             request, lambda form: transcription_job(form, task="translate"), form=True
         ),
         ("POST", "/v1/messages"): lambda request: api(request, claude),
+        ("POST", "/v1/moderations"): lambda request: api(request, moderation_job),
         ("POST", "/v1/completions"): lambda request: api(
             request,
             lambda data: completions_job(data, echo=config.echo, reply_tokens=config.reply_tokens),
