@@ -393,3 +393,48 @@ def test_the_driver_shows_the_local_bar_and_summary_fed_by_the_shards(
     assert counts == sorted(counts)
     last = [d for d in draws if "450/450" in d][-1]
     assert "ok=435" in last and "err=15" in last and f"cost=${cost:,.4f}" in last, last
+
+
+def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: Path) -> None:
+    """`batchrun report OUT` and `batchrun export OUT` over every shard: the report's figures
+    are the records' sums with the shards' estimates added up; the export has one row per
+    input row, in input order."""
+    rows = chat_rows(300)
+    for i, row in enumerate(rows):
+        if i % 20 == 3:
+            row["body"]["mock_fault"] = "400"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=5)) as server:
+        summary = run_on_ray(_config(path, server), _settings(path, out, shard_bytes=6_000))
+    assert summary.finished and summary.errors == 15
+    assert len(list((out / "shards").iterdir())) >= 3
+    records = _records(out)
+    ok = [r for r in records if r["status"] == "ok"]
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "batchrun", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    done = cli("report", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["rows"], report["rows_ok"], report["rows_error"]) == (300, 285, 15)
+    assert report["requests"] == sum(r["attempts"] for r in records)
+    assert report["tokens"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in ok)
+    assert report["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in ok))
+    total = next(c for c in report["comparison"] if c["scope"] == "total")
+    assert total["rows_estimated"] == 300 and total["rows_ok"] == 285
+
+    target = tmp_path / "answers.parquet"
+    done = cli("export", str(out), "--to", str(target))
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(target).to_pylist()
+    assert [r["row"] for r in table] == list(range(300))
+    assert [r["custom_id"] for r in table] == [f"req-{i}" for i in range(300)]
+    assert [r["status"] for r in table] == ["error" if i % 20 == 3 else "ok" for i in range(300)]
+    assert table[1]["prompt"] == "question number 1"  # the input's columns beside the results
+    assert not list(out.glob("results")), "nothing written under OUT"

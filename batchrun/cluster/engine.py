@@ -33,10 +33,10 @@ from batchrun.inputs.shards import DEFAULT_SHARD_BYTES, Shard, plan_shards
 from batchrun.runner.summary import RunSummary, RunTotals
 from batchrun.store.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError
 from batchrun.store.remote import OutputLocation
+from batchrun.store.shardset import PLAN_NAME
 
 __all__ = ["PLAN_NAME", "ClusterSettings", "run_on_ray"]
 
-PLAN_NAME = "cluster.json"
 _PLAN_VERSION = 1
 _NO_END = 1 << 62  # a span that ends where its file does (rows not counted when planned)
 log = logging.getLogger("batchrun")

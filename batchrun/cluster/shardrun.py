@@ -39,10 +39,10 @@ from batchrun.runner.pipeline import RunControl, run
 from batchrun.runner.summary import RunSummary, RunTotals
 from batchrun.store.checkpoint import CheckpointError, OutputLockedError
 from batchrun.store.remote import OutputLocation, ShardMirror, is_remote
+from batchrun.store.shardset import SHARDS_DIR
 
 __all__ = ["SHARDS_DIR", "ShardResult", "ShardTask", "run_shard", "shard_prefix"]
 
-SHARDS_DIR = "shards"
 _COPY_BLOCK = 1 << 20
 _LOCKED_TRIES = 30
 _LOCKED_WAIT_S = 1.0
