@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -438,3 +439,43 @@ def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: 
     assert [r["status"] for r in table] == ["error" if i % 20 == 3 else "ok" for i in range(300)]
     assert table[1]["prompt"] == "question number 1"  # the input's columns beside the results
     assert not list(out.glob("results")), "nothing written under OUT"
+
+
+def test_rows_exactly_once_after_repeated_kill_9_of_the_cli_driver(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """`batchrun run --ray ADDRESS` killed -9 three times at seeded random moments once it has
+    committed more, then run to the end: every row once, and what was sent again is bounded by
+    what each kill left in flight or unflushed per worker."""
+    from tests.torture import kill_9_repeatedly
+
+    rows = chat_rows(1500)
+    for row in rows:  # ~1.5 KB a row: three shards of --shard-mb 1
+        row["body"]["messages"][0]["content"] += " " + "x" * 1400
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    workers, concurrency, flush_rows = 2, 8, 20
+    with MockServer(MockConfig(latency_ms=100)) as server:
+        args = [
+            sys.executable, "-m", "batchrun", "run", str(path), "--out", str(out),
+            "--base-url", server.base_url, "--ray", cluster[0].address,
+            "--ray-workers", str(workers), "--shard-mb", "1", "--concurrency", str(concurrency),
+            "--flush-rows", str(flush_rows), "--flush-interval", "0.5", "-q",
+        ]  # fmt: skip
+        rng = random.Random(13)
+        kills = 0
+        for _ in range(3):
+            kills += kill_9_repeatedly(
+                args, progress=lambda: _committed(out), rng=rng, times=1, step=150, within_s=1.0
+            )
+            time.sleep(1.0)  # the dead driver's actors go with it
+        assert kills == 3, "every kill fell inside the run"
+        assert 0 < _committed(out) < len(rows)
+        done = subprocess.run(args, cwd=ROOT, env={**os.environ, "OPENAI_API_KEY": TEST_KEY},
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+        sent = _chat(server)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _exactly_once(out, len(rows))
+    assert sent >= len(rows)
+    # Redone: at most what each kill left in flight or waiting for a commit, per worker.
+    assert sent - len(rows) <= kills * workers * (concurrency + flush_rows), sent
