@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -297,3 +298,184 @@ def test_the_cli_runs_a_job_on_a_local_cluster_of_its_own(cluster: Any, tmp_path
     _exactly_once(tmp_path / "out", 120)
     assert "sk-test" not in done.stdout + done.stderr
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _on_a_terminal(args: list[str], timeout_s: float = 240) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (200 columns), as a user sees it: the
+    progress bar is drawn only there. (exit code, stdout, what the terminal showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchrun", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=slave, text=True,
+    )  # fmt: skip
+    os.close(slave)
+    shown = bytearray()
+    reader = threading.Thread(target=_drain, args=(master, shown))
+    reader.start()
+    try:
+        stdout, _ = proc.communicate(timeout=timeout_s)
+    finally:
+        reader.join(timeout=10)
+        os.close(master)
+    return proc.returncode, stdout, shown.decode(errors="replace")
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other end is closed
+            return
+        if not chunk:
+            return
+        into.extend(chunk)
+
+
+def _summary_line(stdout: str, start: str) -> str:
+    lines = [line.strip() for line in stdout.splitlines() if line.strip().startswith(start)]
+    assert lines, f"no line starting {start!r} in:\n{stdout}"
+    return lines[0]
+
+
+def test_the_driver_shows_the_local_bar_and_summary_fed_by_the_shards(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Three files, three shards, two workers: the bar moves between shard ends (the shards
+    report every second), ends at 450/450 with the records' ok / err / cost, and the summary's
+    figures are the records' sums."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in range(3):
+        rows = chat_rows(150, prefix=f"f{f}")
+        for i, row in enumerate(rows):
+            if i % 30 == 7:
+                row["body"]["mock_fault"] = "400"
+        write_jsonl(folder / f"part{f}.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=150)) as server:
+        code, stdout, shown = _on_a_terminal(
+            ["run", str(folder), "--out", str(out), "--base-url", server.base_url,
+             "--ray", cluster[0].address, "--ray-workers", "2", "--concurrency", "8",
+             "--flush-interval", "0.3"]
+        )  # fmt: skip
+    assert code == 0, shown[-3000:]
+    records = _records(out)
+    assert len(records) == 450
+    assert len({r["custom_id"] for r in records}) == 450
+    ok = [r for r in records if r["status"] == "ok"]
+    errors = [r for r in records if r["status"] == "error"]
+    assert len(errors) == 15
+    cost = sum(r["cost_usd"] or 0.0 for r in ok)
+    prompt = sum(r["prompt_tokens"] or 0 for r in ok)
+    completion = sum(r["completion_tokens"] or 0 for r in ok)
+    kinds = sorted({r["error_type"] for r in errors})
+    assert "finished: 450 of 450 rows done" in stdout
+    assert _summary_line(stdout, "whole output:") == "whole output: 435 ok, 15 errors"
+    assert _summary_line(stdout, "this run:").startswith(
+        "this run: 450 rows (435 ok, 15 errors), 450 requests, 0 retries"
+    )
+    assert _summary_line(stdout, "errors by type:") == f"errors by type: {kinds[0]} 15"
+    assert _summary_line(stdout, "tokens:").startswith(
+        f"tokens: prompt {prompt:,} (cached 0), completion {completion:,}"
+    )
+    assert _summary_line(stdout, "cost:") == f"cost: ${cost:,.4f} this run"
+    draws = [d for d in shown.replace("\n", "\r").split("\r") if " row/s" in d or "row/s" in d]
+    counts = [int(d.split("/450")[0].split()[-1].replace(",", "")) for d in draws if "/450" in d]
+    assert counts, shown[-2000:]
+    # Fed by the reports, not only by shard ends (0, 150, 300, 450): each shard takes ~3 s.
+    assert any(n % 150 for n in counts), counts
+    assert counts == sorted(counts)
+    last = [d for d in draws if "450/450" in d][-1]
+    assert "ok=435" in last and "err=15" in last and f"cost=${cost:,.4f}" in last, last
+
+
+def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: Path) -> None:
+    """`batchrun report OUT` and `batchrun export OUT` over every shard: the report's figures
+    are the records' sums with the shards' estimates added up; the export has one row per
+    input row, in input order."""
+    rows = chat_rows(300)
+    for i, row in enumerate(rows):
+        if i % 20 == 3:
+            row["body"]["mock_fault"] = "400"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(MockConfig(latency_ms=5)) as server:
+        summary = run_on_ray(_config(path, server), _settings(path, out, shard_bytes=6_000))
+    assert summary.finished and summary.errors == 15
+    assert len(list((out / "shards").iterdir())) >= 3
+    records = _records(out)
+    ok = [r for r in records if r["status"] == "ok"]
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "batchrun", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    done = cli("report", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["rows"], report["rows_ok"], report["rows_error"]) == (300, 285, 15)
+    assert report["requests"] == sum(r["attempts"] for r in records)
+    assert report["tokens"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in ok)
+    assert report["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in ok))
+    total = next(c for c in report["comparison"] if c["scope"] == "total")
+    assert total["rows_estimated"] == 300 and total["rows_ok"] == 285
+
+    target = tmp_path / "answers.parquet"
+    done = cli("export", str(out), "--to", str(target))
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(target).to_pylist()
+    assert [r["row"] for r in table] == list(range(300))
+    assert [r["custom_id"] for r in table] == [f"req-{i}" for i in range(300)]
+    assert [r["status"] for r in table] == ["error" if i % 20 == 3 else "ok" for i in range(300)]
+    assert table[1]["prompt"] == "question number 1"  # the input's columns beside the results
+    assert not list(out.glob("results")), "nothing written under OUT"
+
+
+def test_rows_exactly_once_after_repeated_kill_9_of_the_cli_driver(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """`batchrun run --ray ADDRESS` killed -9 three times at seeded random moments once it has
+    committed more, then run to the end: every row once, and what was sent again is bounded by
+    what each kill left in flight or unflushed per worker."""
+    from tests.torture import kill_9_repeatedly
+
+    rows = chat_rows(1500)
+    for row in rows:  # ~1.5 KB a row: three shards of --shard-mb 1
+        row["body"]["messages"][0]["content"] += " " + "x" * 1400
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    workers, concurrency, flush_rows = 2, 8, 20
+    with MockServer(MockConfig(latency_ms=100)) as server:
+        args = [
+            sys.executable, "-m", "batchrun", "run", str(path), "--out", str(out),
+            "--base-url", server.base_url, "--ray", cluster[0].address,
+            "--ray-workers", str(workers), "--shard-mb", "1", "--concurrency", str(concurrency),
+            "--flush-rows", str(flush_rows), "--flush-interval", "0.5", "-q",
+        ]  # fmt: skip
+        rng = random.Random(13)
+        kills = 0
+        for _ in range(3):
+            kills += kill_9_repeatedly(
+                args, progress=lambda: _committed(out), rng=rng, times=1, step=150, within_s=1.0
+            )
+            time.sleep(1.0)  # the dead driver's actors go with it
+        assert kills == 3, "every kill fell inside the run"
+        assert 0 < _committed(out) < len(rows)
+        done = subprocess.run(args, cwd=ROOT, env={**os.environ, "OPENAI_API_KEY": TEST_KEY},
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+        sent = _chat(server)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _exactly_once(out, len(rows))
+    assert sent >= len(rows)
+    # Redone: at most what each kill left in flight or waiting for a commit, per worker.
+    assert sent - len(rows) <= kills * workers * (concurrency + flush_rows), sent

@@ -17,6 +17,7 @@ from typing import Any, cast
 import ray
 
 from batchrun.cluster.budget import Grant, PauseNews, SharedBudget
+from batchrun.cluster.progress import ShardProgress
 from batchrun.cluster.shardrun import ShardResult, ShardTask, run_shard
 
 __all__ = ["BudgetActor", "RayLink", "ShardWorker"]
@@ -35,7 +36,7 @@ class _Budget:
             burst_s=burst_s,
         )
         self._changed = asyncio.Event()
-        self._progress: dict[str, tuple[int, int]] = {}
+        self._reports: dict[str, ShardProgress] = {}  # the latest of each shard, not yet polled
 
     async def lease(self, requests: float, tokens: float, need_tokens: float) -> Grant:
         return self._budget.lease(requests, tokens, need_tokens)
@@ -64,6 +65,14 @@ class _Budget:
 
     async def give_back_usd(self, amount_usd: float) -> None:
         self._budget.give_back_usd(amount_usd)
+
+    async def report(self, progress: ShardProgress) -> None:
+        self._reports[progress.shard_id] = progress
+
+    async def reports(self) -> list[ShardProgress]:
+        """The shards' reports since the last call (the driver's, about once a second)."""
+        reports, self._reports = list(self._reports.values()), {}
+        return reports
 
     async def stats(self) -> dict[str, Any]:
         b = self._budget
@@ -101,6 +110,9 @@ class RayLink:
     async def give_back_usd(self, amount_usd: float) -> None:
         await self._actor.give_back_usd.remote(amount_usd)
 
+    async def report(self, progress: ShardProgress) -> None:
+        await self._actor.report.remote(progress)
+
 
 class _Worker:
     """Runs shards one after another, each through the local pipeline (`run_shard`)."""
@@ -110,7 +122,7 @@ class _Worker:
         self._scratch = Path(scratch) if scratch else None
 
     def run(self, task: ShardTask) -> ShardResult:
-        return run_shard(task, self._link, self._scratch)
+        return run_shard(task, self._link, self._scratch, self._link.report)
 
     def node(self) -> str:
         return str(ray.get_runtime_context().get_node_id())

@@ -19,23 +19,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.cluster.budget import DEFAULT_LEASE_S, SharedBudget
 from batchrun.cluster.failed import fail_shard
+from batchrun.cluster.progress import REPORT_EVERY_S, ClusterProgress, ShardProgress, shard_figures
 from batchrun.cluster.shardrun import ShardResult, ShardTask, shard_prefix
 from batchrun.config import RunConfig
 from batchrun.inputs.shards import DEFAULT_SHARD_BYTES, Shard, plan_shards
 from batchrun.runner.summary import RunSummary, RunTotals
 from batchrun.store.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError
 from batchrun.store.remote import OutputLocation
+from batchrun.store.shardset import PLAN_NAME
 
 __all__ = ["PLAN_NAME", "ClusterSettings", "run_on_ray"]
 
-PLAN_NAME = "cluster.json"
 _PLAN_VERSION = 1
+_NO_END = 1 << 62  # a span that ends where its file does (rows not counted when planned)
 log = logging.getLogger("batchrun")
 
 
@@ -76,6 +79,7 @@ class _Tally:
     cost_usd: float = 0.0
     session: RunTotals = field(default_factory=RunTotals)
     unfinished: list[str] = field(default_factory=list)
+    bar: ClusterProgress | None = None  # while shards are sent
 
     def add(self, result: ShardResult) -> None:
         self.total_rows += result.total_rows
@@ -86,6 +90,14 @@ class _Tally:
         _merge(self.session, result.session)
         if not result.finished:
             self.unfinished.append(result.shard_id)
+        if self.bar is not None:
+            self.bar.update([
+                ShardProgress(
+                    shard_id=result.shard_id, total_rows=result.total_rows,
+                    done_rows=result.done_rows, ok=result.ok, errors=result.errors,
+                    cost_usd=result.cost_usd, session=result.session,
+                )
+            ])  # fmt: skip
 
 
 def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
@@ -94,8 +106,6 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
     `config` holds the job's settings as for a local run (its input_path and out_dir are
     replaced by each shard's). Raises `InputError` / `CheckpointError` before anything is sent.
     """
-    import time
-
     import ray
 
     started = time.monotonic()
@@ -104,8 +114,10 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
     tally = _Tally()
     pending: deque[tuple[Shard, int]] = deque()
     spent_usd = 0.0  # the whole output's, for --max-cost
+    start: list[ShardProgress] = []
     for shard in shards:
         checkpoint = _checkpoint(location, shard)
+        start.append(shard_figures(shard.id, checkpoint))
         spent_usd += checkpoint.cost_usd if checkpoint is not None else 0.0
         done = _finished(shard, checkpoint)
         if done is not None:
@@ -120,9 +132,15 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
         owned = not ray.is_initialized()
         if owned:
             _connect(ray, settings.address)
+        planned = {s.id: s.span.rows if s.span.end_row < _NO_END else None for s in shards}
+        tally.bar = bar = ClusterProgress(start, planned, enabled=config.progress)
         try:
-            stopped, fatal = _dispatch(ray, config, settings, location, pending, tally, spent_usd)
+            stopped, fatal = _dispatch(
+                ray, config, settings, location, pending, tally, spent_usd, bar
+            )
         finally:
+            tally.bar = None
+            bar.close()
             if owned:
                 ray.shutdown()
     if stopped is None and tally.unfinished:
@@ -161,6 +179,7 @@ def _dispatch(
     pending: deque[tuple[Shard, int]],
     tally: _Tally,
     spent_usd: float,
+    bar: ClusterProgress,
 ) -> tuple[str | None, bool]:
     """Hand the pending shards to workers until every one has an end; (stop reason, fatal)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -194,6 +213,7 @@ def _dispatch(
 
     idle = [new_worker() for _ in range(count)]
     running: dict[Any, tuple[Shard, int, Any]] = {}
+    next_poll = time.monotonic() + REPORT_EVERY_S
     stopped: str | None = None
     fatal = False
     while pending or running:
@@ -211,7 +231,13 @@ def _dispatch(
             running[worker.run.remote(task)] = (shard, attempt, worker)
         if not running:
             break
-        [ref], _ = ray.wait(list(running), num_returns=1)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=REPORT_EVERY_S)
+        if time.monotonic() >= next_poll or not ready:
+            next_poll = time.monotonic() + REPORT_EVERY_S
+            bar.update(ray.get(budget.reports.remote()))
+        if not ready:
+            continue
+        ref = ready[0]
         shard, attempt, worker = running.pop(ref)
         try:
             result: ShardResult = ray.get(ref)

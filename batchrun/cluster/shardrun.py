@@ -20,6 +20,7 @@ import hashlib
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import anyio
 import pyarrow.fs as pafs
 
 from batchrun.cluster.budget import BudgetLink, LeasedCostBudget, LeasedLimiter
+from batchrun.cluster.progress import ShardProgress, report_every
 from batchrun.config import RunConfig
 from batchrun.cost.budget import CostBudget
 from batchrun.cost.pricebook import PriceBook
@@ -37,10 +39,10 @@ from batchrun.runner.pipeline import RunControl, run
 from batchrun.runner.summary import RunSummary, RunTotals
 from batchrun.store.checkpoint import CheckpointError, OutputLockedError
 from batchrun.store.remote import OutputLocation, ShardMirror, is_remote
+from batchrun.store.shardset import SHARDS_DIR
 
 __all__ = ["SHARDS_DIR", "ShardResult", "ShardTask", "run_shard", "shard_prefix"]
 
-SHARDS_DIR = "shards"
 _COPY_BLOCK = 1 << 20
 _LOCKED_TRIES = 30
 _LOCKED_WAIT_S = 1.0
@@ -79,8 +81,16 @@ class ShardResult:
         return self.stopped is None and self.done_rows >= self.total_rows
 
 
-def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) -> ShardResult:
-    """Run one shard to the end (or to a stop). Blocking: it runs its own event loop."""
+def run_shard(
+    task: ShardTask,
+    link: BudgetLink,
+    scratch: Path | None = None,
+    report: Callable[[ShardProgress], Awaitable[None]] | None = None,
+) -> ShardResult:
+    """Run one shard to the end (or to a stop). Blocking: it runs its own event loop.
+
+    `report` gets the shard's figures every `REPORT_EVERY_S` while it runs (the driver's bar).
+    """
     location = OutputLocation(task.out_uri)
     prefix = shard_prefix(task.shard.id)
     base = Path(scratch or tempfile.gettempdir()) / "batchrun-shards"
@@ -119,6 +129,7 @@ def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) ->
             on_stop=lambda reason: control.stop(reason, fatal=True),
         )
         budgets: list[LeasedCostBudget] = []
+        totals = RunTotals()
 
         def cost_budget(spent_usd: float, prices: PriceBook) -> CostBudget:
             budgets.append(
@@ -135,6 +146,8 @@ def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) ->
         outcome: RunSummary | Exception
         async with anyio.create_task_group() as tg:
             tg.start_soon(limiter.follow_pauses)
+            if report is not None:
+                tg.start_soon(report_every, task.shard.id, out_dir, totals, report)
             try:
                 outcome = await run(
                     config,
@@ -142,6 +155,7 @@ def run_shard(task: ShardTask, link: BudgetLink, scratch: Path | None = None) ->
                     limiter=limiter,
                     on_commit=mirror.push if mirror else None,
                     cost_budget=cost_budget,
+                    totals=totals,
                 )
             except (InputError, CheckpointError) as exc:  # refused before anything was sent
                 outcome = exc

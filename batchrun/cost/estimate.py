@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ __all__ = [
     "GroupEstimate",
     "estimate_file",
     "load_estimate",
+    "merge_estimates",
     "save_estimate",
 ]
 
@@ -508,3 +509,40 @@ def load_estimate(out_dir: Path) -> Estimate | None:
         return Estimate.from_json(data)
     except EstimateError as exc:
         raise EstimateError(f"{path}: {exc}") from exc
+
+
+_SUMMED = {
+    "rows", "prompt_tokens", "max_output_tokens", "rows_without_max", "expected_output_tokens",
+    "cost_low_usd", "cost_expected_usd", "cost_high_usd", "inexact_rows",
+    "batch_cost_low_usd", "batch_cost_expected_usd", "batch_cost_high_usd",
+}  # fmt: skip
+
+
+def merge_estimates(parts: list[Estimate]) -> Estimate | None:
+    """One estimate of the rows of `parts` (a cluster's shards): per (model, endpoint), counts
+    and costs added (a cost unknown in any part is unknown), the rest as the first part has it."""
+    if not parts:
+        return None
+    groups: dict[tuple[str | None, str], GroupEstimate] = {}
+    for part in parts:
+        for g in part.groups:
+            key = (g.model, g.endpoint)
+            had = groups.get(key)
+            if had is None:
+                groups[key] = g
+                continue
+            changes: dict[str, Any] = {}
+            for name in _SUMMED:
+                a, b = getattr(had, name), getattr(g, name)
+                changes[name] = None if a is None or b is None else a + b
+            changes["exact"] = had.exact and g.exact
+            reasons = had.inexact_reasons + g.inexact_reasons
+            changes["inexact_reasons"] = tuple(dict.fromkeys(reasons))
+            groups[key] = replace(had, **changes)
+    first = parts[0]
+    return replace(
+        first,
+        groups=tuple(groups.values()),
+        bad_rows=sum(p.bad_rows for p in parts),
+        bad_row_examples=tuple(e for p in parts for e in p.bad_row_examples)[:5],
+    )

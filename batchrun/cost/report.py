@@ -31,7 +31,7 @@ import json
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrun.cost.estimate import Estimate, EstimateError, load_estimate
+from batchrun.cost.estimate import Estimate, EstimateError, load_estimate, merge_estimates
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, RerunPass
 from batchrun.store.ordered import ResultsError, RowOrder, committed_parts
+from batchrun.store.shardset import MergedView, merged_view
 from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
 __all__ = [
@@ -246,18 +247,40 @@ def _batches(parts: list[Path], batch_rows: int) -> Iterator[pa.RecordBatch]:
 
 
 def build_report(out_dir: Path, *, batch_rows: int = _BATCH_ROWS) -> Report:
-    """Read `OUT/results` batch by batch and sum it up (see the module docstring)."""
+    """Read `OUT/results` batch by batch and sum it up (see the module docstring). A cluster
+    run's output (`OUT/cluster.json`) is read as one: every shard's results, one estimate."""
     out_dir = Path(out_dir)
+    try:
+        with merged_view(out_dir) as view:
+            if view is None:
+                return _build(out_dir, out_dir, batch_rows, lambda: load_estimate(out_dir))
+            return _build(out_dir, view.path, batch_rows, lambda: _shards_estimate(out_dir, view))
+    except CheckpointError as exc:
+        raise ReportError(str(exc)) from exc
+
+
+def _shards_estimate(out_dir: Path, view: MergedView) -> Estimate | None:
+    """`batchrun estimate --out OUT`'s, else the sum of the shards' own."""
+    saved = load_estimate(out_dir)
+    if saved is not None:
+        return saved
+    found = [e for d in view.shards if (e := load_estimate(d)) is not None]
+    return merge_estimates(found) if len(found) == len(view.shards) else None
+
+
+def _build(
+    out_dir: Path, data: Path, batch_rows: int, estimated: Callable[[], Estimate | None]
+) -> Report:
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     errors_by_endpoint: Counter[str | None] = Counter()
     sums: dict[tuple[str | None, str | None], _Sums] = {}
     latency = LogHistogram()
     requests = retries = 0
-    checkpoint, notes = _checkpoint(out_dir)
-    parts = _part_files(out_dir, checkpoint)
+    checkpoint, notes = _checkpoint(data)
+    parts = _part_files(data, checkpoint)
     if checkpoint is not None and checkpoint.stale_records:
-        batches = _current(out_dir, checkpoint)
+        batches = _current(data, checkpoint)
     else:
         batches = _batches(parts, batch_rows)
     try:
@@ -283,7 +306,7 @@ def build_report(out_dir: Path, *, batch_rows: int = _BATCH_ROWS) -> Report:
     rows_ok = statuses.get("ok", 0)
     comparison = None
     try:
-        estimate = load_estimate(out_dir)
+        estimate = estimated()
     except EstimateError as exc:
         estimate = None
         notes.append(f"estimate not compared: {exc}")

@@ -58,6 +58,7 @@ from batchrun.store.exportfiles import (
     table_sink,
 )
 from batchrun.store.ordered import ResultsError, RowOrder, sweep_scratch
+from batchrun.store.shardset import merged_view
 from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
 __all__ = [
@@ -153,7 +154,27 @@ def use_returning_allocator() -> None:
 
 
 def export(config: ExportConfig) -> ExportSummary:
-    """Write the export `config` asks for. Blocking; raises `ExportError` with the reason."""
+    """Write the export `config` asks for. Blocking; raises `ExportError` with the reason.
+
+    A cluster run's output (`OUT/cluster.json`) is exported as one: every shard's results, in
+    input order (`store.shardset`)."""
+    try:
+        with merged_view(config.out_dir) as view:
+            if view is None:
+                return _export(config)
+            if not view.single_file:
+                raise ExportError(
+                    f"{config.out_dir} was made from several input files, whose rows are "
+                    "numbered per file: there is no one input order to export them in; read "
+                    f"{config.out_dir}/shards/*/results/part-*.parquet as one dataset instead"
+                )
+            _check_targets(config)
+            return _export(replace(config, out_dir=view.path))
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _export(config: ExportConfig) -> ExportSummary:
     started = time.perf_counter()
     checkpoint = _checkpoint(config.out_dir)
     _check_targets(config)

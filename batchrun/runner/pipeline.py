@@ -65,6 +65,7 @@ async def run(
     limiter: Limiter | None = None,
     on_commit: Callable[[], None] | None = None,
     cost_budget: Callable[[float, PriceBook], CostBudget] | None = None,
+    totals: RunTotals | None = None,
 ) -> RunSummary:
     """Send every pending row of `config.input_path`; store results in `config.out_dir`.
 
@@ -73,6 +74,8 @@ async def run(
     `transport` replaces the network (e.g. `httpx2.MockTransport` in tests).
     `limiter` replaces the run's own (a cluster's shared budget, `batchrun.cluster`), and so
     does `cost_budget(spent_usd, prices)` for `--max-cost`;
+    `totals` is the run's `RunTotals`, for a caller that reports them while the run goes (a
+    cluster's shard; the summary's `session` is the same object);
     `on_commit` runs in the writer's thread after each commit (part, then checkpoint) and
     before the next: a cluster copies the new part and then the checkpoint to an object store.
     An `OSError` it raises stops the run like a failed commit.
@@ -102,7 +105,7 @@ async def run(
             f"cannot create the output directory {out}: {exc.strerror or exc}"
         ) from exc
     started = time.monotonic()
-    totals = RunTotals()
+    totals = totals if totals is not None else RunTotals()
     checkpoint: Checkpoint | None = None
     session: Session | None = None
     failure: Exception | None = None

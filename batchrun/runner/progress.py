@@ -108,6 +108,17 @@ class Progress:
             self._bar.bar_format = None
             self._bar.refresh()
 
+    def show(self, done: int, totals: RunTotals, total: int | None) -> None:
+        """Move the bar to `done` rows at once (a cluster's driver, fed by its shards' sums)."""
+        if self._bar is None:
+            return
+        if total is not None and total != self._bar.total:
+            self.set_total(total)
+        self._totals = totals
+        self._bar.update(done - self._bar.n)
+        self._bar.set_postfix(self._postfix(totals), refresh=False)
+        self._bar.refresh()
+
     def update(self, totals: RunTotals) -> None:
         if self._bar is None:
             return
