@@ -237,7 +237,7 @@ class Stages:
     def _journal_failed(self, exc: OSError) -> None:
         self.control.stop(cannot_write_message(self.writer.journal.dir, exc), fatal=True)
 
-    def _save_before_exit(self, commits: GroupCommit) -> str:
+    def _save_before_exit(self, commits: GroupCommit[Record]) -> str:
         """For a second Ctrl-C: write what is pending (it then survives the exit), and sync it
         for a power cut too, waiting at most a couple of seconds."""
         commits.write_now(self._journal_failed)
@@ -300,7 +300,7 @@ class _Records:
     def __init__(
         self,
         results: RecordBuffer,
-        commits: GroupCommit | None,
+        commits: GroupCommit[Record] | None,
         totals: RunTotals,
         progress: Progress,
     ) -> None:
