@@ -25,7 +25,7 @@ def test_each_step_reads_back_on_resume(tmp_path: Path) -> None:
     journal.write([intent(0), intent(1), intent(2)])
     journal.write([submitted(0, "t-0"), submitted(1, "t-1")])
     journal.sync()
-    journal.finish([0, 7])  # 7 is no task row: nothing written for it
+    journal.finish([0, 2, 7])  # 2 has no task id (stays unknown), 7 is no task row
     journal.close()
 
     entries = TaskJournal.open(tmp_path).entries
@@ -98,4 +98,8 @@ def test_another_file_or_a_damaged_line_is_refused(tmp_path: Path) -> None:
 def test_nothing_on_disk_until_a_task_row_runs(tmp_path: Path) -> None:
     assert TaskJournal.load(tmp_path) is None
     TaskJournal.open(tmp_path).close()
+    assert not (tmp_path / "tasks").exists()  # a run without task rows
+    journal = TaskJournal.open(tmp_path)
+    journal.write([intent(0)])
+    journal.close()
     assert os.listdir(tmp_path / "tasks") == ["journal.jsonl"]

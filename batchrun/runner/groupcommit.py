@@ -64,6 +64,7 @@ class GroupCommit(Generic[T]):
         self._unsynced = anyio.Event()  # set when something was written since the last sync
         self._closing = anyio.Event()
         self._synced = anyio.Event()  # set when the next sync to start has ended
+        self._written_synced = self._synced  # that event as of the latest write
         self._closed = False
         self.error: OSError | None = None  # a write failed: nothing more is written
         self.sync_error: OSError | None = None  # a sync failed: nothing more is synced
@@ -91,8 +92,8 @@ class GroupCommit(Generic[T]):
         await self.add(item).wait()
         if self.error is not None:
             raise self.error
-        synced = self._synced  # a sync that starts from now on covers the write
-        await synced.wait()
+        # The sync due after the latest write (ours, or a later one: its sync covers ours too).
+        await self._written_synced.wait()
         if self.sync_error is not None:
             raise self.sync_error
 
@@ -124,6 +125,7 @@ class GroupCommit(Generic[T]):
                 on_error(exc)
             else:
                 self._unsynced.set()
+                self._written_synced = self._synced
         written.set()
 
     async def run_syncs(self, on_error: Callable[[OSError], None]) -> None:

@@ -98,6 +98,7 @@ class TaskJournal:
         self.entries = entries
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._writable = False  # opened for writing, the file not made yet
         self._unsynced = False
 
     def __repr__(self) -> str:
@@ -125,9 +126,15 @@ class TaskJournal:
                 cut_torn(path, good)
             journal._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             return journal
+        journal = cls(out_dir, {})
+        journal._writable = True  # the file is made by the first write: a run without task
+        return journal  # rows leaves no OUT/tasks behind
+
+    def _create(self) -> int:
+        path = self.path
         if not path.parent.is_dir():
             path.parent.mkdir()
-            fsync_dir(out_dir)
+            fsync_dir(self.out_dir)
         header = {"format": _FORMAT, "version": _VERSION, "created_at": time.time()}
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("wb") as f:
@@ -136,9 +143,7 @@ class TaskJournal:
             os.fsync(f.fileno())
         tmp.replace(path)
         fsync_dir(path.parent)
-        journal = cls(out_dir, {})
-        journal._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        return journal
+        return os.open(path, os.O_WRONLY | os.O_APPEND)
 
     @classmethod
     def load(cls, out_dir: Path) -> TaskJournal | None:
@@ -158,7 +163,9 @@ class TaskJournal:
         data = b"".join(encode_line(line.entry()) for line in lines)
         with self._lock:
             if self._fd is None:
-                raise RuntimeError("the task journal is closed or was loaded read-only")
+                if not self._writable:
+                    raise RuntimeError("the task journal is closed or was loaded read-only")
+                self._fd = self._create()
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
@@ -182,12 +189,15 @@ class TaskJournal:
             os.close(fd)
 
     def finish(self, rows: Iterable[int]) -> None:
-        """Rows whose final record is committed: `finished` lines for those still open, synced
-        (from the writer's thread, once per part)."""
+        """Rows whose final record is committed: `finished` lines for those with a task, synced
+        (from the writer's thread, once per part). An intent without a task id stays: its
+        record says submit_unknown, and a retry pass must not take it for a new row."""
         lines = [
             TaskLine(step="finished", row=row)
             for row in rows
-            if (entry := self.entries.get(row)) is not None and not entry.finished
+            if (entry := self.entries.get(row)) is not None
+            and entry.task_id is not None
+            and not entry.finished
         ]
         if lines:
             self.write(lines)
@@ -201,7 +211,7 @@ class TaskJournal:
         with contextlib.suppress(OSError):
             self.sync()
         with self._lock:
-            fd, self._fd = self._fd, None
+            fd, self._fd, self._writable = self._fd, None, False
         if fd is not None:
             os.close(fd)
 
