@@ -1021,6 +1021,43 @@ async def test_non_outage_failure_resets_the_outage_clock(
             "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent",
         ),
         ("https://gw.example/v1", "/v2alpha/x", "https://gw.example/v2alpha/x"),
+        # The task families at the gateway's root (issue 11): /v1 of the base is dropped.
+        (
+            "https://api.apicore.ai/v1",
+            "/mj/submit/imagine",
+            "https://api.apicore.ai/mj/submit/imagine",
+        ),
+        (
+            "https://api.apicore.ai/v1/",
+            "/mj/task/list-by-condition",
+            "https://api.apicore.ai/mj/task/list-by-condition",
+        ),
+        (
+            "https://api.apicore.ai/v1",
+            "/mj-fast/mj/submit/imagine",
+            "https://api.apicore.ai/mj-fast/mj/submit/imagine",
+        ),
+        (
+            "https://api.apicore.ai/v1",
+            "/suno/submit/music",
+            "https://api.apicore.ai/suno/submit/music",
+        ),
+        (
+            "https://api.apicore.ai/v1",
+            "/kling/v1/videos/text2video",
+            "https://api.apicore.ai/kling/v1/videos/text2video",
+        ),
+        ("https://api.apicore.ai/v1", "/jimeng/", "https://api.apicore.ai/jimeng/"),
+        (
+            "https://api.apicore.ai",
+            "/mj/submit/imagine",
+            "https://api.apicore.ai/mj/submit/imagine",
+        ),
+        ("https://gw.example/openai/v1", "/suno/fetch", "https://gw.example/openai/suno/fetch"),
+        # Only whole segments: these are /v1 paths of their own.
+        ("https://gw.example/v1", "/mjx/submit", "https://gw.example/v1/mjx/submit"),
+        ("https://gw.example/v1", "/sunoapi", "https://gw.example/v1/sunoapi"),
+        ("https://gw.example/v1", "/v1/videos", "https://gw.example/v1/videos"),
     ],
 )
 def test_join_url(base: str, path: str, url: str) -> None:

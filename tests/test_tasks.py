@@ -1,219 +1,387 @@
-"""runner/tasks.py through `batchrun.run`: task rows submitted once, polled in batches, their
-media saved, every row one record; resume polls and never resubmits (a fake family and gateway
-conforming to the issue-11 contract: tests/taskfake.py)."""
+"""The task families (batchrun.endpoints.tasks) on the real shapes of the gateway notes."""
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Any
 
-import anyio
+import pytest
 
-import batchrun
-from batchrun.runner.pipeline import run
-from batchrun.store.tasks import TaskJournal
-from tests.helpers import read_results, write_jsonl
-from tests.taskfake import GATEWAY, FakeFamily, FakeGateway, families
+from batchrun.endpoints.tasks import (
+    MIDJOURNEY,
+    RESPONSES,
+    SUNO_LYRICS,
+    SUNO_MUSIC,
+    Accepted,
+    PollRequest,
+    Rejected,
+    TaskState,
+    output_text,
+    task_family_for,
+    video_family,
+)
 
-KEY = "sk-test-tasks"
-
-
-def task_rows(prompts: list[str]) -> list[dict[str, Any]]:
-    return [
-        {"custom_id": f"p{i}", "url": "/fake/submit", "body": {"prompt": prompt}}
-        for i, prompt in enumerate(prompts)
-    ]
-
-
-def chat_row(i: int) -> dict[str, Any]:
-    return {
-        "custom_id": f"c{i}",
-        "url": "/v1/chat/completions",
-        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hi {i}"}]},
-    }
+# -------------------------------------------------------------------------------- routing
 
 
-def go(
-    tmp_path: Path,
-    rows: list[dict[str, Any]],
-    gateway: FakeGateway,
-    family: FakeFamily | None = None,
-    control: batchrun.RunControl | None = None,
-    **overrides: Any,
-) -> tuple[batchrun.RunSummary, dict[str, dict[str, Any]]]:
-    path = tmp_path / "in.jsonl"
-    if not path.exists():
-        write_jsonl(path, rows)
-    settings: dict[str, Any] = {
-        "input_path": path,
-        "out_dir": tmp_path / "out",
-        "base_url": GATEWAY,
-        "api_key": KEY,
-        "concurrency": 4,
-        "max_retries": 2,
-        "flush_interval_s": 0.2,
-        "estimate": False,
-        "check_quota": False,
-    }
-    settings.update(overrides)
-    summary = anyio.run(
-        lambda: run(
-            batchrun.RunConfig(**settings),
-            control,
-            transport=gateway.transport(),
-            task_families=families(family or FakeFamily()),
-        )
-    )
-    return summary, {r["custom_id"]: r for r in read_results(tmp_path / "out")}
+@pytest.mark.parametrize(
+    ("path", "body", "name"),
+    [
+        ("/mj/submit/imagine", {"prompt": "x"}, "midjourney"),
+        ("/mj/submit/action", {}, "midjourney"),
+        ("/mj/submit/blend", {}, "midjourney"),
+        ("/mj-fast/mj/submit/imagine", {}, "midjourney"),
+        ("/mj/insight-face/swap", {}, "midjourney"),
+        ("/mj/submit/imagine?x=1", {}, "midjourney"),
+        ("/v1/chat/completions", {}, None),
+        ("/mj/task/list-by-condition", {}, None),
+        ("/v1/images/generations", {}, None),
+    ],
+)
+def test_task_family_for(path: str, body: dict[str, Any], name: str | None) -> None:
+    family = task_family_for(path, body)
+    assert (family.name if family else None) == name
 
 
-def test_tasks_end_ok_with_their_media_and_chat_rows_flow_beside_them(tmp_path: Path) -> None:
-    gateway = FakeGateway(duration_s=0.3)
-    rows = task_rows([f"cat {i}" for i in range(6)]) + [chat_row(i) for i in range(20)]
-    summary, records = go(tmp_path, rows, gateway)
-    assert summary.finished and len(records) == 26
-    assert all(r["status"] == "ok" for r in records.values())
-    assert set(gateway.submits_by_prompt.values()) == {1}  # each task submitted once
-    task = records["p3"]
-    assert json.loads(task["response"])["status"] == "SUCCESS"
-    [media] = task["media"]
-    assert (tmp_path / "out" / media).read_bytes() == b"\x89PNG fake"
-    assert task["request_sha256"] and task["error_type"] is None
-    # The media host never sees the key (DESIGN invariant 7).
-    assert gateway.media_headers and all(
-        "authorization" not in h and KEY not in json.dumps(h) for h in gateway.media_headers
-    )
-    entries = TaskJournal.open(tmp_path / "out").entries
-    assert {e.state for e in entries.values()} == {"finished"} and len(entries) == 6
+# -------------------------------------------------------------------------------- Midjourney
 
 
-def test_a_rejection_on_http_200_is_invalid_request_and_never_retried(tmp_path: Path) -> None:
-    gateway = FakeGateway()
-    _, records = go(tmp_path, task_rows(["banned word", "fine"]), gateway)
-    assert records["p0"]["error_type"] == "invalid_request"
-    assert "banned prompt" in records["p0"]["error_message"]
-    assert "code 24" in records["p0"]["error_message"]
-    assert gateway.submits_by_prompt["banned word"] == 1
-    assert records["p1"]["status"] == "ok"
+@pytest.mark.parametrize("code", [1, 21, 22, "1"])
+def test_midjourney_accepts_codes_1_21_22(code: Any) -> None:
+    body = {"code": code, "description": "提交成功", "result": "1712345678901234", "properties": {}}
+    assert MIDJOURNEY.read_submit(200, body) == Accepted("1712345678901234", body)
 
 
-def test_a_failed_task_is_task_failed_with_the_reason(tmp_path: Path) -> None:
-    _, records = go(tmp_path, task_rows(["fail please"]), FakeGateway())
-    assert records["p0"]["error_type"] == "task_failed"
-    assert records["p0"]["error_message"] == "the picture could not be made"
-    assert json.loads(records["p0"]["response"])["status"] == "FAILURE"
-
-
-def test_a_task_past_its_timeout_is_task_failed(tmp_path: Path) -> None:
-    _, records = go(tmp_path, task_rows(["slow one", "quick"]), FakeGateway(), task_timeout_s=0.4)
-    assert records["p0"]["error_type"] == "task_failed"
-    assert "outlived --task-timeout (0.4 s)" in records["p0"]["error_message"]
-    assert records["p1"]["status"] == "ok"
-
-
-def test_a_timeout_after_the_submit_went_is_submit_unknown_and_resent_only_on_request(
-    tmp_path: Path,
+@pytest.mark.parametrize("status", [200, 400])
+@pytest.mark.parametrize(
+    ("code", "description", "expected"),
+    [
+        (3, "无可用的账号实例", "无可用的账号实例 (code 3, not found / no account available)"),
+        (4, "task_no_found", "task_no_found (code 4, validation error)"),
+        (9, "", "system failure (code 9)"),
+        (23, "队列已满，请稍后尝试", "队列已满，请稍后尝试 (code 23, queue full)"),
+        (24, "可能包含敏感词", "可能包含敏感词: nsfw (code 24, banned prompt)"),
+    ],
+)
+def test_midjourney_rejects_every_other_code_on_200_and_on_400(
+    status: int, code: int, description: str, expected: str
 ) -> None:
-    gateway = FakeGateway()
-    summary, records = go(tmp_path, task_rows(["timeout here", "fine"]), gateway)
-    assert records["p0"]["error_type"] == "submit_unknown"
-    assert "--resubmit-unknown" in records["p0"]["error_message"]
-    assert gateway.submits_by_prompt["timeout here"] == 1  # not retried
-    assert summary.session.errors_by_type == {"submit_unknown": 1}
-    rendered = batchrun.runner.summary.render_summary(summary, command="batchrun run")
-    assert "1 rows ended submit_unknown" in rendered and "--resubmit-unknown" in rendered
-
-    # A retry pass without the flag keeps it unknown and sends nothing.
-    _, records = go(tmp_path, [], gateway, retry_errors=("submit_unknown",))
-    assert gateway.submits_by_prompt["timeout here"] == 1
-    assert records["p0"]["error_type"] == "submit_unknown"
-    # With it, the row is sent again (and may be paid twice: the user said so).
-    _, records = go(tmp_path, [], gateway, retry_errors=("submit_unknown",), resubmit_unknown=True)
-    assert gateway.submits_by_prompt["timeout here"] == 2
+    body = {"code": code, "description": description, "result": None,
+            "properties": {"bannedWord": "nsfw"} if code == 24 else {}}  # fmt: skip
+    if status == 400 and not description:
+        assert MIDJOURNEY.read_submit(status, body) is None  # not the MJ shape: retry rules
+        return
+    assert MIDJOURNEY.read_submit(status, body) == Rejected(expected)
 
 
-def test_a_500_or_429_on_submit_is_retried_and_makes_one_task(tmp_path: Path) -> None:
-    gateway = FakeGateway(submit_faults={"a": [500], "b": [429]})
-    _, records = go(tmp_path, task_rows(["a", "b"]), gateway)
-    assert records["p0"]["status"] == records["p1"]["status"] == "ok"
-    assert gateway.submits_by_prompt == {"a": 1, "b": 1}
-    assert len(gateway.tasks) == 2
+def test_midjourney_leaves_429_and_foreign_bodies_to_the_retry_rules() -> None:
+    assert MIDJOURNEY.read_submit(429, {"code": 30, "description": "rate limited"}) is None
+    assert MIDJOURNEY.read_submit(500, {"error": {"message": "boom"}}) is None
+    assert MIDJOURNEY.read_submit(200, {"code": 1, "description": "ok"}) is None  # no task id
+    assert MIDJOURNEY.read_submit(200, [1, 2]) is None
 
 
-def test_failed_polls_are_retried_after_a_backoff(tmp_path: Path) -> None:
-    gateway = FakeGateway(poll_faults=[500, 502, 500])
-    _, records = go(tmp_path, task_rows(["x", "y"]), gateway)
-    assert all(r["status"] == "ok" for r in records.values())
-    assert gateway.submits_by_prompt == {"x": 1, "y": 1}
-
-
-def test_poll_traffic_is_bounded_by_the_batch_and_the_refresh(tmp_path: Path) -> None:
-    gateway = FakeGateway(duration_s=1.0)
-    family = FakeFamily(refresh_s=0.2, batch=100)
-    summary, records = go(
-        tmp_path,
-        task_rows([f"p {i}" for i in range(200)]),
-        gateway,
-        family,
-        concurrency=20,
-        max_tasks=200,
+def test_midjourney_polls_in_batches_and_falls_back_to_fetch() -> None:
+    assert MIDJOURNEY.poll(["a", "b"]) == PollRequest(
+        "POST", "/mj/task/list-by-condition", {"ids": ["a", "b"]}
     )
-    assert summary.finished and len(records) == 200
-    assert all(r["status"] == "ok" for r in records.values())
-    # 200 tasks in flight for ~1 s at one poll per 0.2 s each: ~2 requests per interval, not
-    # 200 (the gather window lets a ramp-up take a few more).
-    intervals = summary.elapsed_s / family.refresh_s
-    assert len(gateway.polls) <= 4 * math.ceil(200 / family.batch) * (intervals + 1) / 2
-    assert len(gateway.polls) < 200
-    assert max(gateway.polls) > 50  # many ids per request
+    assert MIDJOURNEY.fallback_poll("17/x") == PollRequest("GET", "/mj/task/17%2Fx/fetch")
+    assert MIDJOURNEY.batch > 1 and MIDJOURNEY.timeout_s == 3600 and MIDJOURNEY.refresh_s == 15
 
 
-def test_at_most_max_tasks_are_open_at_once(tmp_path: Path) -> None:
-    gateway = FakeGateway(duration_s=0.2)
-    seen: list[int] = []
-    gateway.on_submit = lambda n: seen.append(gateway.open_tasks())
-    _, records = go(tmp_path, task_rows([f"q {i}" for i in range(12)]), gateway, max_tasks=3)
-    assert len(records) == 12 and all(r["status"] == "ok" for r in records.values())
-    assert max(seen) <= 2  # the submit being made is the third
+def _mj(status: str, progress: str = "0%", **extra: Any) -> dict[str, Any]:
+    return {"id": "t1", "status": status, "progress": progress, "imageUrl": "", "failReason": "",
+            "buttons": [], **extra}  # fmt: skip
 
 
-def test_a_resume_polls_the_journaled_tasks_and_submits_none_again(tmp_path: Path) -> None:
-    control = batchrun.RunControl()
-    gateway = FakeGateway(duration_s=0.5)
-    prompts = [f"r {i}" for i in range(5)]
-    gateway.on_submit = lambda n: (
-        control.stop("test: stop once all are submitted") if n == 5 else None
+@pytest.mark.parametrize(
+    ("task", "status"),
+    [
+        (_mj(""), "pending"),
+        (_mj("NOT_START"), "pending"),
+        (_mj("SUBMITTED"), "pending"),
+        (_mj("MODAL"), "pending"),
+        (_mj("IN_PROGRESS", "45%"), "running"),
+        (_mj("IN_PROGRESS", "100%"), "success"),
+        (_mj("SUCCESS", "100%"), "success"),
+        (_mj("FAILURE", "0%"), "failure"),
+        (_mj("CANCEL"), "failure"),
+        (_mj("SOMETHING_NEW"), "pending"),
+        ({"id": "t1"}, "pending"),
+    ],
+)
+def test_midjourney_status_values(task: dict[str, Any], status: str) -> None:
+    assert MIDJOURNEY.read_poll(200, [task], ["t1"])["t1"].status == status
+
+
+def test_midjourney_reads_a_bare_array_and_leaves_out_what_it_lacks() -> None:
+    done = _mj("SUCCESS", "100%", imageUrl="http://gw/mj/image/t1",
+               videoUrls=[{"url": "http://cdn/v.mp4"}])  # fmt: skip
+    body = [done, {**_mj("IN_PROGRESS", "45%"), "id": "t2"}, {**_mj(""), "id": "other"}]
+    states = MIDJOURNEY.read_poll(200, body, ["t1", "t2", "t3"])
+    assert set(states) == {"t1", "t2"}
+    assert states["t1"] == TaskState(task_id="t1", status="success", progress="100%",
+                                     media_urls=("http://gw/mj/image/t1", "http://cdn/v.mp4"),
+                                     body=done)  # fmt: skip
+    assert states["t2"].progress == "45%" and states["t2"].media_urls == ()
+    assert MIDJOURNEY.read_poll(200, [], ["t1"]) == {}
+    assert MIDJOURNEY.read_poll(400, {"code": 4, "description": "task_no_found"}, ["t1"]) == {}
+    assert set(MIDJOURNEY.read_poll(200, done, ["t1"])) == {"t1"}  # the fetch's single task
+
+
+def test_midjourney_failure_carries_its_reason() -> None:
+    state = MIDJOURNEY.read_poll(
+        200, [_mj("FAILURE", failReason="上游任务超时（超过1小时）")], ["t1"]
     )
-    summary, records = go(tmp_path, task_rows(prompts), gateway, control=control, grace_s=0.0)
-    assert not summary.finished and len(records) < 5
-    entries = TaskJournal.open(tmp_path / "out").entries
-    assert len([e for e in entries.values() if e.state == "submitted"]) >= 1
-
-    summary, records = go(tmp_path, [], gateway)
-    assert summary.finished and len(records) == 5
-    assert all(r["status"] == "ok" for r in records.values())
-    assert set(gateway.submits_by_prompt.values()) == {1}
+    assert state["t1"].fail_reason == "上游任务超时（超过1小时）"
+    assert MIDJOURNEY.read_poll(200, [_mj("FAILURE")], ["t1"])["t1"].fail_reason
 
 
-def test_an_intent_without_a_task_id_is_submit_unknown_on_resume(tmp_path: Path) -> None:
-    control = batchrun.RunControl()
-    gateway = FakeGateway(duration_s=5.0)
-    gateway.on_submit = lambda n: control.stop("test") if n == 2 else None
-    go(tmp_path, task_rows(["u0", "u1"]), gateway, control=control, grace_s=0.0)
-    journal = TaskJournal.path_in(tmp_path / "out")
-    # As if the crash came while the submit of row 1 was in flight: no task id line.
-    lines = [
-        line
-        for line in journal.read_text().splitlines(keepends=True)
-        if '"row":1,"task_id"' not in line
+_BUTTONS = [
+    {"customId": "MJ::JOB::upsample::1::abc", "label": "U1", "emoji": ""},
+    {"customId": "MJ::JOB::reroll::0::abc::SOLO", "label": "", "emoji": "🔄"},
+    {"customId": "MJ::JOB::variation::2::abc", "label": "V2", "emoji": ""},
+]
+
+
+def _parent(status: str = "success") -> TaskState:
+    return TaskState(task_id="p1", status=status, body=_mj("SUCCESS", buttons=_BUTTONS))  # type: ignore[arg-type]
+
+
+def test_a_follow_up_takes_the_customid_of_its_parents_button() -> None:
+    assert MIDJOURNEY.follow_up({"button": "U1"}, _parent()) == {
+        "taskId": "p1",
+        "customId": "MJ::JOB::upsample::1::abc",
+    }
+    assert MIDJOURNEY.follow_up({"button": "🔄", "state": "s"}, _parent())["customId"].startswith(
+        "MJ::JOB::reroll"
+    )
+    assert MIDJOURNEY.follow_up({"customId": "MJ::own"}, _parent()) == {
+        "taskId": "p1",
+        "customId": "MJ::own",
+    }
+
+
+def test_a_follow_up_that_cannot_be_resolved_says_why() -> None:
+    with pytest.raises(ValueError, match=r"no button 'U4' \(its buttons: U1, 🔄, V2\)"):
+        MIDJOURNEY.follow_up({"button": "U4"}, _parent())
+    with pytest.raises(ValueError, match="has not succeeded"):
+        MIDJOURNEY.follow_up({"button": "U1"}, _parent("failure"))
+    with pytest.raises(ValueError, match='names a "button"'):
+        MIDJOURNEY.follow_up({}, _parent())
+
+
+# -------------------------------------------------------------------------------- routing 2
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        ("/suno/submit/music", {}, SUNO_MUSIC),
+        ("/suno/submit/LYRICS", {}, SUNO_LYRICS),
+        ("/v1/video/generations", {}, video_family("/v1/video/generations")),
+        ("/v1/videos", {}, video_family("/v1/videos")),
+        ("/v1/videos/task_1/remix", {}, video_family("/v1/videos")),
+        ("/kling/v1/videos/text2video", {}, video_family("/kling/v1/videos/text2video")),
+        ("/v1/responses", {"background": True}, RESPONSES),
+        ("/v1/responses", {"background": False}, None),
+        ("/v1/responses", {}, None),
+        ("/suno/fetch", {}, None),
+        ("/v1/videos/task_1", {}, None),
+    ],
+)
+def test_task_family_for_the_other_families(path: str, body: dict[str, Any], expected: Any) -> None:
+    assert task_family_for(path, body) == expected
+
+
+def test_timeouts_follow_the_gateways() -> None:
+    assert {f.timeout_s for f in (SUNO_MUSIC, RESPONSES, video_family("/v1/videos"))} == {86400}
+
+
+# -------------------------------------------------------------------------------- Suno
+
+
+def _suno(task_id: str, status: str, progress: str = "0%", **extra: Any) -> dict[str, Any]:
+    return {"id": 7, "task_id": task_id, "platform": "suno", "action": "MUSIC", "status": status,
+            "fail_reason": "", "progress": progress, "data": None, **extra}  # fmt: skip
+
+
+def test_suno_submit_reads_the_envelope() -> None:
+    body = {"code": "success", "message": "", "data": "task_abc"}
+    assert SUNO_MUSIC.read_submit(200, body) == Accepted("task_abc", body)
+    assert SUNO_MUSIC.read_submit(200, {"code": "fail", "message": "bad prompt", "data": None}) == (
+        Rejected("bad prompt (code fail)")
+    )
+    assert SUNO_MUSIC.read_submit(200, {"code": "success", "data": None}) is None
+    assert SUNO_MUSIC.read_submit(400, {"code": "invalid_action", "message": "x"}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "progress", "expected"),
+    [
+        ("NOT_START", "0%", "pending"),
+        ("SUBMITTED", "10%", "pending"),
+        ("QUEUED", "20%", "pending"),
+        ("UNKNOWN", "", "pending"),
+        ("IN_PROGRESS", "30%", "running"),
+        ("IN_PROGRESS", "100%", "success"),
+        ("SUCCESS", "100%", "success"),
+        ("FAILURE", "100%", "failure"),
+    ],
+)
+def test_suno_status_values(status: str, progress: str, expected: str) -> None:
+    body = {"code": "success", "data": [_suno("task_a", status, progress)]}
+    assert SUNO_MUSIC.read_poll(200, body, ["task_a"])["task_a"].status == expected
+
+
+def test_suno_media_are_the_clips_audio_urls_not_result_url() -> None:
+    clips = [
+        {"id": f"c{n}", "status": "complete", "audio_url": f"https://cdn1.suno.ai/c{n}.mp3"}
+        for n in (1, 2)
     ]
-    journal.write_text("".join(lines))
-    gateway.duration_s = 0.1
-    for task in gateway.tasks.values():
-        task.duration_s = 0.1
-    _, records = go(tmp_path, [], gateway)
-    assert records["p1"]["error_type"] == "submit_unknown"
-    assert records["p0"]["status"] == "ok"
-    assert gateway.submits_by_prompt == {"u0": 1, "u1": 1}
+    done = _suno("task_a", "SUCCESS", "100%", data=clips, result_url="not a url")
+    failed = _suno("task_b", "FAILURE", fail_reason="quota refunded")
+    body = {"code": "success", "data": [done, failed, _suno("task_x", "SUCCESS")]}
+    states = SUNO_MUSIC.read_poll(200, body, ["task_a", "task_b", "task_c"])
+    assert set(states) == {"task_a", "task_b"}
+    assert states["task_a"].media_urls == (
+        "https://cdn1.suno.ai/c1.mp3",
+        "https://cdn1.suno.ai/c2.mp3",
+    )
+    assert states["task_b"].fail_reason == "quota refunded"
+    single = {"code": "success", "message": "", "data": done}
+    assert SUNO_MUSIC.read_poll(200, single, ["task_a"])["task_a"].status == "success"
+    assert SUNO_MUSIC.read_poll(500, body, ["task_a"]) == {}
+
+
+def test_suno_polls_with_its_action_and_falls_back_per_id() -> None:
+    assert SUNO_LYRICS.poll(["a"]) == PollRequest(
+        "POST", "/suno/fetch", {"ids": ["a"], "action": "LYRICS"}
+    )
+    assert SUNO_MUSIC.fallback_poll("task_a") == PollRequest("GET", "/suno/fetch/task_a")
+    assert SUNO_MUSIC != SUNO_LYRICS and SUNO_MUSIC.name == SUNO_LYRICS.name == "suno"
+
+
+# -------------------------------------------------------------------------------- video
+
+VIDEOS = video_family("/v1/videos")
+GENERATIONS = video_family("/v1/video/generations")
+
+
+@pytest.mark.parametrize(
+    ("body", "task_id"),
+    [
+        ({"id": "task_x", "task_id": "task_x", "object": "video", "status": "queued"}, "task_x"),
+        ({"task_id": "task_t", "status": "queued"}, "task_t"),
+        ({"id": "task_i", "status": "queued", "progress": 0}, "task_i"),
+        ({"code": "success", "data": {"task_id": "task_e"}}, "task_e"),
+    ],
+)
+def test_video_submit_reads_task_id_then_id(body: dict[str, Any], task_id: str) -> None:
+    assert VIDEOS.read_submit(200, body) == Accepted(task_id, body)
+
+
+def test_video_submit_refusals() -> None:
+    refused = {"code": "prompt_blocked", "message": "blocked", "data": None}
+    assert VIDEOS.read_submit(200, refused) == Rejected("blocked (code prompt_blocked)")
+    assert VIDEOS.read_submit(400, refused) is None
+    assert VIDEOS.read_submit(200, {"object": "video"}) is None
+
+
+def test_video_polls_the_route_it_was_submitted_to() -> None:
+    assert VIDEOS.poll(["task_x"]) == PollRequest("GET", "/v1/videos/task_x")
+    assert GENERATIONS.poll(["task_x"]) == PollRequest("GET", "/v1/video/generations/task_x")
+    kling = video_family("/kling/v1/videos/image2video")
+    assert kling.poll(["k1"]) == PollRequest("GET", "/kling/v1/videos/image2video/k1")
+    assert VIDEOS.batch == 1 and VIDEOS.fallback_poll("task_x") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "urls"),
+    [
+        # new-api's envelope around a TaskDto: result_url
+        ({"code": "success", "message": "", "data": {"id": 3, "task_id": "task_x",
+          "status": "SUCCESS", "progress": "100%", "result_url": "https://v/x.mp4"}},
+         "success", ("https://v/x.mp4",)),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "IN_PROGRESS",
+          "progress": "30%"}}, "running", ()),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "NOT_START",
+          "progress": "0%"}}, "pending", ()),
+        # Kling's raw upstream body inside data
+        ({"code": "success", "data": {"task_id": "task_x", "status": "SUCCESS", "progress": "100%",
+          "data": {"task_result": {"videos": [{"url": "https://kling/v.mp4"}]}}}},
+         "success", ("https://kling/v.mp4",)),
+        # Veo, fetched live: {code: success, data: {status: succeeded, url}}
+        ({"code": "success", "data": {"task_id": "task_x", "status": "succeeded",
+          "url": "https://veo/v.mp4", "format": "mp4", "error": None, "metadata": None}},
+         "success", ("https://veo/v.mp4",)),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "processing"}},
+         "running", ()),
+        ({"code": "success", "data": {"task_id": "task_x", "status": "queued"}}, "pending", ()),
+        # the OpenAI video object of /v1/videos/{id}: metadata.url, integer progress
+        ({"id": "task_x", "object": "video", "status": "completed", "progress": 100,
+          "metadata": {"url": "https://v/m.mp4"}}, "success", ("https://v/m.mp4",)),
+        ({"id": "task_x", "object": "video", "status": "in_progress", "progress": 40},
+         "running", ()),
+        ({"id": "task_x", "object": "video", "status": "unknown"}, "pending", ()),
+        # the openapi doc's shape
+        ({"task_id": "task_x", "status": "completed", "url": "https://d/v.mp4"},
+         "success", ("https://d/v.mp4",)),
+    ],
+)  # fmt: skip
+def test_video_reads_both_fetch_shapes(
+    body: dict[str, Any], status: str, urls: tuple[str, ...]
+) -> None:
+    state = VIDEOS.read_poll(200, body, ["task_x"])["task_x"]
+    assert (state.status, state.media_urls, state.body) == (status, urls, body)
+
+
+def test_video_failure_reasons_and_unreadable_answers() -> None:
+    sora = {"id": "task_x", "status": "failed", "error": {"message": "moderation", "code": "x"}}
+    assert VIDEOS.read_poll(200, sora, ["task_x"])["task_x"].fail_reason == "moderation"
+    dto = {"code": "success", "data": {"task_id": "task_x", "status": "FAILURE",
+           "fail_reason": "upstream refund"}}  # fmt: skip
+    assert GENERATIONS.read_poll(200, dto, ["task_x"])["task_x"].fail_reason == "upstream refund"
+    assert VIDEOS.read_poll(404, sora, ["task_x"]) == {}
+    assert VIDEOS.read_poll(200, {"code": "task_not_exist", "data": None}, ["task_x"]) == {}
+    assert VIDEOS.read_poll(200, {"id": 5, "progress": 45}, ["task_x"])["task_x"].progress == "45%"
+
+
+# -------------------------------------------------------------------------------- Responses
+
+
+@pytest.mark.parametrize("status", ["queued", "in_progress"])
+def test_a_background_response_is_accepted(status: str) -> None:
+    body = {"id": "resp_1", "object": "response", "status": status, "background": True}
+    assert RESPONSES.read_submit(200, body) == Accepted("resp_1", body)
+    assert RESPONSES.read_submit(400, body) is None
+    assert RESPONSES.read_submit(200, {"object": "response"}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("queued", "pending"), ("in_progress", "running"), ("completed", "success"),
+     ("failed", "failure"), ("cancelled", "failure"), ("incomplete", "failure")],
+)  # fmt: skip
+def test_responses_status_values(status: str, expected: str) -> None:
+    body = {"id": "resp_1", "status": status}
+    assert RESPONSES.read_poll(200, body, ["resp_1"])["resp_1"].status == expected
+
+
+def test_responses_output_text_and_failure_reasons() -> None:
+    message = {"type": "message", "content": [{"type": "output_text", "text": "forty-two"}]}
+    done = {"id": "resp_1", "status": "completed", "output": [{"type": "reasoning"}, message]}
+    state = RESPONSES.read_poll(200, done, ["resp_1"])["resp_1"]
+    assert output_text(state.body) == "forty-two"
+    failed = {"id": "resp_1", "status": "failed", "error": {"code": "server_error",
+              "message": "The model crashed"}}  # fmt: skip
+    assert RESPONSES.read_poll(200, failed, ["resp_1"])["resp_1"].fail_reason == "The model crashed"
+    cut = {"id": "resp_1", "status": "incomplete",
+           "incomplete_details": {"reason": "max_output_tokens"}}  # fmt: skip
+    assert "max_output_tokens" in (
+        RESPONSES.read_poll(200, cut, ["resp_1"])["resp_1"].fail_reason or ""
+    )
+    assert RESPONSES.poll(["resp_1"]) == PollRequest("GET", "/v1/responses/resp_1")
+    assert RESPONSES.read_poll(404, failed, ["resp_1"]) == {}
+    assert RESPONSES.read_poll(200, {"id": "other", "status": "completed"}, ["resp_1"]) == {}
+    with pytest.raises(ValueError, match="only Midjourney"):
+        RESPONSES.follow_up({"button": "U1"}, state)

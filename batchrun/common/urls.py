@@ -16,16 +16,21 @@ _ENDPOINT_TAIL = re.compile(
 
 # A path that names its own API version (Gemini's /v1beta/...), other than the base's /v1.
 _OTHER_VERSION = re.compile(r"^/v\d+[a-z]\w*(?:/|$)")
+# Task families new-api serves at its root, beside /v1: Midjourney (also under a mode prefix,
+# /mj-fast/mj/...), Suno, and the Kling and Jimeng native video routes.
+_ROOT_LEVEL = re.compile(r"^(?:/(?:mj|suno|kling|jimeng)|/[\w.-]+/mj)(?:/|$)")
 
 
 def join_url(base_url: str, path: str) -> str:
     """`https://host/v1` + `/v1/chat/completions` -> `https://host/v1/chat/completions`;
     `https://host/v1` + `/v1beta/models/m:generateContent` -> `https://host/v1beta/...` (the
-    path's own version replaces the base's, as gateways serve /v1beta beside /v1)."""
+    path's own version replaces the base's, as gateways serve /v1beta beside /v1);
+    `https://host/v1` + `/mj/submit/imagine` -> `https://host/mj/submit/imagine` (the task
+    families that live at the gateway's root: /mj, /{mode}/mj, /suno, /kling, /jimeng)."""
     base = base_url.rstrip("/")
     if base.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
         path = path[3:]
-    elif base.endswith("/v1") and _OTHER_VERSION.match(path):
+    elif base.endswith("/v1") and (_OTHER_VERSION.match(path) or _ROOT_LEVEL.match(path)):
         base = base[:-3]
     return base + path
 

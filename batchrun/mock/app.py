@@ -43,6 +43,7 @@ from batchrun.mock.jobs import model_of as _model
 from batchrun.mock.jobs import optional_int as _optional_int
 from batchrun.mock.multipart import parse_form
 from batchrun.mock.ratelimit import RateLimiter, rate_limit_message
+from batchrun.mock.tasks import TaskBook
 
 __all__ = ["MockApp"]
 
@@ -101,6 +102,15 @@ class MockApp:
         self._batch_offset_s = 0.0  # advance_batches(): provider batches live on ahead of time
         self._new_batch_api()
         self._routes.update(family_routes(self._api, config, self))
+        self._tasks = TaskBook(
+            config, api=self._api, clock=clock, public_url=lambda: self.public_url
+        )
+        self._routes[("POST", "/v1/responses")] = lambda request: self._api(
+            request,
+            lambda data: self._tasks.responses_job(
+                data, echo=config.echo, reply_tokens=config.reply_tokens
+            ),
+        )
         self._zero()
 
     def _new_batch_api(self) -> None:
@@ -155,6 +165,7 @@ class MockApp:
             # GETs of the media route: how many, their statuses, and how many carried a key
             # (an Authorization, x-api-key or x-goog-api-key header): a client must send none.
             "media": dict(self._media),
+            "tasks": self._tasks.stats(),  # see batchrun.mock.tasks.TaskBook.stats
         }
 
     def bodies(self) -> list[bytes]:
@@ -169,6 +180,7 @@ class MockApp:
         self._jitter_rng.seed(f"{self.config.seed}/jitter")
         self._prefixes.clear()
         self._new_batch_api()
+        self._tasks.reset()
         if self._limiter is not None:
             self._limiter.reset(self._clock())
 
@@ -188,14 +200,17 @@ class MockApp:
         if path.startswith(MEDIA_PREFIX) and request.method == "GET":
             return self._media_file(request)
         route = self._routes.get((request.method, path))
+        label = path
         if route is None and request.method == "POST" and (found := GEMINI_PATH.match(path)):
             route = self._gemini(found.group("model"))
+        if route is None and (task_route := self._tasks.route(request.method, path)) is not None:
+            label, route = task_route  # a template (/mj/task/{id}/fetch): counters stay small
         self._requests += 1
         if route is None and path.startswith(batch_api.PREFIXES):
             label, reply = self._batches(request)
             self._paths[label] += 1
         else:
-            self._paths[path if route is not None else "(unknown)"] += 1
+            self._paths[label if route is not None else "(unknown)"] += 1
             reply = route(request) if route is not None else self._not_found(request)
         if reply.action == "send":
             self._statuses[reply.status] += 1
@@ -418,7 +433,12 @@ class MockApp:
                 self._tokens["prompt_tokens"] += prompt_tokens
                 self._tokens["completion_tokens"] += completion_tokens
             reply = Reply(
-                200, body, content_type=job.content_type, headers=headers, delay_s=delay_s
+                job.status,
+                body,
+                content_type=job.content_type,
+                headers=headers,
+                delay_s=delay_s,
+                action="hang" if job.hang else "send",
             )
             if kind == "truncated":
                 reply.declared_length = len(body) * 2

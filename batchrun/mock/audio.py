@@ -31,6 +31,7 @@ from batchrun.mock.multipart import FormFile
 
 __all__ = [
     "SPEECH_CONTENT_TYPES",
+    "mp3_of",
     "speech_audio",
     "speech_job",
     "transcript_of",
@@ -68,15 +69,20 @@ def speech_seconds(text: str) -> float:
     return max(0.5, len(text) / _CHARS_PER_SECOND)
 
 
+def mp3_of(seed: bytes, seconds: float) -> bytes:
+    """An MP3 of about `seconds`: an ID3v2 tag, then MPEG-1 Layer III frames of `seed`'s bytes."""
+    frames = max(1, round(seconds * _MP3_FRAMES_PER_SECOND))
+    payload = _filler(seed, _MP3_FRAME_BYTES - 4)
+    id3 = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no tags
+    return id3 + (_MP3_FRAME_HEADER + payload) * frames
+
+
 def speech_audio(text: str, voice: str, fmt: str) -> bytes:
     """The audio the mock answers for `text` in `voice` and format `fmt`."""
     seconds = speech_seconds(text)
     seed = f"{voice}\x00{fmt}\x00{text}".encode("utf-8", "surrogatepass")
     if fmt == "mp3":
-        frames = max(1, round(seconds * _MP3_FRAMES_PER_SECOND))
-        payload = _filler(seed, _MP3_FRAME_BYTES - 4)
-        id3 = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no tags
-        return id3 + (_MP3_FRAME_HEADER + payload) * frames
+        return mp3_of(seed, seconds)
     samples = _filler(seed, int(seconds * _PCM_RATE) * 2)
     if fmt == "pcm":
         return samples

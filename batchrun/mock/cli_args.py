@@ -96,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer GET /v1/models with 404, as a server that does not list its models",
     )
     _add_answer_arguments(parser)
+    _add_task_arguments(parser)
 
 
 def _add_answer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +123,35 @@ def _add_answer_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="MS",
         help="delay of every Batch API answer (files, batches, message batches)",
+    )
+
+
+def _duration_spec(text: str) -> tuple[float, float]:
+    """`"30,120"` -> (30.0, 120.0); `"45"` -> (45.0, 45.0)."""
+    try:
+        low, _, high = text.partition(",")
+        return float(low), float(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SECONDS or MIN,MAX, got {text!r}") from None
+
+
+def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task-refresh-s",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="task families (/mj, /suno, video, background responses): a task's state changes "
+        "only at refresh ticks this far apart, as new-api's (%(default)s)",
+    )
+    parser.add_argument(
+        "--task-duration-s",
+        type=_duration_spec,
+        default=(30.0, 120.0),
+        metavar="MIN,MAX",
+        help="how long a task runs, drawn uniformly from MIN..MAX seconds, or one number "
+        '(30,120); a body\'s "mock_task" asks for "fail", "banned", "never" or '
+        '"timeout_after_submit"',
     )
 
 
@@ -153,6 +183,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         echo=args.echo,
         batch_phase_s=args.batch_phase_s,
         batch_latency_ms=args.batch_latency_ms,
+        task_refresh_s=args.task_refresh_s,
+        task_duration_s=args.task_duration_s,
     )
 
 

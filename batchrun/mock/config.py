@@ -73,6 +73,10 @@ class MockConfig:
     media_url_ttl_s: how long the image URLs the mock hands out stay valid (DALL-E's: 60 min).
     media_redirect_base: if set (`http://host:port`), the mock's media route redirects every
         download there (a CDN on another host), where another mock serves the same names.
+    task_refresh_s: the task families (Midjourney, Suno, video, Responses background) show a
+        task's state as of the last refresh tick, every this many seconds, as new-api does (15).
+    task_duration_s: how long a task runs once submitted, drawn uniformly from (min, max); a
+        single number means exactly that long (see `batchrun.mock.tasks`).
     """
 
     host: str = "127.0.0.1"
@@ -104,6 +108,8 @@ class MockConfig:
     batch_faults: Mapping[str, int] = field(default_factory=dict)
     media_url_ttl_s: float = 3600.0
     media_redirect_base: str | None = None
+    task_refresh_s: float = 15.0
+    task_duration_s: float | tuple[float, float] = (30.0, 120.0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -146,9 +152,26 @@ class MockConfig:
             or not all(isinstance(m, str) and m for m in self.models)
         ):
             raise ValueError("MockConfig.models must be a non-empty tuple of model names")
+        _check_float("task_refresh_s", self.task_refresh_s, allow_zero=False)
+        object.__setattr__(self, "task_duration_s", _duration_range(self.task_duration_s))
         table = validate_fault_table(self.faults, field="MockConfig.faults")
         # Frozen means frozen: nobody can change the faults through the caller's dict later.
         object.__setattr__(self, "faults", MappingProxyType(table))
+
+
+def _duration_range(value: object) -> tuple[float, float]:
+    """`30` -> (30.0, 30.0); `(30, 120)` as given, checked."""
+    pair = value if isinstance(value, tuple | list) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(
+            f"MockConfig.task_duration_s must be a number or (min, max), got {value!r}"
+        )
+    for bound in pair:
+        _check_float("task_duration_s", bound, allow_zero=True)
+    low, high = float(pair[0]), float(pair[1])
+    if low > high:
+        raise ValueError(f"MockConfig.task_duration_s: min {low:g} is above max {high:g}")
+    return low, high
 
 
 def _check_batch_faults(faults: object) -> None:

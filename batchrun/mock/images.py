@@ -29,6 +29,7 @@ from typing import Any
 
 from batchrun.mock.http import HttpRequest, Reply
 from batchrun.mock.jobs import Invalid, Job, model_of, optional_int
+from batchrun.mock.mediafiles import media_file
 from batchrun.mock.multipart import FormFile
 
 __all__ = ["MEDIA_PREFIX", "image_job", "media_reply_of", "media_route", "png_named", "png_of"]
@@ -63,15 +64,18 @@ def png_named(name: str) -> bytes | None:
 
 
 def media_reply_of(path: str, query: str, now: float) -> tuple[int, bytes, dict[str, str]]:
-    """(status, body, headers) of `GET /mock-media/<name>?<query>`."""
+    """(status, body, headers) of `GET /mock-media/<name>?<query>`: a PNG, or the audio and
+    video of the task families (`batchrun.mock.mediafiles`), with its content-type header."""
     params = dict(p.partition("=")[::2] for p in query.split("&") if p)
     if params.get("redirect") == "ftp":
         return 302, b"", {"location": "ftp://127.0.0.1/image.png"}
     expires = params.get("expires", "")
-    png = png_named(path[len(MEDIA_PREFIX) :])
-    if png is None or not expires.isdigit() or int(expires) < now:
+    name = path[len(MEDIA_PREFIX) :]
+    png = png_named(name)
+    found = (png, b"image/png") if png is not None else media_file(name)
+    if found is None or not expires.isdigit() or int(expires) < now:
         return 404, b"", {}
-    return 200, png, {}
+    return 200, found[0], {"content-type": found[1].decode()}
 
 
 def media_route(
@@ -88,8 +92,11 @@ def media_route(
         return Reply(302, b"", content_type=None, headers=b"location: " + location + b"\r\n")
     status, body, extra = media_reply_of(request.path, request.query, now)
     counts[str(status)] += 1
+    content_type = extra.pop("content-type", None)
     headers = b"".join(f"{k}: {v}\r\n".encode() for k, v in extra.items())
-    return Reply(status, body, content_type=b"image/png" if body else None, headers=headers)
+    return Reply(
+        status, body, content_type=content_type.encode() if content_type else None, headers=headers
+    )
 
 
 def _intact_png(upload: FormFile, field: str) -> None:

@@ -24,6 +24,8 @@ class Job:
     charge: int
     build: Callable[[bool], tuple[bytes, int, int]]  # with_usage -> body, prompt, completion
     content_type: bytes = JSON
+    status: int = 200  # a family whose refusals are answers of their own (Midjourney's code 4)
+    hang: bool = False  # built (a task created), then the connection hangs: the client times out
 
 
 class Invalid(ValueError):
