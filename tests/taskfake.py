@@ -1,5 +1,5 @@
-"""A task family and a task gateway for the engine's tests, conforming to the issue-11 contract
-(`batchrun.endpoints.tasks`) until the real families land: submit `/fake/submit`, answers
+"""A task family and a task gateway for the engine's unit tests (MockTransport, no server),
+on the contract's types (`batchrun.endpoints.tasks`): submit `/fake/submit`, answers
 `{"code": 1, "result": id}` (or code 24, "banned prompt", on HTTP 200), polled in batches with
 `POST /fake/list` (`{"ids": [...]}`, a bare array back), `GET /fake/task/{id}` alone.
 
@@ -16,42 +16,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import httpx2
 
+from batchrun.endpoints.tasks import Accepted, PollRequest, Rejected, TaskState
 from tests.helpers import completion
 
 GATEWAY = "http://gw.test/v1"
 CDN = "http://cdn.test"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskState:
-    task_id: str
-    status: Literal["pending", "running", "success", "failure"]
-    progress: str | None = None
-    fail_reason: str | None = None
-    media_urls: tuple[str, ...] = ()
-    body: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    task_id: str
-    body: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class PollRequest:
-    method: Literal["GET", "POST"]
-    path: str
-    json: Any | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

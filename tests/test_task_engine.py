@@ -1,6 +1,7 @@
-"""runner/tasks.py through `batchrun.run`: task rows submitted once, polled in batches, their
-media saved, every row one record; resume polls and never resubmits (a fake family and gateway
-conforming to the issue-11 contract: tests/taskfake.py)."""
+"""runner/tasks.py (the task engine) through `batchrun.run`: task rows submitted once, polled in
+batches, their media saved, every row one record; resume polls and never resubmits (a fake
+family and gateway on MockTransport: tests/taskfake.py; the CLI against the mock in
+tests/test_task_cli.py)."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ from batchrun.common.errors import FatalRunError
 from batchrun.config import RunConfig
 from batchrun.cost.budget import BudgetExhausted, CostBudget, record_cost
 from batchrun.cost.pricebook import PriceBook
+from batchrun.endpoints.tasks import task_family_for
 from batchrun.inputs.rows import InputError
 from batchrun.models import ErrorType, Record, RowError
 from batchrun.runner.control import RunControl
@@ -38,7 +39,7 @@ from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.progress import Progress
 from batchrun.runner.rowsource import CHUNK_ROWS, RowSource
 from batchrun.runner.summary import RunTotals
-from batchrun.runner.tasks import TaskFamilies, TaskRunner, TaskSettings, no_task_families
+from batchrun.runner.tasks import TaskFamilies, TaskRunner, TaskSettings
 from batchrun.send.client import Sender
 from batchrun.send.http import HttpEngine
 from batchrun.send.limiter import Limiter
@@ -102,7 +103,7 @@ class Stages:
         self.prices = prices
         self.write_error: OSError | None = None
         self.http = http
-        self.task_families = seams.task_families or no_task_families
+        self.task_families = seams.task_families or task_family_for
         self.tasks: TaskRunner | None = None
         self._workers_left = config.concurrency
         limiter = seams.limiter or Limiter(

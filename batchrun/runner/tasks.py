@@ -38,6 +38,7 @@ import anyio
 import anyio.abc
 
 from batchrun.common.errors import FatalRunError
+from batchrun.endpoints.tasks import Accepted, Rejected, task_family_for
 from batchrun.models import ErrorType, Record, Request
 from batchrun.runner.control import RunControl
 from batchrun.runner.groupcommit import GroupCommit
@@ -48,18 +49,13 @@ from batchrun.send.http import HttpEngine
 from batchrun.store.media import MediaStore
 from batchrun.store.tasks import TaskJournal, TaskLine
 
-__all__ = ["TaskFamilies", "TaskRunner", "TaskSettings", "no_task_families"]
+__all__ = ["TaskFamilies", "TaskRunner", "TaskSettings"]
 
 _SYNC_INTERVAL_S = 0.03  # as the answers' journal: many rows per fsync, ~30 ms at most
 _DOWNLOADS = 8  # finished tasks whose media are fetched at once
 
 
 TaskFamilies = Callable[[str, Mapping[str, Any]], Any]  # (path, body) -> a family or None
-
-
-def no_task_families(path: str, body: Mapping[str, Any]) -> None:
-    """Every row is one exchange (no task family is known)."""
-    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +108,7 @@ class TaskRunner:
         settings: TaskSettings,
         control: RunControl,
         put: Callable[[Record], Awaitable[None]],
-        families: TaskFamilies = no_task_families,
+        families: TaskFamilies = task_family_for,
         media_timeout_s: float = 300.0,
     ) -> None:
         self.journal = journal
@@ -128,7 +124,7 @@ class TaskRunner:
         self._lines: GroupCommit[TaskLine] = GroupCommit(
             journal.write, journal.sync, sync_interval_s=_SYNC_INTERVAL_S
         )
-        self._pollers: dict[str, Poller] = {}
+        self._pollers: dict[Any, Poller] = {}  # by the family value: same-named ones poll apart
         self._open = 0  # tasks being submitted, or submitted (or resumed) and not yet recorded
         self._room = anyio.Event()  # set when a task ends (room for another) or on a stop
         self._input_done = False
@@ -255,10 +251,10 @@ class TaskRunner:
     ) -> None:
         if self._control.stopping:
             return  # its task id is in the journal: the resume polls it
-        poller = self._pollers.get(family.name)
+        poller = self._pollers.get(family)
         if poller is None:
             settings = self.settings
-            poller = self._pollers[family.name] = Poller(
+            poller = self._pollers[family] = Poller(
                 family,
                 self,
                 self._sender,
@@ -385,13 +381,11 @@ class TaskRunner:
 
 def _rejection(family: Family, status: int, body: Any) -> str | None:
     answer = family.read_submit(status, body)
-    message = getattr(answer, "message", None)
-    return message if isinstance(message, str) and not hasattr(answer, "task_id") else None
+    return answer.message if isinstance(answer, Rejected) else None
 
 
 def _accepted(answer: Any) -> str | None:
-    task_id = getattr(answer, "task_id", None)
-    return task_id if isinstance(task_id, str) and task_id else None
+    return answer.task_id if isinstance(answer, Accepted) and answer.task_id else None
 
 
 def _unknown(request: Request, why: str, answer: Record | None = None) -> Record:
