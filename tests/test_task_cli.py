@@ -111,3 +111,22 @@ def test_kill_9_across_submit_and_poll_then_resume_pays_once(tmp_path: Path) -> 
     prompts = {f"m{i}": f"poster {i}" for i in range(40)}
     twice = {cid for cid, p in prompts.items() if submits.get(p, 0) > 1}
     assert twice <= unknown, (twice, unknown)
+
+
+def test_200_tasks_in_flight_take_a_few_polls_per_refresh(tmp_path: Path) -> None:
+    rows = [mj(i, f"crowd {i}") for i in range(200)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    refresh_s = 0.25
+    config = MockConfig(port=0, task_refresh_s=refresh_s, task_duration_s=(1.0, 1.5))
+    with MockServer(config) as mock:
+        done = run_cli(
+            "run", path, "--out", tmp_path / "out", "--base-url", mock.base_url, "-q",
+            "--max-tasks", "200", "--poll-interval", str(refresh_s),
+        )  # fmt: skip
+        stats = mock.stats()["tasks"]
+    assert done.returncode == 0, done.stderr
+    assert all(r["status"] == "ok" for r in read_results(tmp_path / "out"))
+    assert set(stats["submits_by_prompt"].values()) == {1}
+    polls = sum(stats["polls"].values())
+    # ~2 s of tasks at one poll of up to 200 ids per 0.25 s: about 8-12 polls, not 200 per round.
+    assert 1 <= polls <= 40, stats["polls"]

@@ -218,3 +218,27 @@ def test_an_intent_without_a_task_id_is_submit_unknown_on_resume(tmp_path: Path)
     assert records["p1"]["error_type"] == "submit_unknown"
     assert records["p0"]["status"] == "ok"
     assert gateway.submits_by_prompt == {"u0": 1, "u1": 1}
+
+
+def test_the_progress_figures_name_each_count_and_the_oldest_running_task(tmp_path: Path) -> None:
+    from batchrun.runner.tasks import TaskRunner, TaskSettings
+
+    async def figures() -> tuple[str | None, str | None]:
+        runner = TaskRunner(
+            journal=TaskJournal.open(tmp_path),
+            sender=None,  # type: ignore[arg-type]
+            http=None,  # type: ignore[arg-type]
+            media=None,
+            settings=TaskSettings(),
+            control=batchrun.RunControl(),
+            put=None,  # type: ignore[arg-type]
+        )
+        before = runner.figures()
+        c = runner.counts
+        c.submitted, c.done, c.failed = 5, 2, 1
+        c.running = {"t3": anyio.current_time() - 42.0, "t4": anyio.current_time() - 3.0}
+        return before, runner.figures()
+
+    before, after = anyio.run(figures)
+    assert before is None  # no task row yet: the line shows nothing of tasks
+    assert after == "tasks: 5 submitted, 2 running, 2 done, 1 failed, oldest 42 s"
