@@ -69,6 +69,9 @@ class Request:
     output_limited: bool = True
     # Files sent as multipart/form-data with the body's other fields (transcriptions, edits).
     uploads: tuple[Upload, ...] = ()
+    # A follow-up task row (Midjourney U1, say): the custom_id of the row whose task it acts on;
+    # submitted once that task succeeded (batchrun.runner.tasks).
+    after: str | None = None
 
     @property
     def request_sha256(self) -> str:

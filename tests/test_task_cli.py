@@ -130,3 +130,39 @@ def test_200_tasks_in_flight_take_a_few_polls_per_refresh(tmp_path: Path) -> Non
     polls = sum(stats["polls"].values())
     # ~2 s of tasks at one poll of up to 200 ids per 0.25 s: about 8-12 polls, not 200 per round.
     assert 1 <= polls <= 40, stats["polls"]
+
+
+def test_a_follow_up_row_is_submitted_once_its_parent_succeeded(tmp_path: Path) -> None:
+    rows = [
+        {"custom_id": "p1-u1", "url": "/mj/submit/action", "after": "p1", "body": {"button": "U1"}},
+        mj(1, "a red door"),
+        {"custom_id": "f-u2", "url": "/mj/submit/action", "after": "m2", "body": {"button": "U2"}},
+        mj(2, "a failing door", mock_task="fail"),
+        {
+            "custom_id": "o-u1",
+            "url": "/mj/submit/action",
+            "after": "nobody",
+            "body": {"button": "U1"},
+        },
+    ]
+    rows[1]["custom_id"] = "p1"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    config = MockConfig(port=0, task_refresh_s=0.05, task_duration_s=(0.1, 0.3))
+    with MockServer(config) as mock:
+        done = run_cli(
+            "run", path, "--out", tmp_path / "out", "--base-url", mock.base_url, "-q",
+            "--poll-interval", "0.05",
+        )  # fmt: skip
+        submits = mock.stats()["tasks"]["submits_by_prompt"]
+    assert done.returncode == 0, done.stderr
+    records = {r["custom_id"]: r for r in read_results(tmp_path / "out")}
+    assert len(records) == 5
+    assert records["p1"]["status"] == "ok"
+    assert records["p1-u1"]["status"] == "ok", records["p1-u1"]
+    assert records["p1-u1"]["media"]
+    assert submits.get("a red door [U1]") == 1 and submits.get("a red door") == 1
+    assert records["f-u2"]["error_type"] == "task_failed"
+    assert records["f-u2"]["error_message"].startswith("its parent m2 failed: ")
+    assert records["o-u1"]["error_type"] == "task_failed"
+    assert "its parent nobody did not run as a task" in records["o-u1"]["error_message"]
+    assert not any("[U2]" in p for p in submits)  # no submit for the failed parent's child

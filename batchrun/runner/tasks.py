@@ -53,6 +53,7 @@ __all__ = ["TaskFamilies", "TaskRunner", "TaskSettings"]
 
 _SYNC_INTERVAL_S = 0.03  # as the answers' journal: many rows per fsync, ~30 ms at most
 _DOWNLOADS = 8  # finished tasks whose media are fetched at once
+_KEPT_ENDS = 10_000  # parents' ends kept for follow-up rows that come later in the input
 
 
 TaskFamilies = Callable[[str, Mapping[str, Any]], Any]  # (path, body) -> a family or None
@@ -130,6 +131,10 @@ class TaskRunner:
         self._input_done = False
         self._changed = anyio.Event()  # for serve: a task ended, or the input is done
         self._downloads = anyio.CapacityLimiter(_DOWNLOADS)
+        # Follow-up rows waiting for their parent's task, by the parent's custom_id, and the
+        # parents' ends as seen in this run (a bounded memory: the latest _KEPT_ENDS).
+        self._children: dict[str, list[tuple[Request, Family]]] = {}
+        self._ends: dict[str, tuple[Any, str | None]] = {}  # custom_id -> (state, failure)
         self._tg: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -157,6 +162,9 @@ class TaskRunner:
                     self._tg = tg
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
                     while not self.idle():
+                        if self._input_done and self._open == 0 and self._children:
+                            await self._orphans()
+                            continue
                         self._changed = anyio.Event()
                         await self._changed.wait()
                     for poller in self._pollers.values():
@@ -166,7 +174,7 @@ class TaskRunner:
                 self._lines.close()  # its last lines written and synced
 
     def idle(self) -> bool:
-        return self._input_done and self._open == 0
+        return self._input_done and self._open == 0 and not self._children
 
     def input_done(self) -> None:
         """No row will come any more: `serve` ends once the open tasks have."""
@@ -192,6 +200,8 @@ class TaskRunner:
                 self.counts.unknown += 1
                 return _unknown(request, "its submit was in flight when an earlier run stopped")
             self.counts.resubmitted += 1
+        if request.after is not None:
+            return await self._follow(request, family)
         if not await self._wait_for_room():
             return None
         self._open += 1
@@ -204,7 +214,75 @@ class TaskRunner:
             if not handed_over:
                 self._end()
 
-    async def _submit(self, request: Request, family: Family) -> Record | None:
+    async def _follow(self, request: Request, family: Family) -> Record | None:
+        """A follow-up row: submitted once its parent's task has succeeded (now, if it has),
+        task_failed if the parent failed; until then it waits without holding the worker."""
+        assert request.after is not None
+        end = self._ends.get(request.after)
+        if end is None:
+            self._children.setdefault(request.after, []).append((request, family))
+            return None
+        self._open += 1
+        handed_over = False
+        try:
+            record = await self._child(request, family, *end)
+            handed_over = record is None
+            return record
+        finally:
+            if not handed_over:
+                self._end()
+
+    async def _child(
+        self, request: Request, family: Family, parent: Any, failure: str | None
+    ) -> Record | None:
+        if failure is not None:
+            message = f"its parent {request.after} failed: {failure}"
+            return _error(request, ErrorType.TASK_FAILED, message)
+        try:
+            body = family.follow_up(json.loads(request.body), parent)
+        except ValueError as exc:
+            return _error(request, ErrorType.INVALID_REQUEST, str(exc))
+        send_as = dataclasses.replace(request, body=json.dumps(body).encode())
+        return await self._submit(request, family, send_as=send_as)
+
+    def _start_children(self, custom_id: str, state: Any, failure: str | None) -> None:
+        if len(self._ends) >= _KEPT_ENDS:
+            self._ends.pop(next(iter(self._ends)))
+        self._ends[custom_id] = (state, failure)
+        for request, family in self._children.pop(custom_id, []):
+            self._open += 1  # before this task ends, so that serve does not end meanwhile
+            assert self._tg is not None
+            self._tg.start_soon(self._run_child, request, family, state, failure)
+
+    async def _run_child(
+        self, request: Request, family: Family, state: Any, failure: str | None
+    ) -> None:
+        handed_over = False
+        try:
+            record = await self._child(request, family, state, failure)
+            handed_over = record is None
+            if record is not None:
+                await self._put(record)
+        finally:
+            if not handed_over:
+                self._end()
+
+    async def _orphans(self) -> None:
+        """Follow-ups whose parent never ended in this run (no such row, not a task, or it
+        ended in an earlier run): each ends task_failed, saying which."""
+        children, self._children = self._children, {}
+        for parent, waiting in children.items():
+            for request, _ in waiting:
+                why = (
+                    f"its parent {parent} did not run as a task in this run (no such row, not "
+                    "a task row, or finished by an earlier run: send both rows again together)"
+                )
+                self.counts.failed += 1
+                await self._put(_error(request, ErrorType.TASK_FAILED, why))
+
+    async def _submit(
+        self, request: Request, family: Family, *, send_as: Request | None = None
+    ) -> Record | None:
         intent = TaskLine(
             step="intent",
             row=request.row,
@@ -212,9 +290,8 @@ class TaskRunner:
             request_sha256=request.request_sha256,
         )
         await self._durable(intent)
-        record = await self._sender.send(
-            request, once=OnceOnly(lambda status, body: _rejection(family, status, body))
-        )
+        once = OnceOnly(lambda status, body: _rejection(family, status, body))
+        record = await self._sender.send(send_as or request, once=once)
         record = dataclasses.replace(record, request_sha256=request.request_sha256)
         if not record.ok:
             if record.error_type == ErrorType.SUBMIT_UNKNOWN:
@@ -293,6 +370,8 @@ class TaskRunner:
                 self.counts.done += 1
             else:
                 self.counts.failed += 1
+            failure = None if record.ok else record.error_message or "no reason given"
+            self._start_children(task.request.custom_id, state, failure)
             await self._put(record)
         finally:
             self._end()
@@ -386,6 +465,19 @@ def _rejection(family: Family, status: int, body: Any) -> str | None:
 
 def _accepted(answer: Any) -> str | None:
     return answer.task_id if isinstance(answer, Accepted) and answer.task_id else None
+
+
+def _error(request: Request, error_type: str, message: str) -> Record:
+    return Record(
+        custom_id=request.custom_id,
+        row=request.row,
+        status="error",
+        endpoint=request.url,
+        error_type=error_type,
+        error_message=message,
+        model=request.model,
+        request_sha256=request.request_sha256,
+    )
 
 
 def _unknown(request: Request, why: str, answer: Record | None = None) -> Record:
