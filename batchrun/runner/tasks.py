@@ -27,10 +27,9 @@ Guarantees (DESIGN invariant 3, money is spent once):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +42,14 @@ from batchrun.models import ErrorType, Record, Request
 from batchrun.runner.control import RunControl
 from batchrun.runner.groupcommit import GroupCommit
 from batchrun.runner.taskpoll import Family, Poller, Task
-from batchrun.send.client import MAY_BE_ACCEPTED, OnceOnly, Sender
-from batchrun.send.download import DownloadFailed, download
+from batchrun.runner.taskrecords import (
+    error_record,
+    failure_record,
+    save_media,
+    task_record,
+    unknown_record,
+)
+from batchrun.send.client import OnceOnly, Sender
 from batchrun.send.http import HttpEngine
 from batchrun.store.media import MediaStore
 from batchrun.store.tasks import TaskJournal, TaskLine
@@ -198,7 +203,9 @@ class TaskRunner:
                 return None
             if not self.settings.resubmit_unknown:
                 self.counts.unknown += 1
-                return _unknown(request, "its submit was in flight when an earlier run stopped")
+                return unknown_record(
+                    request, "its submit was in flight when an earlier run stopped"
+                )
             self.counts.resubmitted += 1
         if request.after is not None:
             return await self._follow(request, family)
@@ -237,11 +244,11 @@ class TaskRunner:
     ) -> Record | None:
         if failure is not None:
             message = f"its parent {request.after} failed: {failure}"
-            return _error(request, ErrorType.TASK_FAILED, message)
+            return error_record(request, ErrorType.TASK_FAILED, message)
         try:
             body = family.follow_up(json.loads(request.body), parent)
         except ValueError as exc:
-            return _error(request, ErrorType.INVALID_REQUEST, str(exc))
+            return error_record(request, ErrorType.INVALID_REQUEST, str(exc))
         send_as = dataclasses.replace(request, body=json.dumps(body).encode())
         return await self._submit(request, family, send_as=send_as)
 
@@ -278,7 +285,7 @@ class TaskRunner:
                     "a task row, or finished by an earlier run: send both rows again together)"
                 )
                 self.counts.failed += 1
-                await self._put(_error(request, ErrorType.TASK_FAILED, why))
+                await self._put(error_record(request, ErrorType.TASK_FAILED, why))
 
     async def _submit(
         self, request: Request, family: Family, *, send_as: Request | None = None
@@ -304,7 +311,7 @@ class TaskRunner:
         if task_id is None:
             self.counts.unknown += 1
             why = f"HTTP {record.http_status} without a task id in the answer"
-            return _unknown(request, why, record)
+            return unknown_record(request, why, record)
         await self._durable(TaskLine(step="submitted", row=request.row, task_id=task_id))
         self._hand_over(request, family, task_id, attempts=record.attempts, age_s=0.0)
         return None
@@ -365,7 +372,7 @@ class TaskRunner:
             if state is not None and state.status == "success":
                 record = await self._success(task, state)
             else:
-                record = self._failure(task, state)
+                record = failure_record(task, state)
             if record.ok:
                 self.counts.done += 1
             else:
@@ -377,54 +384,17 @@ class TaskRunner:
             self._end()
 
     async def _success(self, task: Task, state: Any) -> Record:
-        saved, problems = await self._save_media(task, tuple(state.media_urls))
-        return _task_record(
+        async with self._downloads:
+            saved, problems = await save_media(
+                self._http, self._media, task, state.media_urls, timeout_s=self._media_timeout_s
+            )
+        return task_record(
             task,
             status="ok",
             response=json.dumps(state.body, ensure_ascii=False),
             media=tuple(saved) or None,
             error_message="; ".join(problems) or None,
         )
-
-    def _failure(self, task: Task, state: Any | None) -> Record:
-        if state is None:
-            status = task.status + (f" {task.progress}" if task.progress else "")
-            message = f"the task outlived --task-timeout ({task.timeout_s:g} s); last seen {status}"
-            body = None
-        else:
-            message = state.fail_reason or "the task failed (no reason given)"
-            body = json.dumps(state.body, ensure_ascii=False)
-        return _task_record(
-            task,
-            status="error",
-            response=body,
-            error_type=ErrorType.TASK_FAILED,
-            error_message=message,
-        )
-
-    async def _save_media(self, task: Task, urls: Sequence[str]) -> tuple[list[str], list[str]]:
-        """The task's files downloaded into OUT/media (a GET without the API key, as every
-        media download): their paths, and what could not be fetched (the row stays ok)."""
-        media = self._media
-        saved: list[str] = []
-        problems: list[str] = []
-        if media is None or not urls:
-            return saved, problems
-        custom_id = task.request.custom_id
-        async with self._downloads:
-            for index, url in enumerate(urls):
-                try:
-                    path = await download(
-                        self._http,
-                        url,
-                        functools.partial(media.open, custom_id, index),
-                        timeout_s=self._media_timeout_s,
-                    )
-                except DownloadFailed as exc:
-                    problems.append(f"media[{index}] not downloaded: {exc}")
-                else:
-                    saved.append(path)
-        return saved, problems
 
     def _end(self) -> None:
         self._open -= 1
@@ -465,49 +435,3 @@ def _rejection(family: Family, status: int, body: Any) -> str | None:
 
 def _accepted(answer: Any) -> str | None:
     return answer.task_id if isinstance(answer, Accepted) and answer.task_id else None
-
-
-def _error(request: Request, error_type: str, message: str) -> Record:
-    return Record(
-        custom_id=request.custom_id,
-        row=request.row,
-        status="error",
-        endpoint=request.url,
-        error_type=error_type,
-        error_message=message,
-        model=request.model,
-        request_sha256=request.request_sha256,
-    )
-
-
-def _unknown(request: Request, why: str, answer: Record | None = None) -> Record:
-    message = why if MAY_BE_ACCEPTED in why else f"{why}: {MAY_BE_ACCEPTED}"
-    return Record(
-        custom_id=request.custom_id,
-        row=request.row,
-        status="error",
-        endpoint=request.url,
-        http_status=answer.http_status if answer is not None else None,
-        response=answer.response if answer is not None else None,
-        error_type=ErrorType.SUBMIT_UNKNOWN,
-        error_message=message,
-        model=request.model,
-        attempts=answer.attempts if answer is not None else 0,
-        request_sha256=request.request_sha256,
-    )
-
-
-def _task_record(task: Task, *, status: str, **fields: Any) -> Record:
-    request = task.request
-    return Record(
-        custom_id=request.custom_id,
-        row=request.row,
-        status=status,
-        endpoint=request.url,
-        http_status=200,
-        model=request.model,
-        attempts=max(task.attempts, 1),
-        latency_ms=round((anyio.current_time() - task.started) * 1000, 3),
-        request_sha256=request.request_sha256,
-        **fields,
-    )
