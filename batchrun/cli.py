@@ -308,9 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--poll-interval",
         type=positive_float,
-        default=60.0,
+        default=None,
         metavar="SECONDS",
-        help="with --wait: how often to ask about the batches (default: 60)",
+        help="with --wait: how often to ask about the batches (default: 60); for task rows: "
+        "the least time between two polls of one task (default: how often the gateway "
+        "refreshes task states, 15 s)",
     )
     batch.add_argument(
         "--batch-size",
@@ -319,6 +321,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N rows per batch (default: the provider's limit, 50,000 or 100,000)",
     )
     batch.add_argument("--batch-max-bytes", type=positive_int, help=argparse.SUPPRESS)
+    tasks = run.add_argument_group(
+        "submit-then-poll tasks",
+        "Midjourney, Suno, video and background Responses rows: submitted once, then polled",
+    )
+    tasks.add_argument(
+        "--max-tasks",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="at most N tasks submitted and not yet finished; a row waits for room before its "
+        "submit (default: 100)",
+    )
+    tasks.add_argument(
+        "--task-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="a task not finished this long after its submit ends task_failed (default: 3600 "
+        "for Midjourney, 86400 for the others)",
+    )
+    tasks.add_argument(
+        "--resubmit-unknown",
+        action="store_true",
+        help="send again the rows whose submit may have been accepted (a crash or a timeout "
+        "while it was in flight; error submit_unknown): each may be paid twice",
+    )
     _add_template_arguments(run, model=True)
     _add_ray_arguments(run)
 
@@ -565,7 +592,11 @@ def _run(args: argparse.Namespace) -> int:
             max_row_bytes=args.max_row_bytes,
             backend=args.backend,
             wait=args.wait,
-            poll_interval_s=args.poll_interval,
+            poll_interval_s=args.poll_interval or 60.0,
+            max_tasks=args.max_tasks,
+            task_timeout_s=args.task_timeout,
+            task_poll_interval_s=args.poll_interval,
+            resubmit_unknown=args.resubmit_unknown,
             batch_max_requests=args.batch_size,
             batch_max_bytes=args.batch_max_bytes,
             retry_errors=_retry_types(args.retry_errors),

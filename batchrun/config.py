@@ -102,6 +102,14 @@ class RunConfig:
     # Batch backends: at most this many requests / bytes per batch (None: the provider's limit).
     batch_max_requests: int | None = None
     batch_max_bytes: int | None = None
+    # Submit-then-poll task rows (batchrun.runner.tasks): at most max_tasks submitted and not
+    # yet finished; a task fails past task_timeout_s, is polled at most every
+    # task_poll_interval_s (None: the family's own figures); rows whose submit may have been
+    # accepted are sent again only with resubmit_unknown.
+    max_tasks: int = 100
+    task_timeout_s: float | None = None
+    task_poll_interval_s: float | None = None
+    resubmit_unknown: bool = False
     # The write-ahead journal (batchrun.store.journal). Off only to measure what it costs (the
     # hidden --no-journal): then a kill -9 or a second Ctrl-C loses the answers that arrived
     # since the last part.
@@ -142,6 +150,10 @@ class RunConfig:
             _positive("max_requests_per_minute", self.max_requests_per_minute)
         if self.max_cost_usd is not None:
             _positive("max_cost_usd", self.max_cost_usd)
+        _positive("max_tasks", self.max_tasks)
+        for name in ("task_timeout_s", "task_poll_interval_s"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
         if self.max_output_tokens is not None:
             if isinstance(self.max_output_tokens, bool) or not isinstance(
                 self.max_output_tokens, int

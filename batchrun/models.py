@@ -30,6 +30,9 @@ class ErrorType:
     BATCH_EXPIRED = "batch_expired"  # the 24 h window passed
     BATCH_CANCELLED = "batch_cancelled"  # the batch was cancelled (batchrun cancel OUT)
     BATCH_MISSING = "batch_missing"  # the batch ended without a result for the row
+    # Submit-then-poll tasks (batchrun.runner.tasks).
+    TASK_FAILED = "task_failed"  # the task reached failure, or outlived --task-timeout
+    SUBMIT_UNKNOWN = "submit_unknown"  # the submit may have been accepted: not resent silently
 
 
 ERROR_TYPES = tuple(v for k, v in vars(ErrorType).items() if k.isupper())
@@ -66,6 +69,9 @@ class Request:
     output_limited: bool = True
     # Files sent as multipart/form-data with the body's other fields (transcriptions, edits).
     uploads: tuple[Upload, ...] = ()
+    # A follow-up task row (Midjourney U1, say): the custom_id of the row whose task it acts on;
+    # submitted once that task succeeded (batchrun.runner.tasks).
+    after: str | None = None
 
     @property
     def request_sha256(self) -> str:

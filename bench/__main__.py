@@ -12,7 +12,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import cluster, contention, export, limits, media, reruns, startup, tables, throughput
+from bench import (
+    cluster,
+    contention,
+    export,
+    limits,
+    media,
+    reruns,
+    startup,
+    tables,
+    tasks,
+    throughput,
+)
 from bench.context import Context, Settings
 from bench.procs import BenchError, stop_all
 from bench.report import Row, commit, machine, render, to_json
@@ -33,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "retry": reruns.retry_memory,
     "contention": contention.contention,
     "ray": cluster.ray_cluster,
+    "tasks": tasks.tasks,
 }
 
 

@@ -47,7 +47,7 @@ class Disk:
         if self.sync_error is not None:
             raise self.sync_error
 
-    def commits(self, sync_interval_s: float) -> GroupCommit:
+    def commits(self, sync_interval_s: float) -> GroupCommit[Record]:
         return GroupCommit(self.write, self.sync, sync_interval_s=sync_interval_s)
 
 
@@ -198,3 +198,46 @@ def test_sync_before_exit_reports_a_failed_sync() -> None:
 def test_the_sync_interval_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="sync_interval_s must be zero or more, got -1"):
         Disk().commits(-1)
+
+
+async def test_put_synced_returns_only_after_a_sync_that_started_after_its_write() -> None:
+    disk = Disk()
+    commits = disk.commits(0.02)
+    order: list[tuple[int, int]] = []  # (row, syncs started when its put_synced returned)
+
+    async def intent(row: int) -> None:
+        await commits.put_synced(record(row))
+        order.append((row, len(disk.syncs)))
+
+    with anyio.fail_after(GENEROUS_S):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(commits.run_writes, pytest.fail)
+            tg.start_soon(commits.run_syncs, pytest.fail)
+            disk.gate.clear()  # the first sync hangs until let go
+            disk.sync_started = anyio.Event()
+            tg.start_soon(intent, 0)
+            await disk.sync_started.wait()
+            tg.start_soon(intent, 1)  # written while the first sync is on the disk
+            await anyio.wait_all_tasks_blocked()
+            assert order == [] and disk.groups == [[0], [1]]
+            disk.sync_started = None
+            disk.gate.set()
+            await anyio.sleep(0.2)
+            commits.close()
+    # Row 1 was written during the first sync: only the second one covers it.
+    assert sorted(order)[0][1] >= 1 and sorted(order)[1] == (1, 2)
+
+
+async def test_put_synced_raises_when_the_sync_fails() -> None:
+    disk = Disk(sync_error=OSError(errno.EIO, "Input/output error"))
+    commits = disk.commits(0)
+    errors: list[OSError] = []
+    with anyio.fail_after(GENEROUS_S):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(commits.run_writes, errors.append)
+            tg.start_soon(commits.run_syncs, errors.append)
+            with pytest.raises(OSError, match="Input/output"):
+                await commits.put_synced(record(0))
+            with pytest.raises(OSError, match="Input/output"):
+                await commits.put_synced(record(1))  # after the syncs ended: not left waiting
+            commits.close()

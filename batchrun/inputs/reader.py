@@ -255,6 +255,7 @@ def iter_requests(
             max_output_tokens=max_output_tokens(item.url, body),
             output_limited=output_limit(item.url, body) is not None,
             uploads=uploads,
+            after=item.after,
         )
 
 
@@ -361,12 +362,17 @@ def _parse_jsonl_row(
             if not isinstance(body, dict):
                 raise RowProblem(f"'body' must be a JSON object, got {json_type(body)}")
             raw = dumps(body) if want_raw else b""
+            after = obj.get("after")
+            if after is not None and not (isinstance(after, str) and after):
+                raise RowProblem(f"'after' must be the custom_id of another row, got {after!r}")
         else:
-            body, url, raw = obj, endpoint, line
+            body, url, raw, after = obj, endpoint, line, None
         check_body(body, url)
     except RowProblem as exc:
         return RowError(row=row, custom_id=custom_id, line=line_no, message=f"{where}: {exc}")
-    return ParsedRow(row=row, custom_id=custom_id, url=url, body=body, raw_body=raw, line=line_no)
+    return ParsedRow(
+        row=row, custom_id=custom_id, url=url, body=body, raw_body=raw, line=line_no, after=after
+    )
 
 
 def iter_ids(

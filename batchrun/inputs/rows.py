@@ -68,6 +68,7 @@ class ParsedRow:
     body: dict[str, Any]
     raw_body: bytes
     line: int | None
+    after: str | None = None  # a follow-up task row: the custom_id of the row it acts on
 
 
 def open_input(path: Path) -> IO[bytes]:

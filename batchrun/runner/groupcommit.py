@@ -25,6 +25,8 @@ Guarantees:
   `sync_interval_s` of a write; a failed sync calls `on_error` and ends them (writes go on).
 - `close()` writes what is pending, syncs once more, and ends both tasks.
 - `write_now()` (for a second Ctrl-C, on the loop's thread) writes what is pending at once.
+- `put_synced` returns once its item is synced too (the task journal: an intent must be on the
+  disk before the submit goes), raising the OSError of a failed write or sync.
 """
 
 from __future__ import annotations
@@ -32,20 +34,21 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import anyio
 
-from batchrun.models import Record
-
 __all__ = ["GroupCommit"]
 
+T = TypeVar("T")
 
-class GroupCommit:
+
+class GroupCommit(Generic[T]):
     """See the module docstring."""
 
     def __init__(
         self,
-        write: Callable[[Sequence[Record]], None],
+        write: Callable[[Sequence[T]], None],
         sync: Callable[[], None],
         *,
         sync_interval_s: float,
@@ -55,11 +58,13 @@ class GroupCommit:
         self._write = write
         self._sync = sync
         self._sync_interval_s = sync_interval_s
-        self._pending: list[Record] = []
+        self._pending: list[T] = []
         self._written = anyio.Event()  # set once the pending group is written (or failed)
         self._ready = anyio.Event()  # set when something is pending, or on close
         self._unsynced = anyio.Event()  # set when something was written since the last sync
         self._closing = anyio.Event()
+        self._synced = anyio.Event()  # set when the next sync to start has ended
+        self._written_synced = self._synced  # that event as of the latest write
         self._closed = False
         self.error: OSError | None = None  # a write failed: nothing more is written
         self.sync_error: OSError | None = None  # a sync failed: nothing more is synced
@@ -72,15 +77,25 @@ class GroupCommit:
             f"syncs={self.syncs}, closed={self._closed}, error={self.error!r})"
         )
 
-    def add(self, record: Record) -> anyio.Event:
+    def add(self, record: T) -> anyio.Event:
         """Queue `record`; the event is set once it is written."""
         self._pending.append(record)
         self._ready.set()
         return self._written
 
-    async def put(self, record: Record) -> None:
+    async def put(self, record: T) -> None:
         """Queue `record` and return once it is written."""
         await self.add(record).wait()
+
+    async def put_synced(self, item: T) -> None:
+        """Queue `item` and return once it is synced; OSError if its write or sync failed."""
+        await self.add(item).wait()
+        if self.error is not None:
+            raise self.error
+        # The sync due after the latest write (ours, or a later one: its sync covers ours too).
+        await self._written_synced.wait()
+        if self.sync_error is not None:
+            raise self.sync_error
 
     def close(self) -> None:
         """Nothing more will be put: write what is pending, sync, and end the tasks."""
@@ -110,6 +125,7 @@ class GroupCommit:
                 on_error(exc)
             else:
                 self._unsynced.set()
+                self._written_synced = self._synced
         written.set()
 
     async def run_syncs(self, on_error: Callable[[OSError], None]) -> None:
@@ -123,6 +139,7 @@ class GroupCommit:
                     await self._closing.wait()
             closing = self._closed
             self._unsynced = anyio.Event()
+            synced, self._synced = self._synced, anyio.Event()
             last_start = anyio.current_time()
             self.syncs += 1
             try:
@@ -132,7 +149,10 @@ class GroupCommit:
                 # keeps them), just no longer synced.
                 self.sync_error = exc
                 on_error(exc)
+                self._synced.set()  # later waiters see sync_error
                 return
+            finally:
+                synced.set()
             if closing:
                 return
 

@@ -29,6 +29,7 @@ from batchrun.runner.control import RunControl, watch_signals
 from batchrun.runner.session import Session
 from batchrun.runner.stages import Seams
 from batchrun.runner.summary import RunSummary, RunTotals
+from batchrun.runner.tasks import TaskFamilies
 from batchrun.send.http import AiohttpEngine, HttpEngine, Httpx2Engine
 from batchrun.send.limiter import Limiter
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, OutputLock, discard_unused_output
@@ -66,6 +67,7 @@ async def run(
     on_commit: Callable[[], None] | None = None,
     cost_budget: Callable[[float, PriceBook], CostBudget] | None = None,
     totals: RunTotals | None = None,
+    task_families: TaskFamilies | None = None,
 ) -> RunSummary:
     """Send every pending row of `config.input_path`; store results in `config.out_dir`.
 
@@ -79,10 +81,16 @@ async def run(
     `on_commit` runs in the writer's thread after each commit (part, then checkpoint) and
     before the next: a cluster copies the new part and then the checkpoint to an object store.
     An `OSError` it raises stops the run like a failed commit.
+    `task_families(path, body)` names a row's task family (`batchrun.runner.tasks`).
     """
     control = control or RunControl()
     control._stop_event = anyio.Event()
-    seams = Seams(limiter=limiter, on_commit=on_commit, cost_budget=cost_budget)
+    seams = Seams(
+        limiter=limiter,
+        on_commit=on_commit,
+        cost_budget=cost_budget,
+        task_families=task_families,
+    )
     out = config.out_dir
     if not config.input_path.exists():
         raise InputError(f"input file not found: {config.input_path}")

@@ -34,7 +34,7 @@ from batchrun.runner.control import RunControl
 from batchrun.runner.firstpass import Verdicts
 from batchrun.runner.progress import Earlier, Progress
 from batchrun.runner.rowsource import RowSource
-from batchrun.runner.stages import Stages
+from batchrun.runner.stages import Seams, Stages
 from batchrun.runner.summary import RunTotals
 from batchrun.send.http import HttpEngine
 from batchrun.store.checkpoint import Checkpoint, RerunPass
@@ -70,6 +70,7 @@ async def run_retry_pass(
     engine: HttpEngine,
     prices: Callable[[], Awaitable[PriceBook]],
     budget_prices: PriceBook | None,
+    seams: Seams | None = None,
 ) -> RerunPass | None:
     """Re-send the errors `config.retry_errors` names (see the module docstring); the pass, or
     None when no row needed it."""
@@ -113,7 +114,7 @@ async def run_retry_pass(
     try:
         stages = Stages(
             config, control, writer, totals, engine, prices, source, progress,
-            budget_prices=budget_prices,
+            budget_prices=budget_prices, seams=seams,
         )  # fmt: skip
         await stages.run()
     finally:

@@ -275,7 +275,7 @@ class Session:
             budget_prices = await prices.result() if self.config.max_cost_usd else None
             self.rerun = await run_retry_pass(
                 self.config, self.control, writer, self.totals, self.engine, prices.result,
-                budget_prices,
+                budget_prices, self.seams,
             )  # fmt: skip
         finally:
             if writer.rerun is not None:

@@ -30,6 +30,7 @@ from batchrun.common.errors import FatalRunError
 from batchrun.config import RunConfig
 from batchrun.cost.budget import BudgetExhausted, CostBudget, record_cost
 from batchrun.cost.pricebook import PriceBook
+from batchrun.endpoints.tasks import task_family_for
 from batchrun.inputs.rows import InputError
 from batchrun.models import ErrorType, Record, RowError
 from batchrun.runner.control import RunControl
@@ -38,10 +39,12 @@ from batchrun.runner.handoff import RecordBuffer, RequestFeed
 from batchrun.runner.progress import Progress
 from batchrun.runner.rowsource import CHUNK_ROWS, RowSource
 from batchrun.runner.summary import RunTotals
+from batchrun.runner.tasks import TaskFamilies, TaskRunner, TaskSettings
 from batchrun.send.client import Sender
 from batchrun.send.http import HttpEngine
 from batchrun.send.limiter import Limiter
 from batchrun.store.media import MediaStore
+from batchrun.store.tasks import TaskJournal
 from batchrun.store.writer import ResultWriter
 
 __all__ = ["Seams", "Stages", "cannot_write_message", "fold_journal"]
@@ -67,6 +70,8 @@ class Seams:
     limiter: Limiter | None = None
     on_commit: Callable[[], None] | None = None
     cost_budget: Callable[[float, PriceBook], CostBudget] | None = None
+    # What a row's task family is (`batchrun.runner.tasks`); tests give a family of their own.
+    task_families: TaskFamilies | None = None
 
 
 class Stages:
@@ -97,6 +102,10 @@ class Stages:
         self.totals = totals
         self.prices = prices
         self.write_error: OSError | None = None
+        self.http = http
+        self.task_families = seams.task_families or task_family_for
+        self.tasks: TaskRunner | None = None
+        self._workers_left = config.concurrency
         limiter = seams.limiter or Limiter(
             max_requests_per_minute=config.max_requests_per_minute,
             max_tokens_per_minute=config.max_tokens_per_minute,
@@ -143,6 +152,7 @@ class Stages:
             else None
         )
         records = _Records(results, commits, self.totals, progress)
+        self.tasks = tasks = self._task_runner(records)
         writer_done = anyio.Event()
         if commits is not None:
             self.control.on_hard_exit(lambda: self._save_before_exit(commits))
@@ -154,12 +164,13 @@ class Stages:
                     outer.start_soon(commits.run_syncs, self._journal_failed)
                 outer.start_soon(
                     progress.keep_time,
-                    self.sender.outage_note,
+                    lambda: self.sender.outage_note() or tasks.figures(),
                     lambda: self.sender.outage_note(detail=True),
                 )
                 try:
                     async with anyio.create_task_group() as work:
                         outer.start_soon(self._grace_timer, work.cancel_scope)
+                        work.start_soon(tasks.serve)
                         work.start_soon(self._read, feed, records, work.cancel_scope)
                         for _ in range(config.concurrency):
                             work.start_soon(self._work, feed, records)
@@ -172,6 +183,26 @@ class Stages:
                 outer.cancel_scope.cancel()  # the grace timer and the bar's clock
         finally:
             self.control.on_hard_exit(None)
+            tasks.journal.close()
+
+    def _task_runner(self, records: _Records) -> TaskRunner:
+        config = self.config
+        return TaskRunner(
+            journal=TaskJournal.open(config.out_dir),
+            sender=self.sender,
+            http=self.http,
+            media=MediaStore(config.out_dir) if config.download_media else None,
+            settings=TaskSettings(
+                max_tasks=config.max_tasks,
+                task_timeout_s=config.task_timeout_s,
+                poll_interval_s=config.task_poll_interval_s,
+                resubmit_unknown=config.resubmit_unknown,
+            ),
+            control=self.control,
+            put=records.put,
+            families=self.task_families,
+            media_timeout_s=config.timeout_s,
+        )
 
     async def _read(
         self, feed: RequestFeed, records: _Records, work_scope: anyio.CancelScope
@@ -200,7 +231,8 @@ class Stages:
             feed.close()
 
     async def _work(self, feed: RequestFeed, records: _Records) -> None:
-        control, budget = self.control, self.budget
+        control, budget, tasks = self.control, self.budget, self.tasks
+        assert tasks is not None
         try:
             while (request := await feed.get()) is not None:
                 if control.stopping:
@@ -217,9 +249,16 @@ class Stages:
                         return
                 record: Record | None = None
                 try:
-                    record = await self.sender.send(request)
-                    # What the answer answers: --update compares it with the row's request.
-                    record = dataclasses.replace(record, request_sha256=request.request_sha256)
+                    family = tasks.family_for(request)
+                    if family is not None:
+                        # None: a poller has the task (the worker goes on), or the run stopped.
+                        record = await tasks.start(request, family)
+                        if record is None:
+                            continue
+                    else:
+                        record = await self.sender.send(request)
+                        # What the answer answers: --update compares it with the row's request.
+                        record = dataclasses.replace(record, request_sha256=request.request_sha256)
                 except FatalRunError as exc:
                     control.stop(exc.message, fatal=True)
                     return
@@ -233,11 +272,14 @@ class Stages:
             self.sender.input_done()  # the feed is closed and empty: no more rows will come
         finally:
             feed.leave()
+            self._workers_left -= 1
+            if self._workers_left == 0:
+                tasks.input_done()  # no row will come: the pollers end with their last task
 
     def _journal_failed(self, exc: OSError) -> None:
         self.control.stop(cannot_write_message(self.writer.journal.dir, exc), fatal=True)
 
-    def _save_before_exit(self, commits: GroupCommit) -> str:
+    def _save_before_exit(self, commits: GroupCommit[Record]) -> str:
         """For a second Ctrl-C: write what is pending (it then survives the exit), and sync it
         for a power cut too, waiting at most a couple of seconds."""
         commits.write_now(self._journal_failed)
@@ -278,6 +320,8 @@ class Stages:
 
     def _commit_and_copy(self, buffer: list[Record], costs: list[float | None]) -> None:
         self.writer.commit(buffer, costs)
+        if self.tasks is not None and self.tasks.journal.entries:
+            self.tasks.committed(r.row for r in buffer)
         if self.on_commit is not None:
             self.on_commit()
 
@@ -300,7 +344,7 @@ class _Records:
     def __init__(
         self,
         results: RecordBuffer,
-        commits: GroupCommit | None,
+        commits: GroupCommit[Record] | None,
         totals: RunTotals,
         progress: Progress,
     ) -> None:

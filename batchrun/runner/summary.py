@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchrun.models import Record
+from batchrun.models import ErrorType, Record
 from batchrun.store.checkpoint import RerunPass
 from batchrun.store.update import UpdateCounts
 
@@ -164,6 +164,11 @@ def render_summary(summary: RunSummary, *, command: str) -> str:
     if s.errors_by_type:
         kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors_by_type.items()))
         lines.append(f"  errors by type: {kinds}")
+    if unknown := s.errors_by_type.get(ErrorType.SUBMIT_UNKNOWN):
+        lines.append(
+            f"  {unknown:,} rows ended submit_unknown: their submit may have been accepted (and "
+            "paid); to send them again: --retry-errors=submit_unknown --resubmit-unknown"
+        )
     lines.append(
         f"  tokens: prompt {s.prompt_tokens:,} (cached {s.cached_tokens:,}), "
         f"completion {s.completion_tokens:,} (reasoning {s.reasoning_tokens:,}), "

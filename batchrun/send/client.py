@@ -24,6 +24,11 @@ Guarantees:
   a file of `media` and is ok at once, never retried as "not JSON"; the file is durable and in
   place before the record is returned, so before any part that references it is committed. A
   resend of the row writes the same name (`batchrun.store.media`), replacing rather than adding.
+- A paid task's submit (`send(..., once=OnceOnly(...))`) is retried only where the gateway
+  cannot have taken it: a refused connection or a connect timeout, a 429, a 5xx. A timeout or
+  a dropped connection after the request went, or a 2xx it cannot read, ends the row
+  `submit_unknown`; an answer the family calls a rejection ends it `invalid_request` at once,
+  whatever its HTTP status (Midjourney's code 24 on HTTP 200).
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ from batchrun.send.retry import (
 )
 from batchrun.send.wrongurl import WrongUrlGuard
 
-__all__ = ["CostFn", "MediaFiles", "Sender"]
+__all__ = ["MAY_BE_ACCEPTED", "CostFn", "MediaFiles", "OnceOnly", "Sender"]
 
 CostFn = Callable[[str | None, Usage], float | None]
 
@@ -81,6 +86,17 @@ class MediaFiles(Protocol):
 
 
 _OUTAGE_STATUSES = {502, 503, 504}
+
+MAY_BE_ACCEPTED = "the submit may have been accepted; --resubmit-unknown sends it again"
+
+
+@dataclass(frozen=True, slots=True)
+class OnceOnly:
+    """A request that must not reach the gateway twice (it starts a paid task).
+
+    `rejected(status, body)`: the gateway's refusal in a JSON answer (its words), or None."""
+
+    rejected: Callable[[int, Any], str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,18 +181,35 @@ class Sender:
         """No request will be sent but those in flight now (the input is used up)."""
         self._wrong_url.input_done(self._in_flight)
 
-    async def send(self, request: Request) -> Record:
+    async def send(self, request: Request, *, once: OnceOnly | None = None) -> Record:
         """The row's final record; raises `FatalRunError` when the run must stop (the row stays
-        pending)."""
+        pending). `once`: a task's submit (see the module docstring)."""
         self._in_flight += 1
         try:
-            record = await self._send(request)
+            record = await self._send(request, once)
         finally:
             self._in_flight -= 1
             self._wrong_url.left(self._in_flight)
         if record.ok and self._media is not None and profile_for(request.url).media_in_json:
             record = await self._save_media(request, record, self._media)
         return record
+
+    async def fetch(self, method: str, path: str, body: Any | None = None) -> tuple[int, Any]:
+        """One exchange of a task poll (`GET path`, or `POST path` with `body` as JSON): its
+        status and its JSON (None when it is not JSON). The shared pause is waited out first,
+        but no request budget is taken (polls have their own); a 429 or a retry-after pauses
+        every worker as a send's does. Raises `TransportError`; never retries."""
+        await self._limiter.wait_unpaused()
+        headers = self._headers_for(profile_for(path))
+        url = self._url(path)
+        if method == "GET":
+            reply = await self._http.get(url, headers)
+        else:
+            reply = await self._http.post(url, json.dumps(body).encode(), headers)
+        retry_after = parse_retry_after_s(reply.headers)
+        if reply.status == 429 or (reply.status in _OUTAGE_STATUSES and retry_after):
+            self._limiter.back_off(retry_after, f"rate limited (HTTP {reply.status} on a poll)")
+        return reply.status, json_or_none(reply.content)
 
     async def _save_media(self, request: Request, record: Record, media: MediaFiles) -> Record:
         """An answer with media inside (images): `b64_json` to files, URLs downloaded. A
@@ -204,7 +237,7 @@ class Sender:
             error_message="; ".join(saved.problems) or None,
         )
 
-    async def _send(self, request: Request) -> Record:
+    async def _send(self, request: Request, once: OnceOnly | None) -> Record:
         charge = request.token_charge
         attempts = 0
         counted = 0
@@ -217,7 +250,7 @@ class Sender:
             try:
                 if self._fatal is not None:  # found by another worker: send nothing more
                     raise FatalRunError(self._fatal.kind, self._fatal.message)
-                outcome = await self._attempt(request, attempts)
+                outcome = await self._attempt(request, attempts, once)
                 if isinstance(outcome, Record):
                     pushed_back = False
                     return outcome
@@ -283,7 +316,9 @@ class Sender:
             else:
                 await anyio.sleep(backoff_s(counted))
 
-    async def _attempt(self, request: Request, attempts: int) -> Record | _Failure:
+    async def _attempt(
+        self, request: Request, attempts: int, once: OnceOnly | None = None
+    ) -> Record | _Failure:
         """One HTTP exchange: the ok record, or what went wrong."""
         sent = self._limiter.mark()
         sent_at = sent.at
@@ -312,8 +347,13 @@ class Sender:
             )
         except TransportError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
+            failed = _transport_verdict(exc)
+            if once is not None and not exc.looks_down and failed.action == RETRY:
+                failed = Verdict(
+                    STOP, ErrorType.SUBMIT_UNKNOWN, f"{exc.message}; {MAY_BE_ACCEPTED}"
+                )
             return _Failure(
-                verdict=_transport_verdict(exc),
+                verdict=failed,
                 sent_at=sent_at,
                 latency_ms=latency_ms,
                 looks_down=exc.looks_down,
@@ -340,6 +380,8 @@ class Sender:
                     cost_fn=self._cost_fn,
                 )
             verdict = classify_response(status, headers, answer, text)  # None: an object
+            if once is not None:
+                verdict = _once_verdict(once, status, answer, verdict)
         self._wrong_url.answered(status)
         refused = verdict is not None and verdict.rate_limited
         self._limiter.observe_headers(headers, sent=sent, refused=refused)
@@ -475,6 +517,19 @@ _TRANSPORT_VERDICTS: dict[TransportErrorKind, tuple[str, str]] = {
 def _transport_verdict(exc: TransportError) -> Verdict:
     action, error_type = _TRANSPORT_VERDICTS[exc.kind]
     return Verdict(action, error_type, exc.message)
+
+
+def _once_verdict(
+    once: OnceOnly, status: int, answer: Any, verdict: Verdict | None
+) -> Verdict | None:
+    """A submit's answer judged: the family's rejection first (on any status), then a 2xx that
+    cannot be read is no reason to send it again."""
+    rejected = once.rejected(status, answer) if answer is not None else None
+    if rejected is not None:
+        return Verdict(STOP, ErrorType.INVALID_REQUEST, rejected)
+    if verdict is not None and 200 <= status < 300:
+        return Verdict(STOP, ErrorType.SUBMIT_UNKNOWN, f"{verdict.message}; {MAY_BE_ACCEPTED}")
+    return verdict
 
 
 def _text_answer(profile: Profile, status: int, headers: Mapping[str, str]) -> bool:

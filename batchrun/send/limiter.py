@@ -197,6 +197,12 @@ class Limiter:
             self.probes += 1
             return True
 
+    async def wait_unpaused(self) -> None:
+        """Wait until no pause is in force, taking no budget (a task poll: polls have their own
+        budget, but a 429's pause holds for them too). A pause set meanwhile is seen on waking."""
+        while (wait := self._paused_until - self._clock()) > 0:
+            await self._sleep(wait)
+
     def probe_done(self, *, passed: bool) -> None:
         """The probe came back. `passed`: the server did not push back, so everyone may go again;
         otherwise the probe's own `back_off` has set the next pause and the next probe goes then."""

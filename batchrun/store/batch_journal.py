@@ -29,6 +29,7 @@ from typing import IO, Any
 from batchrun.common.ranges import RangeSet
 from batchrun.store.batch_files import BATCHES_DIR, SealedChunk
 from batchrun.store.checkpoint import CheckpointError, fsync_dir
+from batchrun.store.jsonlines import cut_torn, encode_line, whole_lines
 
 __all__ = ["BatchJournal", "Chunk", "JournalError"]
 
@@ -145,9 +146,7 @@ class BatchJournal:
         if raw:
             journal, good = cls._parse(out_dir, raw)
             if good < len(raw):
-                with path.open("r+b") as f:
-                    f.truncate(good)
-                    os.fsync(f.fileno())
+                cut_torn(path, good)
         else:
             header = {
                 "format": _FORMAT,
@@ -157,7 +156,7 @@ class BatchJournal:
             }
             tmp = path.with_name(f".{path.name}.tmp")
             with tmp.open("wb") as f:
-                f.write(_line(header))
+                f.write(encode_line(header))
                 f.flush()
                 os.fsync(f.fileno())
             tmp.replace(path)
@@ -175,8 +174,7 @@ class BatchJournal:
     def _parse(cls, out_dir: Path, raw: bytes) -> tuple[BatchJournal, int]:
         """The journal in `raw`, and how many bytes of it are whole lines."""
         path = cls.path_in(out_dir)
-        good = raw.rfind(b"\n") + 1
-        lines = raw[:good].splitlines()
+        lines, good = whole_lines(raw)
         try:
             header = json.loads(lines[0]) if lines else None
         except ValueError:
@@ -200,7 +198,7 @@ class BatchJournal:
         if self._file is None:
             raise RuntimeError("the journal was loaded read-only")
         entry = {"chunk": number, "step": step, "at": time.time(), **fields}
-        self._file.write(_line(entry))
+        self._file.write(encode_line(entry))
         self._file.flush()
         os.fsync(self._file.fileno())
         self._apply(entry)
@@ -289,7 +287,3 @@ class BatchJournal:
 
     def batch_ids(self) -> set[str]:
         return {c.batch_id for c in self.chunks.values() if c.batch_id is not None}
-
-
-def _line(entry: dict[str, Any]) -> bytes:
-    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
