@@ -22,12 +22,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 check: $(STAMP)
-	$(VENV)/bin/ruff check batchrun tests bench
-	$(VENV)/bin/ruff format --check batchrun tests bench
+	$(VENV)/bin/ruff check batchrun tests
+	$(VENV)/bin/ruff format --check batchrun tests
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m tests.bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

@@ -61,7 +61,7 @@ def commit() -> str:
     try:
         done = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
             capture_output=True,
             text=True,
             timeout=10,

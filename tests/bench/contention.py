@@ -1,8 +1,8 @@
 """Benchmark 8: what a first pass running alongside costs the sender, by where it runs.
 
-    python -m bench.contention MODE INPUT BIG BASE_URL    (one measurement; MODE below)
+    python -m tests.bench.contention MODE INPUT BIG BASE_URL    (one measurement; MODE below)
 
-A bare aiohttp loop (`bench.bare`) sends INPUT at C=64 while batchrun's first pass
+A bare aiohttp loop (`tests.bench.bare`) sends INPUT at C=64 while batchrun's first pass
 (`batchrun.runner.scan.run_pass`: ids, estimate, models) reads BIG: not at all (`alone`), in a
 thread of the same process (`thread`: the GIL), or in a child process at nice 0 or nice 10
 (`process`, `process-nice10`). Both run on the client's core, as `make bench` pins them, which
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import anyio
 
-from bench import bare
-from bench.context import Context
-from bench.report import Row, median
+from tests.bench import bare
+from tests.bench.context import Context
+from tests.bench.report import Row, median
 
 __all__ = ["MODES", "contention"]
 
@@ -53,7 +53,8 @@ def _measure(mode: str, path: Path, big: Path, base_url: str) -> dict[str, objec
     elif mode.startswith("process"):
         nice = 10 if mode.endswith("nice10") else 0
         code = (
-            f"import os; os.nice({nice}); from bench.contention import _scan; _scan({str(big)!r})"
+            f"import os; os.nice({nice}); "
+            f"from tests.bench.contention import _scan; _scan({str(big)!r})"
         )
         child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
     time.sleep(0.6)  # the pass is under way (imports, encodings) before the first request
@@ -79,7 +80,7 @@ def contention(ctx: Context) -> list[Row]:
             for mode in MODES:  # interleaved, so that the machine's load hits every mode alike
                 mock.reset()
                 child = ctx.bench_module(
-                    "bench.contention", mode, str(path), str(big), mock.base_url
+                    "tests.bench.contention", mode, str(path), str(big), mock.base_url
                 )
                 ctx.finish(child, rows / 50 + 120)
                 rate = float(json.loads(ctx.output(child).splitlines()[-1])["rate"])

@@ -20,10 +20,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.context import Context
-from bench.inputs import chat_body
-from bench.report import Row, met
-from bench.sampler import StatsSampler, counters
+from tests.bench.context import Context
+from tests.bench.inputs import chat_body
+from tests.bench.report import Row, met
+from tests.bench.sampler import StatsSampler, counters
 
 __all__ = ["limits"]
 

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.context import Context
-from bench.procs import BenchError
-from bench.report import Row, met
+from tests.bench.context import Context
+from tests.bench.procs import BenchError
+from tests.bench.report import Row, met
 
 _LATENCY_MS = 500
 _ACTORS = 4

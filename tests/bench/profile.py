@@ -1,6 +1,6 @@
 """Where batchrun's CPU goes per request, under the overhead benchmark's load.
 
-    python -m bench.profile [--target batchrun|bare] [--requests N] [--concurrency C]
+    python -m tests.bench.profile [--target batchrun|bare] [--requests N] [--concurrency C]
                             [--latency-ms MS] [--client aiohttp|httpx2] [--clients K]
                             [--raw PATH]
 
@@ -28,8 +28,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.context import Context, Settings
-from bench.procs import BenchError, Child, stop_all
+from tests.bench.context import Context, Settings
+from tests.bench.procs import BenchError, Child, stop_all
 
 __all__ = ["RULES", "classify", "main"]
 
@@ -217,7 +217,7 @@ def _profile(args: argparse.Namespace, ctx: Context, py_spy: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.profile", description=__doc__)
     parser.add_argument("--target", choices=("batchrun", "bare"), default="batchrun")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)

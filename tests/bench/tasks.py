@@ -13,9 +13,9 @@ import json
 import time
 from pathlib import Path
 
-from bench.context import Context
-from bench.procs import BenchError
-from bench.report import Row
+from tests.bench.context import Context
+from tests.bench.procs import BenchError
+from tests.bench.report import Row
 
 _SCALE = 20
 _DURATION = (30.0 / _SCALE, 120.0 / _SCALE)

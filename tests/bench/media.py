@@ -12,9 +12,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.context import Context
-from bench.procs import BenchError
-from bench.report import Row, median, met
+from tests.bench.context import Context
+from tests.bench.procs import BenchError
+from tests.bench.report import Row, median, met
 
 __all__ = ["media_memory"]
 

@@ -1,6 +1,7 @@
 """A bare loop of the HTTP client batchrun uses: the yardstick of the overhead benchmark.
 
-    python -m bench.bare INPUT BASE_URL --concurrency N [--client aiohttp|httpx2] [--clients K]
+    python -m tests.bench.bare INPUT BASE_URL --concurrency N
+        [--client aiohttp|httpx2] [--clients K]
 
 Reads the same JSONL input batchrun reads (Batch API lines or bare bodies), sends every body with
 one aiohttp `ClientSession` (batchrun's default engine) or one `httpx2.AsyncClient`, on anyio and
@@ -131,7 +132,7 @@ def _loop_options() -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bare", description=__doc__)
     parser.add_argument("input", type=Path)
     parser.add_argument("base_url")
     parser.add_argument("--concurrency", type=int, default=100)

@@ -1,6 +1,6 @@
 """Benchmark: a CSV of questions through a template, peak RSS at two sizes, same settings.
 
-The same measure as the memory benchmark (`bench.throughput.memory`), on the path that reads
+The same measure as the memory benchmark (`tests.bench.throughput.memory`), on the path that reads
 records with Python's csv module and renders each row with Jinja2: the first pass (row count,
 duplicate ids, estimate) renders every row once, the send renders it again. Memory must not
 grow with the input: peak RSS at 1,000,000 rows within 10% of that at 100,000.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from bench.context import Context
-from bench.inputs import QUESTION_TEMPLATE, write_question_csv
-from bench.report import Row, met
-from bench.throughput import Figures, measure
+from tests.bench.context import Context
+from tests.bench.inputs import QUESTION_TEMPLATE, write_question_csv
+from tests.bench.report import Row, met
+from tests.bench.throughput import Figures, measure
 
 __all__ = ["template_memory"]
 

@@ -4,7 +4,7 @@ what the write-ahead journal costs at the overhead benchmark's load.
 Throughput is the whole process, start to exit (`end-to-end`), and also the steady rate while
 the mock's count of answered requests went from 10% to 90% of the rows (start-up and tail left
 out). CPU is the client process's own user + system time (`wait4`), never the mock's.
-The bare loops (`bench.bare`) use aiohttp, batchrun's default engine, unless named httpx2.
+The bare loops (`tests.bench.bare`) use aiohttp, batchrun's default engine, unless named httpx2.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.context import Context
-from bench.procs import BenchError, Child, MockServer
-from bench.report import Row, median, met
-from bench.sampler import StatsSampler, counters
+from tests.bench.context import Context
+from tests.bench.procs import BenchError, Child, MockServer
+from tests.bench.report import Row, median, met
+from tests.bench.sampler import StatsSampler, counters
 
 __all__ = ["Figures", "concurrency", "journal", "measure", "memory", "overhead", "small_job"]
 

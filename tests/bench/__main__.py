@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only NAME,...] [--repeat K] [--json PATH]`."""
+"""`python -m tests.bench [--quick] [--only NAME,...] [--repeat K] [--json PATH]`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import (
+from tests.bench import (
     cluster,
     contention,
     export,
@@ -24,9 +24,9 @@ from bench import (
     tasks,
     throughput,
 )
-from bench.context import Context, Settings
-from bench.procs import BenchError, stop_all
-from bench.report import Row, commit, machine, render, to_json
+from tests.bench.context import Context, Settings
+from tests.bench.procs import BenchError, stop_all
+from tests.bench.report import Row, commit, machine, render, to_json
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "overhead": throughput.overhead,
@@ -68,7 +68,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog="python -m tests.bench",
         description="batchrun's benchmarks against the built-in mock server on 127.0.0.1.",
         epilog="benchmarks: " + ", ".join(BENCHMARKS),
     )

@@ -20,10 +20,10 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.context import Context
-from bench.inputs import MODEL, write_question_csv
-from bench.procs import BenchError
-from bench.report import Row, met
+from tests.bench.context import Context
+from tests.bench.inputs import MODEL, write_question_csv
+from tests.bench.procs import BenchError
+from tests.bench.report import Row, met
 
 __all__ = ["export_memory"]
 

@@ -16,11 +16,11 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.context import Context
-from bench.inputs import MODEL
-from bench.procs import BenchError
-from bench.report import Row, met
-from bench.startup import _RESPONSE
+from tests.bench.context import Context
+from tests.bench.inputs import MODEL
+from tests.bench.procs import BenchError
+from tests.bench.report import Row, met
+from tests.bench.startup import _RESPONSE
 
 __all__ = ["retry_memory"]
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.procs import MockServer
+from tests.bench.procs import MockServer
 
 __all__ = ["CHAT_PATH", "Sample", "StatsSampler", "counters"]
 

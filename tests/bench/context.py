@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.inputs import write_chat_rows
-from bench.procs import BenchError, Child, Exit, MockServer, child_env
+from tests.bench.inputs import write_chat_rows
+from tests.bench.procs import BenchError, Child, Exit, MockServer, child_env
 
 __all__ = ["Context", "Settings"]
 
@@ -117,7 +117,7 @@ class Context:
         client: str = "aiohttp",
         clients: int = 1,
     ) -> Child:
-        argv = [sys.executable, "-m", "bench.bare", str(input_path), base_url]
+        argv = [sys.executable, "-m", "tests.bench.bare", str(input_path), base_url]
         argv += ["--concurrency", str(concurrency), "--client", client, "--clients", str(clients)]
         return self._start("bare", argv)
 

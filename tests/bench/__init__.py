@@ -1,4 +1,4 @@
-"""batchrun's benchmarks (issue 5): `python -m bench` or `make bench`; not part of `make test`.
+"""batchrun's benchmarks (issue 5): `make bench` or `python -m tests.bench`; not in `make test`.
 
     overhead     batchrun end to end vs a bare aiohttp loop, same server, same concurrency
                  (plus one bare httpx2 loop run as a reference)

@@ -16,11 +16,11 @@ import signal
 import time
 from pathlib import Path
 
-from bench.context import Context
-from bench.inputs import MODEL
-from bench.procs import BenchError, Child, MockServer
-from bench.report import Row, median, met
-from bench.sampler import StatsSampler
+from tests.bench.context import Context
+from tests.bench.inputs import MODEL
+from tests.bench.procs import BenchError, Child, MockServer
+from tests.bench.report import Row, median, met
+from tests.bench.sampler import StatsSampler
 
 __all__ = ["estimate", "first_request", "resume"]
 
