@@ -394,6 +394,22 @@ def test_the_driver_shows_the_local_bar_and_summary_fed_by_the_shards(
     assert counts == sorted(counts)
     last = [d for d in draws if "450/450" in d][-1]
     assert "ok=435" in last and "err=15" in last and f"cost=${cost:,.4f}" in last, last
+    # The job's estimate, logged once as a local run logs its own: the shards' added up.
+    from batchrun.cost.estimate import estimate_file, merge_estimates
+    from batchrun.cost.pricebook import PriceBook
+    from batchrun.runner.render import format_usd
+
+    prices = PriceBook.load()
+    expected = merge_estimates(
+        [estimate_file(folder / f"part{f}.jsonl", prices=prices) for f in range(3)]
+    )
+    assert expected is not None
+    totals = expected.totals()
+    line = (
+        f"estimate: 450 rows, {totals['prompt_tokens']:,} prompt tokens, expected cost "
+        f"{format_usd(totals['cost_expected_usd'])}"
+    )
+    assert shown.count("estimate: ") == 1 and line in shown, shown[-3000:]
 
 
 def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from batchrun.cluster.budget import DEFAULT_LEASE_S, SharedBudget
 from batchrun.cluster.failed import fail_shard
+from batchrun.cluster.jobestimate import JobEstimate
 from batchrun.cluster.progress import REPORT_EVERY_S, ClusterProgress, ShardProgress, shard_figures
 from batchrun.cluster.shardrun import ShardResult, ShardTask, shard_prefix
 from batchrun.config import RunConfig
@@ -115,6 +116,7 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
     pending: deque[tuple[Shard, int]] = deque()
     spent_usd = 0.0  # the whole output's, for --max-cost
     start: list[ShardProgress] = []
+    estimate = JobEstimate(location, [s.id for s in shards], enabled=config.estimate)
     for shard in shards:
         checkpoint = _checkpoint(location, shard)
         start.append(shard_figures(shard.id, checkpoint))
@@ -125,6 +127,7 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
             tally.done_before += done.done_rows
         else:
             pending.append((shard, 0))
+    estimate.prime(s.shard_id for s in start if s.total_rows is not None)
     log.info("%s shards, %s to send", f"{len(shards):,}", f"{len(pending):,}")
     stopped: str | None = None
     fatal = False
@@ -136,7 +139,7 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
         tally.bar = bar = ClusterProgress(start, planned, enabled=config.progress)
         try:
             stopped, fatal = _dispatch(
-                ray, config, settings, location, pending, tally, spent_usd, bar
+                ray, config, settings, location, pending, tally, spent_usd, bar, estimate
             )
         finally:
             tally.bar = None
@@ -180,6 +183,7 @@ def _dispatch(
     tally: _Tally,
     spent_usd: float,
     bar: ClusterProgress,
+    estimate: JobEstimate,
 ) -> tuple[str | None, bool]:
     """Hand the pending shards to workers until every one has an end; (stop reason, fatal)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -234,7 +238,9 @@ def _dispatch(
         ready, _ = ray.wait(list(running), num_returns=1, timeout=REPORT_EVERY_S)
         if time.monotonic() >= next_poll or not ready:
             next_poll = time.monotonic() + REPORT_EVERY_S
-            bar.update(ray.get(budget.reports.remote()))
+            reports: list[ShardProgress] = ray.get(budget.reports.remote())
+            bar.update(reports)
+            estimate.look(r.shard_id for r in reports if r.total_rows is not None)
         if not ready:
             continue
         ref = ready[0]
@@ -271,6 +277,7 @@ def _dispatch(
             # shard starts, and a resume goes on from there.
             stopped = result.stopped
         tally.add(result)
+        estimate.look([result.shard_id])
         log.info(
             "shard %s: %s of %s rows done (%s ok, %s errors); %s shards to go",
             shard.id, f"{result.done_rows:,}", f"{result.total_rows:,}", f"{result.ok:,}",
