@@ -198,17 +198,32 @@ def test_a_shard_that_keeps_failing_ends_as_error_records(cluster: Any, tmp_path
     assert summary.finished and summary.ok == 75 and summary.errors == 25
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchrun", *args], cwd=ROOT,
+        env={**os.environ, "OPENAI_API_KEY": TEST_KEY}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
 def test_input_and_output_on_an_object_store(
     cluster: Any, s3: pafs.S3FileSystem, tmp_path: Path
 ) -> None:
-    local = write_jsonl(tmp_path / "in.jsonl", chat_rows(300))
+    """A job from and to the moto S3 server; then `report` and `export` read the s3:// OUT as
+    the run wrote it: the report's figures are the records', the export's rows in order, and
+    an export that would join the input on the store is refused, naming --no-join."""
+    rows = chat_rows(300)
+    for i, row in enumerate(rows):
+        if i % 20 == 3:
+            row["body"]["mock_fault"] = "400"
+    local = write_jsonl(tmp_path / "in.jsonl", rows)
     s3.create_dir("bkt/prompts")
     with s3.open_output_stream("bkt/prompts/in.jsonl") as f:
         f.write(local.read_bytes())
     settings = _settings("s3://bkt/prompts/in.jsonl", "s3://bkt/runs/june", shard_bytes=6_000)
     with MockServer(MockConfig(latency_ms=10)) as server:
         summary = run_on_ray(_config(local, server), settings)
-        assert summary.finished and summary.ok == 300
+        assert summary.finished and (summary.ok, summary.errors) == (285, 15)
         again = run_on_ray(_config(local, server), settings)
         assert again.finished and again.done_before == 300
         assert _chat(server) == 300
@@ -217,9 +232,34 @@ def test_input_and_output_on_an_object_store(
         for i in s3.get_file_info(pafs.FileSelector("bkt/runs/june/shards", recursive=True))
         if i.base_name.startswith("part-")
     ]
-    rows = ds.dataset(files, filesystem=s3, format="parquet").to_table().column("row")
-    assert sorted(rows.to_pylist()) == list(range(300))
+    assert len({f.split("/shards/")[1].split("/")[0] for f in files}) >= 3
+    records = ds.dataset(files, filesystem=s3, format="parquet").to_table().to_pylist()
+    assert sorted(r["row"] for r in records) == list(range(300))
     assert s3.get_file_info("bkt/runs/june/cluster.json").type == pafs.FileType.File
+
+    done = _cli("report", "s3://bkt/runs/june", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    ok = [r for r in records if r["status"] == "ok"]
+    assert (report["rows"], report["rows_ok"], report["rows_error"]) == (300, 285, 15)
+    assert report["requests"] == sum(r["attempts"] for r in records)
+    assert report["tokens"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in ok)
+    assert report["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in ok))
+    total = next(c for c in report["comparison"] if c["scope"] == "total")
+    assert total["rows_estimated"] == 300, "the shards' estimates, read from the store"
+
+    target = tmp_path / "answers.parquet"
+    refused = _cli("export", "s3://bkt/runs/june", "--to", str(target))
+    assert refused.returncode == 2 and "--no-join" in refused.stderr, refused.stderr
+    assert "s3://bkt/prompts/in.jsonl" in refused.stderr and not target.exists()
+    done = _cli("export", "s3://bkt/runs/june", "--to", str(target), "--no-join")
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(target).to_pylist()
+    assert [r["row"] for r in table] == list(range(300))
+    assert [r["custom_id"] for r in table] == [f"req-{i}" for i in range(300)]
+    assert [r["status"] for r in table] == ["error" if i % 20 == 3 else "ok" for i in range(300)]
+    missing = _cli("report", "s3://bkt/runs/nothing-here")
+    assert missing.returncode == 2 and "holds no cluster.json" in missing.stderr
 
 
 def test_rows_exactly_once_after_kill_9_of_the_driver(cluster: Any, tmp_path: Path) -> None:
@@ -428,15 +468,7 @@ def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: 
     assert len(list((out / "shards").iterdir())) >= 3
     records = _records(out)
     ok = [r for r in records if r["status"] == "ok"]
-    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "batchrun", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-
-    done = cli("report", str(out), "--json")
+    done = _cli("report", str(out), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert (report["rows"], report["rows_ok"], report["rows_error"]) == (300, 285, 15)
@@ -447,7 +479,7 @@ def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: 
     assert total["rows_estimated"] == 300 and total["rows_ok"] == 285
 
     target = tmp_path / "answers.parquet"
-    done = cli("export", str(out), "--to", str(target))
+    done = _cli("export", str(out), "--to", str(target))
     assert done.returncode == 0, done.stderr
     table = pq.read_table(target).to_pylist()
     assert [r["row"] for r in table] == list(range(300))
