@@ -489,7 +489,9 @@ def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: 
     assert not list(out.glob("results")), "nothing written under OUT"
 
 
-def test_retry_errors_on_ray_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+def test_retry_errors_and_update_on_ray_are_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
     """A shard's rows start where its span does, and a retry pass reads an output as rows
     0..total_rows (its list, its compaction): so `--retry-errors --ray` is refused at once
     (exit 2, a message naming it), before any cluster is started or OUT is written, instead
@@ -500,6 +502,10 @@ def test_retry_errors_on_ray_is_refused_before_anything_is_sent(tmp_path: Path) 
                 "--ray", "local", "--retry-errors")  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "--retry-errors does not run on Ray yet" in done.stderr
+    assert not out.exists()
+    done = _cli("run", str(path), "--out", str(out), "--base-url", "http://127.0.0.1:9/v1",
+                "--ray", "local", "--update")  # fmt: skip
+    assert done.returncode == 2 and "--update does not run on Ray yet" in done.stderr
     assert not out.exists()
 
 

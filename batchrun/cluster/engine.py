@@ -108,12 +108,18 @@ def run_on_ray(config: RunConfig, settings: ClusterSettings) -> RunSummary:
     replaced by each shard's). Raises `InputError` / `CheckpointError` before anything is sent,
     `ValueError` for a setting a cluster run does not take.
     """
+    # A shard's rows start where its span does, and a retry pass or an update (listing, then
+    # compacting the rows to re-send) reads an output as rows 0..total_rows; an update would
+    # also meet shards cut from the old file. Refused, not half done.
     if config.retry_errors is not None:
-        # A shard's rows start where its span does, and a retry pass (listing, then compacting
-        # the rows to re-send) reads an output as rows 0..total_rows: refused, not half done.
         raise ValueError(
             "--retry-errors does not run on Ray yet: a cluster output's error records stay as "
             "they are (`batchrun report OUT` counts them by type); leave out --retry-errors"
+        )
+    if config.update:
+        raise ValueError(
+            "--update does not run on Ray yet: its shards were cut from the input as it was; "
+            "give the changed input a new --out"
         )
     import ray
 
