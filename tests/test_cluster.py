@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import random
 import shutil
@@ -141,17 +142,26 @@ def _chat(server: MockServer) -> int:
 
 
 def test_every_row_once_on_two_nodes_and_a_resume_sends_nothing(
-    cluster: Any, tmp_path: Path
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", chat_rows(600))
+    caplog.set_level(logging.INFO, logger="batchrun")
+
+    def estimates() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("estimate:")]
+
     with MockServer(MockConfig(latency_ms=20)) as server:
         summary = run_on_ray(_config(path, server), _settings(path, tmp_path / "out"))
         assert summary.finished and summary.total_rows == 600 and summary.ok == 600
         assert _chat(server) == 600
         assert len({r["custom_id"] for r in _exactly_once(tmp_path / "out", 600)}) == 600
+        found = estimates()  # the whole job's, once, with every shard's rows
+        assert len(found) == 1 and found[0].startswith("estimate: 600 rows,"), found
+        caplog.clear()
         again = run_on_ray(_config(path, server), _settings(path, tmp_path / "out"))
         assert again.finished and again.done_before == 600
         assert _chat(server) == 600  # nothing sent twice
+        assert estimates() == [], "a resume of counted shards logs none, as locally"
     plan = json.loads((tmp_path / "out" / "cluster.json").read_text())
     assert len(plan["shards"]) > 4
 
