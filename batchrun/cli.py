@@ -841,7 +841,9 @@ def _add_bill_commands(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog=_REPORT_EPILOG,
         formatter_class=raw,
     )
-    report.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+    report.add_argument(
+        "out", type=_out_arg, metavar="OUT", help="a run's output directory (or --ray's s3://...)"
+    )
     report.add_argument("--json", action="store_true", help="print one JSON document")
 
     quota = commands.add_parser(
@@ -932,6 +934,14 @@ def _files_root(path: Path | None) -> Path | None:
     if path is not None and not path.is_dir():
         raise ValueError(f"--files-root is not a folder: {path}")
     return path
+
+
+def _out_arg(value: str) -> Path | str:
+    """OUT of `report` / `export`: a directory, or a cluster output's object-store URI (kept a
+    string: a Path would turn s3://bucket/key into s3:/bucket/key)."""
+    from batchrun.store.remote import is_remote
+
+    return value if is_remote(value) else Path(value)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -1046,7 +1056,9 @@ def _add_export_command(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog=_EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("out", type=Path, metavar="OUT", help="a run's output directory")
+    export.add_argument(
+        "out", type=_out_arg, metavar="OUT", help="a run's output directory (or --ray's s3://...)"
+    )
     export.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")
     export.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the suffix of --to")
     export.add_argument(

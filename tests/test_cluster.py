@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import random
 import shutil
@@ -141,17 +142,26 @@ def _chat(server: MockServer) -> int:
 
 
 def test_every_row_once_on_two_nodes_and_a_resume_sends_nothing(
-    cluster: Any, tmp_path: Path
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", chat_rows(600))
+    caplog.set_level(logging.INFO, logger="batchrun")
+
+    def estimates() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("estimate:")]
+
     with MockServer(MockConfig(latency_ms=20)) as server:
         summary = run_on_ray(_config(path, server), _settings(path, tmp_path / "out"))
         assert summary.finished and summary.total_rows == 600 and summary.ok == 600
         assert _chat(server) == 600
         assert len({r["custom_id"] for r in _exactly_once(tmp_path / "out", 600)}) == 600
+        found = estimates()  # the whole job's, once, with every shard's rows
+        assert len(found) == 1 and found[0].startswith("estimate: 600 rows,"), found
+        caplog.clear()
         again = run_on_ray(_config(path, server), _settings(path, tmp_path / "out"))
         assert again.finished and again.done_before == 600
         assert _chat(server) == 600  # nothing sent twice
+        assert estimates() == [], "a resume of counted shards logs none, as locally"
     plan = json.loads((tmp_path / "out" / "cluster.json").read_text())
     assert len(plan["shards"]) > 4
 
@@ -198,17 +208,32 @@ def test_a_shard_that_keeps_failing_ends_as_error_records(cluster: Any, tmp_path
     assert summary.finished and summary.ok == 75 and summary.errors == 25
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchrun", *args], cwd=ROOT,
+        env={**os.environ, "OPENAI_API_KEY": TEST_KEY}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
 def test_input_and_output_on_an_object_store(
     cluster: Any, s3: pafs.S3FileSystem, tmp_path: Path
 ) -> None:
-    local = write_jsonl(tmp_path / "in.jsonl", chat_rows(300))
+    """A job from and to the moto S3 server; then `report` and `export` read the s3:// OUT as
+    the run wrote it: the report's figures are the records', the export's rows in order, and
+    an export that would join the input on the store is refused, naming --no-join."""
+    rows = chat_rows(300)
+    for i, row in enumerate(rows):
+        if i % 20 == 3:
+            row["body"]["mock_fault"] = "400"
+    local = write_jsonl(tmp_path / "in.jsonl", rows)
     s3.create_dir("bkt/prompts")
     with s3.open_output_stream("bkt/prompts/in.jsonl") as f:
         f.write(local.read_bytes())
     settings = _settings("s3://bkt/prompts/in.jsonl", "s3://bkt/runs/june", shard_bytes=6_000)
     with MockServer(MockConfig(latency_ms=10)) as server:
         summary = run_on_ray(_config(local, server), settings)
-        assert summary.finished and summary.ok == 300
+        assert summary.finished and (summary.ok, summary.errors) == (285, 15)
         again = run_on_ray(_config(local, server), settings)
         assert again.finished and again.done_before == 300
         assert _chat(server) == 300
@@ -217,9 +242,34 @@ def test_input_and_output_on_an_object_store(
         for i in s3.get_file_info(pafs.FileSelector("bkt/runs/june/shards", recursive=True))
         if i.base_name.startswith("part-")
     ]
-    rows = ds.dataset(files, filesystem=s3, format="parquet").to_table().column("row")
-    assert sorted(rows.to_pylist()) == list(range(300))
+    assert len({f.split("/shards/")[1].split("/")[0] for f in files}) >= 3
+    records = ds.dataset(files, filesystem=s3, format="parquet").to_table().to_pylist()
+    assert sorted(r["row"] for r in records) == list(range(300))
     assert s3.get_file_info("bkt/runs/june/cluster.json").type == pafs.FileType.File
+
+    done = _cli("report", "s3://bkt/runs/june", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    ok = [r for r in records if r["status"] == "ok"]
+    assert (report["rows"], report["rows_ok"], report["rows_error"]) == (300, 285, 15)
+    assert report["requests"] == sum(r["attempts"] for r in records)
+    assert report["tokens"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in ok)
+    assert report["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in ok))
+    total = next(c for c in report["comparison"] if c["scope"] == "total")
+    assert total["rows_estimated"] == 300, "the shards' estimates, read from the store"
+
+    target = tmp_path / "answers.parquet"
+    refused = _cli("export", "s3://bkt/runs/june", "--to", str(target))
+    assert refused.returncode == 2 and "--no-join" in refused.stderr, refused.stderr
+    assert "s3://bkt/prompts/in.jsonl" in refused.stderr and not target.exists()
+    done = _cli("export", "s3://bkt/runs/june", "--to", str(target), "--no-join")
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(target).to_pylist()
+    assert [r["row"] for r in table] == list(range(300))
+    assert [r["custom_id"] for r in table] == [f"req-{i}" for i in range(300)]
+    assert [r["status"] for r in table] == ["error" if i % 20 == 3 else "ok" for i in range(300)]
+    missing = _cli("report", "s3://bkt/runs/nothing-here")
+    assert missing.returncode == 2 and "holds no cluster.json" in missing.stderr
 
 
 def test_rows_exactly_once_after_kill_9_of_the_driver(cluster: Any, tmp_path: Path) -> None:
@@ -394,6 +444,22 @@ def test_the_driver_shows_the_local_bar_and_summary_fed_by_the_shards(
     assert counts == sorted(counts)
     last = [d for d in draws if "450/450" in d][-1]
     assert "ok=435" in last and "err=15" in last and f"cost=${cost:,.4f}" in last, last
+    # The job's estimate, logged once as a local run logs its own: the shards' added up.
+    from batchrun.cost.estimate import estimate_file, merge_estimates
+    from batchrun.cost.pricebook import PriceBook
+    from batchrun.runner.render import format_usd
+
+    prices = PriceBook.load()
+    expected = merge_estimates(
+        [estimate_file(folder / f"part{f}.jsonl", prices=prices) for f in range(3)]
+    )
+    assert expected is not None
+    totals = expected.totals()
+    line = (
+        f"estimate: 450 rows, {totals['prompt_tokens']:,} prompt tokens, expected cost "
+        f"{format_usd(totals['cost_expected_usd'])}"
+    )
+    assert shown.count("estimate: ") == 1 and line in shown, shown[-3000:]
 
 
 def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: Path) -> None:
@@ -412,15 +478,7 @@ def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: 
     assert len(list((out / "shards").iterdir())) >= 3
     records = _records(out)
     ok = [r for r in records if r["status"] == "ok"]
-    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "batchrun", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-
-    done = cli("report", str(out), "--json")
+    done = _cli("report", str(out), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert (report["rows"], report["rows_ok"], report["rows_error"]) == (300, 285, 15)
@@ -431,7 +489,7 @@ def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: 
     assert total["rows_estimated"] == 300 and total["rows_ok"] == 285
 
     target = tmp_path / "answers.parquet"
-    done = cli("export", str(out), "--to", str(target))
+    done = _cli("export", str(out), "--to", str(target))
     assert done.returncode == 0, done.stderr
     table = pq.read_table(target).to_pylist()
     assert [r["row"] for r in table] == list(range(300))
@@ -439,6 +497,26 @@ def test_report_and_export_read_a_cluster_output_as_one(cluster: Any, tmp_path: 
     assert [r["status"] for r in table] == ["error" if i % 20 == 3 else "ok" for i in range(300)]
     assert table[1]["prompt"] == "question number 1"  # the input's columns beside the results
     assert not list(out.glob("results")), "nothing written under OUT"
+
+
+def test_retry_errors_and_update_on_ray_are_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    """A shard's rows start where its span does, and a retry pass reads an output as rows
+    0..total_rows (its list, its compaction): so `--retry-errors --ray` is refused at once
+    (exit 2, a message naming it), before any cluster is started or OUT is written, instead
+    of passing over the finished shards in silence or failing in each one."""
+    path = write_jsonl(tmp_path / "in.jsonl", chat_rows(5))
+    out = tmp_path / "out"
+    done = _cli("run", str(path), "--out", str(out), "--base-url", "http://127.0.0.1:9/v1",
+                "--ray", "local", "--retry-errors")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--retry-errors does not run on Ray yet" in done.stderr
+    assert not out.exists()
+    done = _cli("run", str(path), "--out", str(out), "--base-url", "http://127.0.0.1:9/v1",
+                "--ray", "local", "--update")  # fmt: skip
+    assert done.returncode == 2 and "--update does not run on Ray yet" in done.stderr
+    assert not out.exists()
 
 
 def test_rows_exactly_once_after_repeated_kill_9_of_the_cli_driver(

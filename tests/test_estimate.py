@@ -493,3 +493,37 @@ def test_cli_estimate_backend_shows_online_and_batch(small_input: Path, tmp_path
         chat.prompt_tokens * database.input_per_mtok / 1e6
     )
     assert chat.batch_cost_expected_usd < chat.cost_expected_usd
+
+
+def test_merged_estimates_of_parts_are_the_estimate_of_the_whole(
+    tmp_path: Path, price_file: Path
+) -> None:
+    """A cluster's shards each estimate their rows; their sum is what one pass would say: the
+    part where no row sets a maximum does not wipe out the other's, an unknown price stays
+    unknown, groups come in the builder's order."""
+    from dataclasses import fields
+
+    from batchrun.cost.estimate import merge_estimates
+
+    prices = PriceBook.load(price_file, use_database=False)
+    lines = _lines()
+    whole = estimate_file(write_jsonl(tmp_path / "all.jsonl", lines), prices=prices)
+    parts = [
+        estimate_file(write_jsonl(tmp_path / "a.jsonl", lines[:2]), prices=prices),
+        estimate_file(write_jsonl(tmp_path / "b.jsonl", lines[2:]), prices=prices),
+    ]
+    assert parts[1].groups[0].max_output_tokens is None  # its one chat row sets no maximum
+    merged = merge_estimates(parts)
+    assert merged is not None and merge_estimates([]) is None
+    assert [(g.model, g.endpoint) for g in merged.groups] == [
+        (g.model, g.endpoint) for g in whole.groups
+    ]
+    for got, want in zip(merged.groups, whole.groups, strict=True):
+        for f in fields(want):
+            a, b = getattr(got, f.name), getattr(want, f.name)
+            assert a == (pytest.approx(b) if isinstance(b, float) else b), f.name
+    assert merged.totals()["rows"] == whole.totals()["rows"] == 5
+    assert merged.bad_rows == whole.bad_rows == 1
+    assert merged.totals()["cost_expected_usd"] == pytest.approx(
+        whole.totals()["cost_expected_usd"]
+    )

@@ -512,15 +512,16 @@ def load_estimate(out_dir: Path) -> Estimate | None:
 
 
 _SUMMED = {
-    "rows", "prompt_tokens", "max_output_tokens", "rows_without_max", "expected_output_tokens",
+    "rows", "prompt_tokens", "rows_without_max", "expected_output_tokens",
     "cost_low_usd", "cost_expected_usd", "cost_high_usd", "inexact_rows",
     "batch_cost_low_usd", "batch_cost_expected_usd", "batch_cost_high_usd",
 }  # fmt: skip
 
 
 def merge_estimates(parts: list[Estimate]) -> Estimate | None:
-    """One estimate of the rows of `parts` (a cluster's shards): per (model, endpoint), counts
-    and costs added (a cost unknown in any part is unknown), the rest as the first part has it."""
+    """One estimate of the rows of `parts` (a cluster's shards), as one pass over all of them
+    would make it: per (model, endpoint), counts and costs added (a cost unknown in any part
+    is unknown), groups in the builder's order, the rest as the first part has it."""
     if not parts:
         return None
     groups: dict[tuple[str | None, str], GroupEstimate] = {}
@@ -535,6 +536,14 @@ def merge_estimates(parts: list[Estimate]) -> Estimate | None:
             for name in _SUMMED:
                 a, b = getattr(had, name), getattr(g, name)
                 changes[name] = None if a is None or b is None else a + b
+            # None: no row of that part set a maximum, which says nothing of the other's rows.
+            if had.max_output_tokens is not None or g.max_output_tokens is not None:
+                changes["max_output_tokens"] = (had.max_output_tokens or 0) + (
+                    g.max_output_tokens or 0
+                )
+            if had.output_ceiling is None:  # set only where some row has no maximum
+                changes["output_ceiling"] = g.output_ceiling
+                changes["output_ceiling_source"] = g.output_ceiling_source
             changes["exact"] = had.exact and g.exact
             reasons = had.inexact_reasons + g.inexact_reasons
             changes["inexact_reasons"] = tuple(dict.fromkeys(reasons))
@@ -542,7 +551,7 @@ def merge_estimates(parts: list[Estimate]) -> Estimate | None:
     first = parts[0]
     return replace(
         first,
-        groups=tuple(groups.values()),
+        groups=tuple(sorted(groups.values(), key=lambda g: (g.model or "", g.endpoint))),
         bad_rows=sum(p.bad_rows for p in parts),
         bad_row_examples=tuple(e for p in parts for e in p.bad_row_examples)[:5],
     )

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from batchrun.cost.estimate import Estimate, EstimateError, load_estimate, merge_estimates
 from batchrun.store.checkpoint import Checkpoint, CheckpointError, RerunPass
 from batchrun.store.ordered import ResultsError, RowOrder, committed_parts
+from batchrun.store.remote import is_remote
 from batchrun.store.shardset import MergedView, merged_view
 from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
@@ -246,22 +247,23 @@ def _batches(parts: list[Path], batch_rows: int) -> Iterator[pa.RecordBatch]:
                 yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def build_report(out_dir: Path, *, batch_rows: int = _BATCH_ROWS) -> Report:
+def build_report(out_dir: Path | str, *, batch_rows: int = _BATCH_ROWS) -> Report:
     """Read `OUT/results` batch by batch and sum it up (see the module docstring). A cluster
-    run's output (`OUT/cluster.json`) is read as one: every shard's results, one estimate."""
-    out_dir = Path(out_dir)
+    run's output (`OUT/cluster.json`, in a directory or on an object store: `s3://...`) is
+    read as one: every shard's results, one estimate."""
     try:
-        with merged_view(out_dir) as view:
+        with merged_view(out_dir if is_remote(str(out_dir)) else Path(out_dir)) as view:
             if view is None:
-                return _build(out_dir, out_dir, batch_rows, lambda: load_estimate(out_dir))
-            return _build(out_dir, view.path, batch_rows, lambda: _shards_estimate(out_dir, view))
+                out = Path(out_dir)
+                return _build(out, out, batch_rows, lambda: load_estimate(out))
+            return _build(out_dir, view.path, batch_rows, lambda: _shards_estimate(view))
     except CheckpointError as exc:
         raise ReportError(str(exc)) from exc
 
 
-def _shards_estimate(out_dir: Path, view: MergedView) -> Estimate | None:
+def _shards_estimate(view: MergedView) -> Estimate | None:
     """`batchrun estimate --out OUT`'s, else the sum of the shards' own."""
-    saved = load_estimate(out_dir)
+    saved = load_estimate(view.top)
     if saved is not None:
         return saved
     found = [e for d in view.shards if (e := load_estimate(d)) is not None]
@@ -269,7 +271,7 @@ def _shards_estimate(out_dir: Path, view: MergedView) -> Estimate | None:
 
 
 def _build(
-    out_dir: Path, data: Path, batch_rows: int, estimated: Callable[[], Estimate | None]
+    out_dir: Path | str, data: Path, batch_rows: int, estimated: Callable[[], Estimate | None]
 ) -> Report:
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -300,7 +302,7 @@ def _build(
             latency.add_array(ok.column("latency_ms"))
             _add_ok(sums, ok)
     except (OSError, pa.ArrowException, ResultsError) as exc:
-        raise ReportError(f"cannot read the results in {out_dir / RESULTS_DIR}: {exc}") from exc
+        raise ReportError(f"cannot read the results in {out_dir}/{RESULTS_DIR}: {exc}") from exc
     by_model = _by_model(sums)
     costs = [m.cost_usd for m in by_model if m.cost_usd is not None]
     rows_ok = statuses.get("ok", 0)

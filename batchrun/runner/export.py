@@ -58,6 +58,7 @@ from batchrun.store.exportfiles import (
     table_sink,
 )
 from batchrun.store.ordered import ResultsError, RowOrder, sweep_scratch
+from batchrun.store.remote import is_remote
 from batchrun.store.shardset import merged_view
 from batchrun.store.writer import RESULT_SCHEMA, RESULTS_DIR
 
@@ -81,7 +82,7 @@ class ExportError(Exception):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ExportConfig:
-    out_dir: Path
+    out_dir: Path  # or an object-store URI (str) of a cluster run's output: `s3://...`
     to: Path
     format: str | None = None  # None: from the suffix of `to`
     join: Path | None = None  # None: the checkpoint's input (unless no_join)
@@ -94,6 +95,8 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         for name in ("out_dir", "to", "join", "errors_to"):
+            if name == "out_dir" and is_remote(str(self.out_dir)):
+                continue  # a URI: Path() would fold its "//"
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         fmt = self.format
@@ -168,7 +171,14 @@ def export(config: ExportConfig) -> ExportSummary:
                     "numbered per file: there is no one input order to export them in; read "
                     f"{config.out_dir}/shards/*/results/part-*.parquet as one dataset instead"
                 )
-            _check_targets(config)
+            remote = sorted(i for i in view.inputs if is_remote(i))
+            if remote and config.join is None and not config.no_join:
+                raise ExportError(
+                    f"this output's input {remote[0]} is on an object store, and an export "
+                    "joins only a local input: export the results alone with --no-join"
+                )
+            if not is_remote(str(config.out_dir)):
+                _check_targets(config)
             return _export(replace(config, out_dir=view.path))
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None

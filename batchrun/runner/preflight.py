@@ -226,7 +226,7 @@ def _looking_pass(
         yield item.row, item.custom_id
 
 
-def log_estimate(estimate: Estimate, saved: Path) -> None:
+def log_estimate(estimate: Estimate, saved: Path | str) -> None:
     totals = estimate.totals()
     exact = "" if estimate.exact else f" (approximate: see {saved})"
     no_max = totals["rows_without_max"]

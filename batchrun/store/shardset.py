@@ -10,6 +10,10 @@ Guarantees:
 - The input's rows keep their numbers: a plan over one file gives one dataset in input order.
   Over several files rows are numbered per file, so `single_file` is False and only what does
   not need row order (sums) may be read from the view.
+- OUT may be an object store (`s3://...`, through pyarrow's filesystems): then each shard's
+  checkpoint, estimate and the parts its checkpoint counts (nothing else: a part the run is
+  writing meanwhile is not counted yet) are copied into the scratch directory and read there.
+  The view costs the disk of the committed parts; memory does not grow with them.
 - Nothing under OUT is written; the scratch directory is removed on leaving.
 """
 
@@ -24,14 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchrun.common.ranges import RangeSet
-from batchrun.store.checkpoint import Checkpoint, CheckpointError, Fingerprint
+from batchrun.store.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError, Fingerprint
 from batchrun.store.ordered import committed_parts
+from batchrun.store.remote import OutputLocation, is_remote
 from batchrun.store.writer import RESULTS_DIR, part_name
 
 __all__ = ["PLAN_NAME", "SHARDS_DIR", "MergedView", "merged_view", "shard_dirs"]
 
 PLAN_NAME = "cluster.json"
 SHARDS_DIR = "shards"
+_ESTIMATE_NAME = "estimate.json"  # cost.estimate.ESTIMATE_NAME (cost sits above store)
 _MIXED = Fingerprint(size=-1, digest="", method="shards of several files")
 
 
@@ -39,7 +45,9 @@ _MIXED = Fingerprint(size=-1, digest="", method="shards of several files")
 class MergedView:
     path: Path  # read it as an output directory
     single_file: bool  # the plan cuts one input file: rows are unique and in input order
-    shards: list[Path]
+    shards: list[Path]  # each shard's output directory (a local copy when OUT is remote)
+    top: Path  # where OUT's own files are (estimate.json): OUT itself, or a local copy
+    inputs: frozenset[str] = frozenset()  # the input files the plan cuts, as it names them
 
 
 def shard_dirs(out_dir: Path) -> tuple[list[Path], set[str]] | None:
@@ -48,24 +56,34 @@ def shard_dirs(out_dir: Path) -> tuple[list[Path], set[str]] | None:
     plan_path = Path(out_dir) / PLAN_NAME
     if not plan_path.is_file():
         return None
+    ids, files = _read_plan(plan_path.read_bytes(), str(plan_path))
+    return [Path(out_dir) / SHARDS_DIR / i for i in ids], files
+
+
+def _read_plan(raw: bytes, name: str) -> tuple[list[str], set[str]]:
     try:
-        plan = json.loads(plan_path.read_bytes())
+        plan = json.loads(raw)
         shards = [(str(s["id"]), str(s["path"])) for s in plan["shards"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{plan_path} is damaged ({exc})") from exc
-    return [Path(out_dir) / SHARDS_DIR / i for i, _ in shards], {p for _, p in shards}
+        raise CheckpointError(f"{name} is damaged ({exc})") from exc
+    return [i for i, _ in shards], {p for _, p in shards}
 
 
 @contextmanager
-def merged_view(out_dir: Path) -> Iterator[MergedView | None]:
-    """The cluster output `out_dir` as one output directory (None: not a cluster output)."""
-    found = shard_dirs(out_dir)
-    if found is None:
-        yield None
-        return
-    dirs, files = found
+def merged_view(out: Path | str) -> Iterator[MergedView | None]:
+    """The cluster output `out` (a directory, or an object-store URI) as one output directory
+    (None: a local directory that is not a cluster output)."""
     scratch = Path(tempfile.mkdtemp(prefix="batchrun-shards-"))
     try:
+        if isinstance(out, str) and is_remote(out):
+            dirs, files = _fetch(OutputLocation(out), scratch / "out")
+            top = scratch / "out"
+        else:
+            found = shard_dirs(Path(out))
+            if found is None:
+                yield None
+                return
+            (dirs, files), top = found, Path(out)
         results = scratch / RESULTS_DIR
         results.mkdir()
         checkpoints = [(d, c) for d in dirs if (c := Checkpoint.load(d)) is not None]
@@ -76,9 +94,49 @@ def merged_view(out_dir: Path) -> Iterator[MergedView | None]:
                 parts += 1
         if checkpoints:
             _merged(checkpoints, parts, files).save(scratch)
-        yield MergedView(path=scratch, single_file=len(files) == 1, shards=dirs)
+        yield MergedView(
+            path=scratch, single_file=len(files) == 1, shards=dirs, top=top,
+            inputs=frozenset(files),
+        )  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fetch(location: OutputLocation, copy: Path) -> tuple[list[Path], set[str]]:
+    """Copy what a remote cluster output has committed into `copy`: the plan's shards'
+    checkpoints and estimates, then the parts each checkpoint counts (written whole before it)."""
+    raw = location.read_bytes(PLAN_NAME)
+    if raw is None:
+        raise CheckpointError(
+            f"{location.uri} holds no {PLAN_NAME}: on an object store only a cluster run's "
+            "output (batchrun run --ray) can be read"
+        )
+    ids, files = _read_plan(raw, f"{location.uri}/{PLAN_NAME}")
+    copy.mkdir(parents=True)
+    if (estimate := location.read_bytes(_ESTIMATE_NAME)) is not None:
+        (copy / _ESTIMATE_NAME).write_bytes(estimate)
+    dirs = []
+    for shard_id in ids:
+        prefix = f"{SHARDS_DIR}/{shard_id}"
+        shard = copy / SHARDS_DIR / shard_id
+        (shard / RESULTS_DIR).mkdir(parents=True)
+        dirs.append(shard)
+        for name in (CHECKPOINT_NAME, _ESTIMATE_NAME):
+            if (data := location.read_bytes(f"{prefix}/{name}")) is not None:
+                (shard / name).write_bytes(data)
+        checkpoint = Checkpoint.load(shard)
+        if checkpoint is None:
+            continue
+        for i in range(checkpoint.first_part, checkpoint.parts):
+            name = f"{RESULTS_DIR}/{part_name(i)}"
+            try:
+                location.download(f"{prefix}/{name}", shard / name)
+            except OSError as exc:
+                raise CheckpointError(
+                    f"cannot read {location.uri}/{prefix}/{name}, which its checkpoint "
+                    f"counts: {exc}"
+                ) from exc
+    return dirs, files
 
 
 def _merged(checkpoints: list[tuple[Path, Checkpoint]], parts: int, files: set[str]) -> Checkpoint:
