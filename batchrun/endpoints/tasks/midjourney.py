@@ -135,6 +135,9 @@ class Midjourney(TaskFamily):
     def fallback_poll(self, task_id: str) -> PollRequest | None:
         return PollRequest("GET", f"/mj/task/{urllib.parse.quote(task_id, safe='')}/fetch")
 
+    def follow_up_view(self, state: TaskState) -> Any:
+        return {"buttons": list(as_dict(state.body).get("buttons") or ())}
+
     def follow_up(self, body: Mapping[str, Any], parent: TaskState) -> dict[str, Any]:
         """`{"button": "U1"}` -> `{"taskId": <parent>, "customId": <its button U1's>}`; the
         row's other fields are kept, and a row that names its own `customId` keeps it."""
