@@ -159,6 +159,8 @@ def test_a_follow_up_row_is_submitted_once_its_parent_succeeded(tmp_path: Path) 
         },
     ]
     rows[1]["custom_id"] = "p1"
+    rows += [mj(3, "a banned door", mock_task="banned"), action("b-u1", "m3", "U1")]
+    rows += [chat(0), action("c-u1", "c0", "U1")]  # a chat row is no task: nothing to act on
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     config = MockConfig(port=0, task_refresh_s=0.05, task_duration_s=(0.1, 0.3))
     with MockServer(config) as mock:
@@ -169,7 +171,7 @@ def test_a_follow_up_row_is_submitted_once_its_parent_succeeded(tmp_path: Path) 
         submits = mock.stats()["tasks"]["submits_by_prompt"]
     assert done.returncode == 0, done.stderr
     records = {r["custom_id"]: r for r in read_results(tmp_path / "out")}
-    assert len(records) == 5
+    assert len(records) == 9
     assert records["p1"]["status"] == "ok"
     assert records["p1-u1"]["status"] == "ok", records["p1-u1"]
     assert records["p1-u1"]["media"]
@@ -179,6 +181,12 @@ def test_a_follow_up_row_is_submitted_once_its_parent_succeeded(tmp_path: Path) 
     assert records["o-u1"]["error_type"] == "bad_input"
     assert "'after' names 'nobody', which is no task row" in records["o-u1"]["error_message"]
     assert not any("[U2]" in p for p in submits)  # no submit for the failed parent's child
+    assert records["b-u1"]["error_type"] == "task_failed"  # the refused parent's reason
+    assert records["b-u1"]["error_message"].startswith("its parent m3 failed: ")
+    assert "code 24" in records["b-u1"]["error_message"]
+    assert records["c-u1"]["error_type"] == "bad_input"
+    assert "'after' names 'c0'" in records["c-u1"]["error_message"]
+    assert not any(p.startswith("a banned door [") for p in submits)
 
 
 def action(custom_id: str, parent: str, button: str) -> dict[str, Any]:
