@@ -44,19 +44,19 @@ def test_a_tasks_end_reads_back_by_custom_id_and_a_resend_forgets_it(tmp_path: P
     buttons = {"buttons": [{"customId": "MJ::JOB::upsample::1::x", "label": "U1"}]}
     journal = TaskJournal.open(tmp_path)
     journal.write([intent(0), intent(1), intent(2), submitted(0, "t-0"), submitted(1, "t-1")])
-    journal.write([TaskLine(step="ended", row=0, end=TaskEnd(ok=True, view=buttons))])
+    journal.write([TaskLine(step="ended", row=0, end=TaskEnd.of(ok=True, view=buttons))])
     journal.write([TaskLine(step="ended", row=1, end=TaskEnd(ok=False, reason="banned"))])
     failed = TaskEnd(ok=False, reason="code 24")
     journal.write([TaskLine(step="finished", row=2, end=failed)])  # refused: no task at all
     journal.sync()
-    assert journal.by_custom_id("p0").end == TaskEnd(ok=True, view=buttons)  # type: ignore[union-attr]
+    assert journal.by_custom_id("p0").end == TaskEnd.of(ok=True, view=buttons)  # type: ignore[union-attr]
     journal.finish([0, 1])
     journal.close()
 
     journal = TaskJournal.open(tmp_path)
     ends = {cid: journal.by_custom_id(cid).end for cid in ("p0", "p1", "p2")}  # type: ignore[union-attr]
     assert ends == {
-        "p0": TaskEnd(ok=True, view=buttons),
+        "p0": TaskEnd.of(ok=True, view=buttons),
         "p1": TaskEnd(ok=False, reason="banned"),
         "p2": failed,
     }

@@ -419,7 +419,7 @@ class TaskRunner:
         if failure is not None:
             return TaskEnd(ok=False, reason=failure)
         family = self.family_for(task.request)
-        return TaskEnd(ok=True, view=family.follow_up_view(state) if family else None)
+        return TaskEnd.of(ok=True, view=family.follow_up_view(state) if family else None)
 
     async def _success(self, task: Task, state: Any) -> Record:
         async with self._downloads:

@@ -65,17 +65,29 @@ class TaskJournalError(CheckpointError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskEnd:
     """How a row's task ended, as its follow-up rows need it: `ok`, or the failure's reason;
-    `view` is the part of the task's JSON the family's `follow_up` reads (None: nothing)."""
+    `view_json` is the part of the task's JSON the family's `follow_up` reads, as compact JSON
+    text (held so in memory: a third of the parsed value's size), or None."""
 
     ok: bool
     reason: str | None = None
-    view: Any = None
+    view_json: str | None = None
+
+    @classmethod
+    def of(cls, *, ok: bool, reason: str | None = None, view: Any = None) -> TaskEnd:
+        text = (
+            None if view is None else json.dumps(view, separators=(",", ":"))
+        )  # ASCII: 1 B a char
+        return cls(ok=ok, reason=reason, view_json=text)
+
+    @property
+    def view(self) -> Any:
+        return None if self.view_json is None else json.loads(self.view_json)
 
     def entry(self) -> dict[str, Any]:
         line: dict[str, Any] = {"ok": self.ok}
         if self.reason is not None:
             line["reason"] = self.reason
-        if self.view is not None:
+        if self.view_json is not None:
             line["view"] = self.view
         return line
 
@@ -84,7 +96,7 @@ class TaskEnd:
         if not isinstance(value, dict):
             return None  # a journal written before ends were kept
         reason = value.get("reason")
-        return cls(
+        return cls.of(
             ok=value.get("ok") is True,
             reason=str(reason) if reason is not None else None,
             view=value.get("view"),

@@ -136,7 +136,10 @@ class Midjourney(TaskFamily):
         return PollRequest("GET", f"/mj/task/{urllib.parse.quote(task_id, safe='')}/fetch")
 
     def follow_up_view(self, state: TaskState) -> Any:
-        return {"buttons": list(as_dict(state.body).get("buttons") or ())}
+        """The buttons, with only what `follow_up` matches and sends."""
+        buttons = [as_dict(b) for b in as_dict(state.body).get("buttons") or ()]
+        keys = ("customId", "label", "emoji")
+        return {"buttons": [{k: b[k] for k in keys if b.get(k)} for b in buttons]}
 
     def follow_up(self, body: Mapping[str, Any], parent: TaskState) -> dict[str, Any]:
         """`{"button": "U1"}` -> `{"taskId": <parent>, "customId": <its button U1's>}`; the
