@@ -51,6 +51,9 @@ class FakeFamily:
     def fallback_poll(self, task_id: str) -> PollRequest | None:
         return PollRequest("GET", f"/fake/task/{task_id}")
 
+    def follow_up_view(self, state: TaskState) -> Any:
+        return None
+
     def follow_up(self, body: Mapping[str, Any], parent: TaskState) -> dict[str, Any]:
         raise ValueError("the fake family has no follow-ups")
 

@@ -1,4 +1,5 @@
-"""store/tasks.py: intent, submitted, finished durable per row; a torn line cut; damage refused."""
+"""store/tasks.py: intent, submitted, ended, finished durable per row; a torn line cut; damage
+refused; a parent's end found by custom_id (follow-up rows)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.store.tasks import TaskJournal, TaskJournalError, TaskLine
+from batchrun.store.tasks import TaskEnd, TaskJournal, TaskJournalError, TaskLine
 
 
 def intent(row: int) -> TaskLine:
@@ -37,6 +38,33 @@ def test_each_step_reads_back_on_resume(tmp_path: Path) -> None:
     assert entries[1].task_id == "t-1" and entries[1].custom_id == "p1"
     assert entries[1].request_sha256 == "sha1" and entries[1].submitted_at is not None
     assert [e.row for e in TaskJournal.load(tmp_path).unknown()] == [2]  # type: ignore[union-attr]
+
+
+def test_a_tasks_end_reads_back_by_custom_id_and_a_resend_forgets_it(tmp_path: Path) -> None:
+    buttons = {"buttons": [{"customId": "MJ::JOB::upsample::1::x", "label": "U1"}]}
+    journal = TaskJournal.open(tmp_path)
+    journal.write([intent(0), intent(1), intent(2), submitted(0, "t-0"), submitted(1, "t-1")])
+    journal.write([TaskLine(step="ended", row=0, end=TaskEnd.of(ok=True, view=buttons))])
+    journal.write([TaskLine(step="ended", row=1, end=TaskEnd(ok=False, reason="banned"))])
+    failed = TaskEnd(ok=False, reason="code 24")
+    journal.write([TaskLine(step="finished", row=2, end=failed)])  # refused: no task at all
+    journal.sync()
+    assert journal.by_custom_id("p0").end == TaskEnd.of(ok=True, view=buttons)  # type: ignore[union-attr]
+    journal.finish([0, 1])
+    journal.close()
+
+    journal = TaskJournal.open(tmp_path)
+    ends = {cid: journal.by_custom_id(cid).end for cid in ("p0", "p1", "p2")}  # type: ignore[union-attr]
+    assert ends == {
+        "p0": TaskEnd.of(ok=True, view=buttons),
+        "p1": TaskEnd(ok=False, reason="banned"),
+        "p2": failed,
+    }
+    assert journal.entries[0].state == "finished" and journal.entries[0].task_id == "t-0"
+    assert journal.by_custom_id("nobody") is None
+    journal.write([intent(0)])  # a retry pass sends p0 again: its old end no longer stands
+    assert journal.by_custom_id("p0").end is None  # type: ignore[union-attr]
+    journal.close()
 
 
 def test_a_torn_last_line_is_cut_and_appending_goes_on(tmp_path: Path) -> None:

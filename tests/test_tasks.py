@@ -170,6 +170,18 @@ def test_a_follow_up_that_cannot_be_resolved_says_why() -> None:
         MIDJOURNEY.follow_up({}, _parent())
 
 
+def test_a_follow_up_resolves_alike_from_the_view_the_journal_keeps() -> None:
+    full = _parent()
+    view = MIDJOURNEY.follow_up_view(full)
+    assert {k for b in view["buttons"] for k in b} <= {"customId", "label", "emoji"}
+    kept = TaskState(task_id="p1", status="success", body=view)  # as a resume rebuilds it
+    for body in ({"button": "U1"}, {"button": "🔄", "state": "s"}, {"button": "V2"}):
+        assert MIDJOURNEY.follow_up(body, kept) == MIDJOURNEY.follow_up(body, full)
+    with pytest.raises(ValueError, match=r"no button 'U4' \(its buttons: U1, 🔄, V2\)"):
+        MIDJOURNEY.follow_up({"button": "U4"}, kept)
+    assert SUNO_MUSIC.follow_up_view(full) is None  # no follow-ups: nothing kept
+
+
 # -------------------------------------------------------------------------------- routing 2
 
 

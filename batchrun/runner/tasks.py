@@ -5,7 +5,7 @@
                                                         Poller (one per family) ◄┘
     every refresh_s, `batch` ids per poll ─► success: media into OUT/media ─► record
                                            └► failure / --task-timeout ─► task_failed record
-    record ─► the run's journal and writer, as every row's ─► committed ─► `finished` line
+    `ended` line (synced) ─► record ─► the run's journal and writer ─► committed ─► `finished`
 
 Guarantees (DESIGN invariant 3, money is spent once):
 - A row's intent is durable (`batchrun.store.tasks`) before its submit is sent, and its task id
@@ -22,6 +22,10 @@ Guarantees (DESIGN invariant 3, money is spent once):
   shared pause, and a failed poll backs off.
 - Every task row ends in exactly one record, handed to the run's journal and writer like any
   other (`put`), unless the run stops first: then it stays submitted, and a resume polls it.
+- A follow-up row (`"after": custom_id`) is submitted once its parent's task has succeeded,
+  in this run or an earlier one: the parent's end (what `follow_up` needs of it) is durable in
+  the journal before its record is handed over, so a resume finds it however long ago, and
+  whenever, it ended. A failed parent fails its follow-ups with its reason.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import anyio
 import anyio.abc
 
 from batchrun.common.errors import FatalRunError
-from batchrun.endpoints.tasks import Accepted, Rejected, task_family_for
+from batchrun.endpoints.tasks import Accepted, Rejected, TaskState, task_family_for
 from batchrun.models import ErrorType, Record, Request
 from batchrun.runner.control import RunControl
 from batchrun.runner.groupcommit import GroupCommit
@@ -52,13 +56,12 @@ from batchrun.runner.taskrecords import (
 from batchrun.send.client import OnceOnly, Sender
 from batchrun.send.http import HttpEngine
 from batchrun.store.media import MediaStore
-from batchrun.store.tasks import TaskJournal, TaskLine
+from batchrun.store.tasks import TaskEnd, TaskJournal, TaskLine
 
 __all__ = ["TaskFamilies", "TaskRunner", "TaskSettings"]
 
 _SYNC_INTERVAL_S = 0.03  # as the answers' journal: many rows per fsync, ~30 ms at most
 _DOWNLOADS = 8  # finished tasks whose media are fetched at once
-_KEPT_ENDS = 10_000  # parents' ends kept for follow-up rows that come later in the input
 
 
 TaskFamilies = Callable[[str, Mapping[str, Any]], Any]  # (path, body) -> a family or None
@@ -136,10 +139,9 @@ class TaskRunner:
         self._input_done = False
         self._changed = anyio.Event()  # for serve: a task ended, or the input is done
         self._downloads = anyio.CapacityLimiter(_DOWNLOADS)
-        # Follow-up rows waiting for their parent's task, by the parent's custom_id, and the
-        # parents' ends as seen in this run (a bounded memory: the latest _KEPT_ENDS).
+        # Follow-up rows waiting for their parent's task, by the parent's custom_id (ended
+        # parents are looked up in the journal).
         self._children: dict[str, list[tuple[Request, Family]]] = {}
-        self._ends: dict[str, tuple[Any, str | None]] = {}  # custom_id -> (state, failure)
         self._tg: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -194,7 +196,7 @@ class TaskRunner:
         if entry is not None and entry.request_sha256 != request.request_sha256:
             entry = None  # the row changed since (--update): a new request, a new task
         if entry is not None and not entry.finished:
-            if entry.task_id is not None:
+            if entry.task_id is not None:  # already submitted: poll it
                 if not await self._wait_for_room():
                     return None
                 self._open += 1
@@ -203,12 +205,11 @@ class TaskRunner:
                 return None
             if not self.settings.resubmit_unknown:
                 self.counts.unknown += 1
-                return unknown_record(
-                    request, "its submit was in flight when an earlier run stopped"
-                )
+                why = "its submit was in flight when an earlier run stopped"
+                return self._settled(request, unknown_record(request, why))
             self.counts.resubmitted += 1
         if request.after is not None:
-            return await self._follow(request, family)
+            return self._settled(request, await self._follow(request, family))
         if not await self._wait_for_room():
             return None
         self._open += 1
@@ -216,16 +217,22 @@ class TaskRunner:
         try:
             record = await self._submit(request, family)
             handed_over = record is None
-            return record
+            return self._settled(request, record)
         finally:
             if not handed_over:
                 self._end()
+
+    def _settled(self, request: Request, record: Record | None) -> Record | None:
+        """A task row that ended without a task (rejected, unknown): its follow-ups fail."""
+        if record is not None:
+            self._start_children(request.custom_id, None, record.error_message or "no reason")
+        return record
 
     async def _follow(self, request: Request, family: Family) -> Record | None:
         """A follow-up row: submitted once its parent's task has succeeded (now, if it has),
         task_failed if the parent failed; until then it waits without holding the worker."""
         assert request.after is not None
-        end = self._ends.get(request.after)
+        end = self._journaled_end(request.after)
         if end is None:
             self._children.setdefault(request.after, []).append((request, family))
             return None
@@ -252,10 +259,19 @@ class TaskRunner:
         send_as = dataclasses.replace(request, body=json.dumps(body).encode())
         return await self._submit(request, family, send_as=send_as)
 
+    def _journaled_end(self, custom_id: str) -> tuple[Any, str | None] | None:
+        """(state, failure) of a parent that ended, in this run or an earlier one, from the
+        journal; None while it has not ended (or ended submit_unknown: see _orphans)."""
+        entry = self.journal.by_custom_id(custom_id)
+        end = None if entry is None else entry.end
+        if entry is None or end is None:
+            return None
+        if not end.ok:
+            return None, end.reason or "no reason given"
+        state = TaskState(task_id=entry.task_id or "", status="success", body=end.view)
+        return state, None
+
     def _start_children(self, custom_id: str, state: Any, failure: str | None) -> None:
-        if len(self._ends) >= _KEPT_ENDS:
-            self._ends.pop(next(iter(self._ends)))
-        self._ends[custom_id] = (state, failure)
         for request, family in self._children.pop(custom_id, []):
             self._open += 1  # before this task ends, so that serve does not end meanwhile
             assert self._tg is not None
@@ -266,7 +282,7 @@ class TaskRunner:
     ) -> None:
         handed_over = False
         try:
-            record = await self._child(request, family, state, failure)
+            record = self._settled(request, await self._child(request, family, state, failure))
             handed_over = record is None
             if record is not None:
                 await self._put(record)
@@ -275,17 +291,26 @@ class TaskRunner:
                 self._end()
 
     async def _orphans(self) -> None:
-        """Follow-ups whose parent never ended in this run (no such row, not a task, or it
-        ended in an earlier run): each ends task_failed, saying which."""
-        children, self._children = self._children, {}
-        for parent, waiting in children.items():
-            for request, _ in waiting:
+        """Follow-ups whose parent never ended: no task row of the input has its custom_id
+        (bad_input), or its submit may have been accepted in an earlier run (task_failed)."""
+        while self._children:  # one parent at a time: an orphan's own follow-ups fail with it
+            parent = next(iter(self._children))
+            waiting = self._children.pop(parent)
+            entry = self.journal.by_custom_id(parent)
+            if entry is not None and entry.state == "intent":
+                error_type = ErrorType.TASK_FAILED
+                why = f"its parent {parent} ended submit_unknown (it may have been accepted)"
+            else:
+                error_type = ErrorType.BAD_INPUT
                 why = (
-                    f"its parent {parent} did not run as a task in this run (no such row, not "
-                    "a task row, or finished by an earlier run: send both rows again together)"
+                    f"'after' names {parent!r}, which is no task row of this input (no row has "
+                    "that custom_id, or its row starts no task)"
                 )
+            for request, _ in waiting:
                 self.counts.failed += 1
-                await self._put(error_record(request, ErrorType.TASK_FAILED, why))
+                record = self._settled(request, error_record(request, error_type, why))
+                assert record is not None
+                await self._put(record)
 
     async def _submit(
         self, request: Request, family: Family, *, send_as: Request | None = None
@@ -304,7 +329,8 @@ class TaskRunner:
             if record.error_type == ErrorType.SUBMIT_UNKNOWN:
                 self.counts.unknown += 1
             else:  # the gateway answered: no task was made, a later pass may send it again
-                self._lines.add(TaskLine(step="finished", row=request.row))
+                end = TaskEnd(ok=False, reason=record.error_message)
+                self._lines.add(TaskLine(step="finished", row=request.row, end=end))
             return record
         answer = json.loads(record.response or "null")
         task_id = _accepted(family.read_submit(record.http_status or 200, answer))
@@ -378,10 +404,22 @@ class TaskRunner:
             else:
                 self.counts.failed += 1
             failure = None if record.ok else record.error_message or "no reason given"
+            end = self._end_of(task, state, failure)
+            try:
+                await self._lines.put_synced(TaskLine(step="ended", row=task.request.row, end=end))
+            except OSError as exc:  # the run stops; a resume polls the task again
+                self._journal_failed(exc)
+                return
             self._start_children(task.request.custom_id, state, failure)
             await self._put(record)
         finally:
             self._end()
+
+    def _end_of(self, task: Task, state: Any, failure: str | None) -> TaskEnd:
+        if failure is not None:
+            return TaskEnd(ok=False, reason=failure)
+        family = self.family_for(task.request)
+        return TaskEnd.of(ok=True, view=family.follow_up_view(state) if family else None)
 
     async def _success(self, task: Task, state: Any) -> Record:
         async with self._downloads:

@@ -1,7 +1,7 @@
 """The task journal: `OUT/tasks/journal.jsonl`, what was submitted for each task row.
 
     journal.jsonl     one header, then per task row (row number, custom_id, request_sha256):
-                      intent ─► submitted (task id) ─► finished
+                      intent ─► submitted (task id) ─► ended (how) ─► finished
                       (a row sent again after it finished, by a retry pass, starts anew)
 
 A submit-then-poll task (Midjourney, Suno, video) is paid for when it is submitted, and the
@@ -10,7 +10,11 @@ money spent once (DESIGN invariant 3):
 - `intent` is durable before the submit is sent. A row found with an intent and no task id had
   its submit in flight at a crash: it may have been accepted, so it is never resent silently.
 - `submitted` (the task id) is durable before the row counts as submitted: a resume polls it.
-- `finished` once the row's final record is committed: the task needs nothing more.
+- `ended` (`TaskEnd`: success or failure, the reason, what a follow-up row needs of the task)
+  is durable before the row's record is handed to the writer, so a follow-up row (`"after"`)
+  finds its parent here in any later run, whenever that run was killed.
+- `finished` once the row's final record is committed: the task needs nothing more. (A submit
+  the gateway refused has no `ended`: its `finished` line carries the end.)
 
 Guarantees:
 - `write` appends its lines with one write(2); `sync` (from any thread, at most one at a time
@@ -18,7 +22,8 @@ Guarantees:
   sync (`batchrun.runner.groupcommit`), so a sync costs a few ms for all of them.
 - A crash mid-write leaves a torn last line, cut off by `open`; every whole line before it
   stands. A crash between two lines leaves the row in the earlier state.
-- Memory: one small entry per task row of this output.
+- Memory: one small entry per task row of this output (with a finished task's follow-up view:
+  for Midjourney its buttons, about 1 KB).
 """
 
 from __future__ import annotations
@@ -36,18 +41,66 @@ from typing import Any, Literal
 from batchrun.store.checkpoint import CheckpointError, fsync_dir
 from batchrun.store.jsonlines import cut_torn, encode_line, whole_lines
 
-__all__ = ["TASKS_DIR", "TaskEntry", "TaskJournal", "TaskJournalError", "TaskLine"]
+__all__ = [
+    "TASKS_DIR",
+    "TaskEnd",
+    "TaskEntry",
+    "TaskJournal",
+    "TaskJournalError",
+    "TaskLine",
+]
 
 TASKS_DIR = "tasks"
 JOURNAL_NAME = "journal.jsonl"
 _FORMAT = "batchrun-tasks"
 _VERSION = 1
 
-Step = Literal["intent", "submitted", "finished"]
+Step = Literal["intent", "submitted", "ended", "finished"]
 
 
 class TaskJournalError(CheckpointError):
     """`OUT/tasks/journal.jsonl` cannot be read (another format, a damaged line)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEnd:
+    """How a row's task ended, as its follow-up rows need it: `ok`, or the failure's reason;
+    `view_json` is the part of the task's JSON the family's `follow_up` reads, as compact JSON
+    text (held so in memory: a third of the parsed value's size), or None."""
+
+    ok: bool
+    reason: str | None = None
+    view_json: str | None = None
+
+    @classmethod
+    def of(cls, *, ok: bool, reason: str | None = None, view: Any = None) -> TaskEnd:
+        text = (
+            None if view is None else json.dumps(view, separators=(",", ":"))
+        )  # ASCII: 1 B a char
+        return cls(ok=ok, reason=reason, view_json=text)
+
+    @property
+    def view(self) -> Any:
+        return None if self.view_json is None else json.loads(self.view_json)
+
+    def entry(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"ok": self.ok}
+        if self.reason is not None:
+            line["reason"] = self.reason
+        if self.view_json is not None:
+            line["view"] = self.view
+        return line
+
+    @classmethod
+    def parse(cls, value: Any) -> TaskEnd | None:
+        if not isinstance(value, dict):
+            return None  # a journal written before ends were kept
+        reason = value.get("reason")
+        return cls.of(
+            ok=value.get("ok") is True,
+            reason=str(reason) if reason is not None else None,
+            view=value.get("view"),
+        )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -60,6 +113,7 @@ class TaskEntry:
     task_id: str | None = None  # None: an intent only (the submit may have been accepted)
     submitted_at: float | None = None  # wall clock (time.time()), for the task's age and timeout
     finished: bool = False
+    end: TaskEnd | None = None  # how its task ended (None: not yet, or not journaled)
 
     @property
     def state(self) -> Step:
@@ -77,6 +131,7 @@ class TaskLine:
     custom_id: str = ""
     request_sha256: str = ""
     task_id: str | None = None
+    end: TaskEnd | None = None  # on an `ended` (or `finished`) line
     at: float = 0.0
 
     def entry(self) -> dict[str, Any]:
@@ -85,6 +140,8 @@ class TaskLine:
             line.update(id=self.custom_id, sha=self.request_sha256)
         elif self.step == "submitted":
             line["task_id"] = self.task_id
+        if self.end is not None:
+            line["end"] = self.end.entry()
         line["at"] = round(self.at or time.time(), 3)
         return line
 
@@ -96,6 +153,7 @@ class TaskJournal:
         self.out_dir = out_dir
         self.path = self.path_in(out_dir)
         self.entries = entries
+        self._rows = {e.custom_id: e.row for e in entries.values()}  # custom_id -> latest row
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._writable = False  # opened for writing, the file not made yet
@@ -172,6 +230,8 @@ class TaskJournal:
             self._unsynced = True
             for line in lines:
                 _apply(self.entries, line.entry())
+                if line.step == "intent":
+                    self._rows[line.custom_id] = line.row
 
     def sync(self) -> None:
         """Make every line written so far durable (fdatasync). Raises OSError."""
@@ -202,6 +262,11 @@ class TaskJournal:
         if lines:
             self.write(lines)
             self.sync()
+
+    def by_custom_id(self, custom_id: str) -> TaskEntry | None:
+        """The entry of the task row with this custom_id (its latest row), if there is one."""
+        row = self._rows.get(custom_id)
+        return None if row is None else self.entries.get(row)
 
     def unknown(self) -> list[TaskEntry]:
         """Rows with an intent and no task id: their submit may have been accepted."""
@@ -244,7 +309,10 @@ def _apply(entries: dict[int, TaskEntry], line: dict[str, Any]) -> None:
     if step == "submitted":
         entry.task_id = str(line["task_id"])
         entry.submitted_at = float(line["at"])
+    elif step == "ended":
+        entry.end = TaskEnd.parse(line.get("end"))
     elif step == "finished":
         entry.finished = True
+        entry.end = TaskEnd.parse(line.get("end")) or entry.end
     else:
         raise ValueError(f"unknown step {step!r}")

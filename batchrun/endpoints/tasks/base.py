@@ -103,6 +103,12 @@ class TaskFamily:
         """A per-id request for an id that batch polls keep leaving out, if the family has one."""
         return None
 
+    def follow_up_view(self, state: TaskState) -> Any:
+        """The part of a succeeded task's JSON that `follow_up` reads (a plain JSON value, kept
+        in the task journal so that a follow-up row finds its parent in a later run), or None
+        when the family takes no follow-ups. `follow_up` accepts a parent whose `body` is it."""
+        return None
+
     def follow_up(self, body: Mapping[str, Any], parent: TaskState) -> dict[str, Any]:
         """The submit body of a follow-up row once its parent task succeeded; ValueError when
         the row cannot be resolved against that parent."""

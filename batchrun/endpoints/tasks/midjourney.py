@@ -135,6 +135,12 @@ class Midjourney(TaskFamily):
     def fallback_poll(self, task_id: str) -> PollRequest | None:
         return PollRequest("GET", f"/mj/task/{urllib.parse.quote(task_id, safe='')}/fetch")
 
+    def follow_up_view(self, state: TaskState) -> Any:
+        """The buttons, with only what `follow_up` matches and sends."""
+        buttons = [as_dict(b) for b in as_dict(state.body).get("buttons") or ()]
+        keys = ("customId", "label", "emoji")
+        return {"buttons": [{k: b[k] for k in keys if b.get(k)} for b in buttons]}
+
     def follow_up(self, body: Mapping[str, Any], parent: TaskState) -> dict[str, Any]:
         """`{"button": "U1"}` -> `{"taskId": <parent>, "customId": <its button U1's>}`; the
         row's other fields are kept, and a row that names its own `customId` keeps it."""
