@@ -28,8 +28,14 @@ from typing import IO, Any
 
 from batchrun.common.ranges import RangeSet
 from batchrun.store.batch_files import BATCHES_DIR, SealedChunk
-from batchrun.store.checkpoint import CheckpointError, fsync_dir
-from batchrun.store.jsonlines import cut_torn, encode_line, whole_lines
+from batchrun.store.checkpoint import CheckpointError
+from batchrun.store.jsonlines import (
+    create_journal,
+    cut_torn,
+    encode_line,
+    read_journal,
+    whole_lines,
+)
 
 __all__ = ["BatchJournal", "Chunk", "JournalError"]
 
@@ -123,13 +129,9 @@ class BatchJournal:
     @classmethod
     def load(cls, out_dir: Path) -> BatchJournal | None:
         """The journal as it stands, read only; None when OUT never ran a batch backend."""
-        path = cls.path_in(out_dir)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = read_journal(cls.path_in(out_dir), JournalError)
+        if raw is None:
             return None
-        except OSError as exc:
-            raise JournalError(f"cannot read {path}: {exc.strerror or exc}") from exc
         journal, _ = cls._parse(out_dir, raw)
         return journal
 
@@ -139,10 +141,7 @@ class BatchJournal:
         (a crash mid-write) is cut off. The caller holds the output lock."""
         path = cls.path_in(out_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raw = b""
+        raw = read_journal(path, JournalError)
         if raw:
             journal, good = cls._parse(out_dir, raw)
             if good < len(raw):
@@ -154,13 +153,7 @@ class BatchJournal:
                 "out_id": secrets.token_hex(8),
                 "created_at": time.time(),
             }
-            tmp = path.with_name(f".{path.name}.tmp")
-            with tmp.open("wb") as f:
-                f.write(encode_line(header))
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-            fsync_dir(path.parent)
+            create_journal(path, header)
             journal = cls(out_dir, header, {})
         journal._file = path.open("ab")
         return journal

@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchrun.store.checkpoint import CheckpointError, fsync_dir
-from batchrun.store.jsonlines import cut_torn, encode_line, whole_lines
+from batchrun.store.jsonlines import (
+    create_journal,
+    cut_torn,
+    encode_line,
+    read_journal,
+    whole_lines,
+)
 
 __all__ = [
     "TASKS_DIR",
@@ -171,12 +177,7 @@ class TaskJournal:
         """The journal for appending, made if there is none; a torn last line is cut off. The
         caller holds the output lock."""
         path = cls.path_in(out_dir)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raw = b""
-        except OSError as exc:
-            raise TaskJournalError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raw = read_journal(path, TaskJournalError)
         if raw:
             lines, good = whole_lines(raw)
             journal = cls(out_dir, _parse(path, lines))
@@ -193,23 +194,15 @@ class TaskJournal:
         if not path.parent.is_dir():
             path.parent.mkdir()
             fsync_dir(self.out_dir)
-        header = {"format": _FORMAT, "version": _VERSION, "created_at": time.time()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("wb") as f:
-            f.write(encode_line(header))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        fsync_dir(path.parent)
+        create_journal(path, {"format": _FORMAT, "version": _VERSION, "created_at": time.time()})
         return os.open(path, os.O_WRONLY | os.O_APPEND)
 
     @classmethod
     def load(cls, out_dir: Path) -> TaskJournal | None:
         """The journal as it stands, read only; None when OUT never ran a task."""
         path = cls.path_in(out_dir)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = read_journal(path, TaskJournalError)
+        if raw is None:
             return None
         lines, _ = whole_lines(raw)
         return cls(out_dir, _parse(path, lines))
